@@ -1,0 +1,51 @@
+# Every target installs what it needs into .venv first, from the locked
+# requirements, so a fresh clone needs only python3 (3.11+) and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONTRACT ?= buf.build/agynio/api
+
+.PHONY: install run test lint typecheck check generate check-generated lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements/dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+## run: the service on the embedded SQLite file ./agent-state.db (DATABASE_URL selects PostgreSQL)
+run: install
+	$(BIN)/agent-state serve
+
+## test: the whole suite; the PostgreSQL half uses AGENT_STATE_TEST_POSTGRES_URL (see README)
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck check-generated test
+
+## generate: regenerate src/agent_state/_gen (CONTRACT=../shared/contract where the registry is out of reach)
+generate: install
+	PYTHON=$(BIN)/python scripts/generate.sh $(CONTRACT)
+
+check-generated: install
+	PYTHON=$(BIN)/python scripts/generate.sh $(CONTRACT)
+	git diff --exit-code -- src/agent_state/_gen
+	test -z "$$(git status --porcelain -- src/agent_state/_gen)"
+
+## lock: re-resolve requirements/*.txt after changing pyproject.toml dependencies
+lock: install
+	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url --allow-unsafe -o requirements/dev.txt pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url --allow-unsafe -o requirements/runtime.txt pyproject.toml
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

@@ -1,0 +1,56 @@
+"""One tree of errors, named after the condition a caller can act on.
+
+The gRPC layer maps each class to a status code in one table
+(`agent_state.server.status`); nothing else decides codes.
+"""
+
+from __future__ import annotations
+
+
+class AgentStateError(Exception):
+    """Base of every error this package raises on purpose.
+
+    `field` names the request field at fault (``messages[3].body``), or is
+    empty when the error is not about one field.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+class InvalidArgument(AgentStateError):
+    """The request alone shows the mistake (a malformed id, a missing mode...)."""
+
+
+class NotFound(AgentStateError):
+    """Something the request names does not exist."""
+
+
+class ConversationNotFound(NotFound):
+    pass
+
+
+class SnapshotNotFound(NotFound):
+    pass
+
+
+class MessageNotFound(NotFound):
+    """A named message is not a message of the conversation (or not in its
+    ordering, where the rule asks for that)."""
+
+
+class ResourceExhausted(AgentStateError):
+    """A storage limit of one conversation was reached."""
+
+
+class StorageUnavailable(AgentStateError):
+    """The database cannot be reached or gave up; safe to retry.
+
+    The message never carries SQL, a DSN or a password: the driver error is
+    kept as ``__cause__`` for the logs only.
+    """
+
+    def __init__(self, reason: str = "the database is unavailable, retry later") -> None:
+        super().__init__("", reason)

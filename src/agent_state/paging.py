@@ -1,0 +1,109 @@
+"""Opaque page tokens, bound to one list, one conversation or snapshot, and
+one filter.
+
+A token is URL-safe base64 of a fixed-size record closed by a keyed BLAKE2b
+check value, so a truncated, altered or invented token is recognised as
+malformed instead of being followed somewhere arbitrary. The key is not a
+secret: the check guards against mistakes, and a token gives no access
+beyond the list it pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from uuid import UUID
+
+from .errors import InvalidArgument
+
+_FORMAT = struct.Struct(">BB16s8sqq")
+_CHECK_SIZE = 8
+_CHECK_KEY = b"agent-state page token"
+_VERSION = 1
+_FIELD = "page_token"
+
+
+class PagedList(enum.IntEnum):
+    CONVERSATION_MESSAGES = 1
+    CONVERSATION_MESSAGE_IDS = 2
+    SNAPSHOT_MESSAGES = 3
+    SNAPSHOT_MESSAGE_IDS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the next page starts: after `position` (conversation lists,
+    valid for `layout_version`) or after snapshot index `position`."""
+
+    position: int
+    layout_version: int = 0
+
+
+NO_FILTER = b"\0" * 8
+
+
+def filter_fingerprint(roles: Iterable[int], kinds: Iterable[str]) -> bytes:
+    """Identifies a filter as a set: order and repeats do not matter."""
+    digest = hashlib.blake2b(digest_size=8)
+    for role in sorted(set(roles)):
+        digest.update(b"r" + struct.pack(">q", role))
+    for kind in sorted(set(kinds)):
+        encoded = kind.encode("utf-8")
+        digest.update(b"k" + struct.pack(">I", len(encoded)) + encoded)
+    return digest.digest()
+
+
+def encode(listed: PagedList, target: UUID, fingerprint: bytes, cursor: Cursor) -> str:
+    record = _FORMAT.pack(
+        _VERSION, listed, target.bytes, fingerprint, cursor.position, cursor.layout_version
+    )
+    return base64.urlsafe_b64encode(record + _check(record)).rstrip(b"=").decode("ascii")
+
+
+def decode(token: str, listed: PagedList, target: UUID, fingerprint: bytes) -> Cursor | None:
+    """The cursor in `token` (None for the empty token, the first page).
+
+    Raises InvalidArgument when the token is malformed or was issued for
+    another list, conversation, snapshot or filter.
+    """
+    if not token:
+        return None
+    record = _unpack(token)
+    version, token_list, token_target, token_fingerprint, position, layout = record
+    if version != _VERSION or token_list != listed:
+        raise InvalidArgument(_FIELD, "was issued by another list method")
+    if token_target != target.bytes:
+        what = "snapshot" if listed >= PagedList.SNAPSHOT_MESSAGES else "conversation"
+        raise InvalidArgument(_FIELD, f"was issued for another {what}")
+    if token_fingerprint != fingerprint:
+        raise InvalidArgument(_FIELD, "was issued with other roles or kinds filters")
+    if position < 0 or layout < 0:
+        raise InvalidArgument(_FIELD, "is not a page token issued by this service")
+    return Cursor(position, layout)
+
+
+def token_length() -> int:
+    """Every token has this many characters."""
+    return len(base64.urlsafe_b64encode(b"\0" * (_FORMAT.size + _CHECK_SIZE)).rstrip(b"="))
+
+
+def _unpack(token: str) -> tuple[int, int, bytes, bytes, int, int]:
+    malformed = InvalidArgument(_FIELD, "is not a page token issued by this service")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise malformed from None
+    record, check = raw[: _FORMAT.size], raw[_FORMAT.size :]
+    if len(raw) != _FORMAT.size + _CHECK_SIZE or check != _check(record):
+        raise malformed
+    unpacked: tuple[int, int, bytes, bytes, int, int] = _FORMAT.unpack(record)
+    return unpacked
+
+
+def _check(record: bytes) -> bytes:
+    return hashlib.blake2b(record, digest_size=_CHECK_SIZE, key=_CHECK_KEY).digest()

@@ -1,0 +1,195 @@
+"""The conversation rules that need no database: request validation, page
+sizes, timestamps, and the checks a range operation makes on what storage
+found. Pure functions, table-tested in tests/unit.
+
+Errors come in the order the API promises: what the request alone shows
+first (INVALID_ARGUMENT), then what must exist (NOT_FOUND), then the order
+of the range ends, then the other named ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from .errors import InvalidArgument, MessageNotFound
+from .ids import parse_optional_uuid, parse_uuid
+from .model import MessageInput, Role
+
+_ROLES = frozenset(role.value for role in Role)
+_ROLE_NAMES = ", ".join(f"ROLE_{role.name}" for role in Role)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Request limits; the defaults are the documented ones."""
+
+    max_append_messages: int = 1000
+    max_kind_length: int = 256
+    default_page_size: int = 100
+    max_page_size: int = 1000
+    max_response_bytes: int = 3 * 1024 * 1024
+
+
+def next_updated_at(previous: int, now: int) -> int:
+    """updated_at strictly increases on every change, even if the clock
+    stands still or steps back (another replica's clock, say)."""
+    return max(now, previous + 1)
+
+
+def validate_append(messages: Sequence[MessageInput], limits: Limits) -> None:
+    if not messages:
+        raise InvalidArgument("messages", "must hold at least one message")
+    if len(messages) > limits.max_append_messages:
+        raise InvalidArgument(
+            "messages",
+            f"holds {len(messages)} messages; at most {limits.max_append_messages} per append",
+        )
+    for index, message in enumerate(messages):
+        field = f"messages[{index}]"
+        if message.role not in _ROLES:
+            raise InvalidArgument(
+                f"{field}.role", f"is {message.role}; it must be one of {_ROLE_NAMES}"
+            )
+        if len(message.kind) > limits.max_kind_length:
+            raise InvalidArgument(
+                f"{field}.kind",
+                f"has {len(message.kind)} characters; at most {limits.max_kind_length}",
+            )
+        if message.body_variant is None:
+            raise InvalidArgument(f"{field}.body", "must have text or tool_output set")
+        if message.body_variant == "tool_output" and message.tool_output_variant is None:
+            raise InvalidArgument(
+                f"{field}.body.tool_output", "must have its text or image output set"
+            )
+
+
+def page_size(requested: int, limits: Limits) -> int:
+    """0 or less: the default; above the cap: the cap."""
+    if requested <= 0:
+        return limits.default_page_size
+    return min(requested, limits.max_page_size)
+
+
+def role_filter(roles: Sequence[int]) -> frozenset[int]:
+    for index, role in enumerate(roles):
+        if role not in _ROLES:
+            raise InvalidArgument(
+                f"roles[{index}]", f"is {role}; a filter takes only {_ROLE_NAMES}"
+            )
+    return frozenset(roles)
+
+
+def parse_ids(values: Sequence[str], field: str) -> list[UUID]:
+    return [parse_uuid(value, f"{field}[{index}]") for index, value in enumerate(values)]
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRequest:
+    """A validated Replace or Delete request: which ends are set, and for
+    Replace the ids to put in."""
+
+    conversation_id: UUID
+    from_id: UUID | None
+    to_id: UUID | None
+    new_ids: tuple[UUID, ...] = ()
+
+    @property
+    def named(self) -> list[UUID]:
+        """Every id the request names, for one storage lookup."""
+        ends = [end for end in (self.from_id, self.to_id) if end is not None]
+        return ends + list(self.new_ids)
+
+
+def parse_range(
+    conversation_id: str, from_id: str, to_id: str, new_ids: Sequence[str] | None
+) -> RangeRequest:
+    """Validate a range request; `new_ids` is None for Delete."""
+    request = RangeRequest(
+        conversation_id=parse_uuid(conversation_id, "conversation_id"),
+        from_id=parse_optional_uuid(from_id, "from_message_id"),
+        to_id=parse_optional_uuid(to_id, "to_message_id"),
+        new_ids=tuple(parse_ids(new_ids or (), "new_message_ids")),
+    )
+    if request.from_id is None and request.to_id is None:
+        raise InvalidArgument(
+            "from_message_id", "from_message_id, to_message_id or both must be set"
+        )
+    if new_ids is None:
+        return request
+    seen: dict[UUID, int] = {}
+    for index, new_id in enumerate(request.new_ids):
+        if new_id in seen:
+            raise InvalidArgument(
+                f"new_message_ids[{index}]",
+                f"repeats new_message_ids[{seen[new_id]}]; an id can be inserted only once",
+            )
+        seen[new_id] = index
+    if request.from_id is None or request.to_id is None:
+        if not request.new_ids:
+            raise InvalidArgument(
+                "new_message_ids", "must not be empty when only one end of the range is set"
+            )
+        anchor, anchor_field = (
+            (request.from_id, "from_message_id")
+            if request.from_id is not None
+            else (request.to_id, "to_message_id")
+        )
+        if anchor in seen:
+            raise InvalidArgument(
+                f"new_message_ids[{seen[anchor]}]",
+                f"names the anchor {anchor_field} itself; it cannot be inserted next to itself",
+            )
+    return request
+
+
+@dataclass(frozen=True, slots=True)
+class RangeEnds:
+    """Positions of the ends that are set."""
+
+    from_position: int | None
+    to_position: int | None
+
+
+def check_range(request: RangeRequest, places: dict[UUID, int | None]) -> RangeEnds:
+    """Check what storage found for the named ids, in the promised order.
+
+    `places` maps each named id that is a message of the conversation to its
+    position (None when detached).
+    """
+    from_position = _ordering_position(request.from_id, "from_message_id", places)
+    to_position = _ordering_position(request.to_id, "to_message_id", places)
+    if from_position is not None and to_position is not None and from_position > to_position:
+        raise InvalidArgument(
+            "from_message_id", "comes after to_message_id in the conversation's ordering"
+        )
+    for index, new_id in enumerate(request.new_ids):
+        if new_id not in places:
+            raise MessageNotFound(
+                f"new_message_ids[{index}]",
+                f"message {new_id} is not a message of conversation {request.conversation_id}",
+            )
+    return RangeEnds(from_position, to_position)
+
+
+def _ordering_position(
+    message_id: UUID | None, field: str, places: dict[UUID, int | None]
+) -> int | None:
+    if message_id is None:
+        return None
+    position = places.get(message_id)
+    if position is None:
+        raise MessageNotFound(field, f"message {message_id} is not in the conversation's ordering")
+    return position
+
+
+def check_snapshot_ids(
+    conversation_id: UUID, message_ids: Sequence[UUID], existing: dict[UUID, int | None]
+) -> None:
+    for index, message_id in enumerate(message_ids):
+        if message_id not in existing:
+            raise MessageNotFound(
+                f"message_ids[{index}]",
+                f"message {message_id} is not a message of conversation {conversation_id}",
+            )

@@ -1,0 +1,99 @@
+"""The grpc.aio server: AgentStateService, health, reflection, and a
+graceful stop on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..config import Settings
+from ..service import ConversationService
+from ..storage import Store, make_store
+from .servicer import SERVICE_NAME, AgentStateServicer, register
+
+log = logging.getLogger("agent_state.server")
+
+
+def store_from(settings: Settings) -> Store:
+    return make_store(
+        settings.database_url,
+        sqlite_path=settings.sqlite_path,
+        pool_min_size=settings.pool_min_size,
+        pool_max_size=settings.pool_max_size,
+        statement_timeout_ms=settings.statement_timeout_ms,
+    )
+
+
+class Server:
+    """One running server; `start`, then `wait_for_stop_signal` or `stop`."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self._settings = settings
+        self._store = store
+        self._health = health.aio.HealthServicer()
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_request_bytes),
+                ("grpc.max_send_message_length", -1),
+            ]
+        )
+        self.port = 0
+
+    async def start(self) -> None:
+        await self._store.open()
+        try:
+            if self._settings.migrate_on_start:
+                applied = await self._store.migrate()
+                if applied:
+                    log.info("applied migrations %s", applied)
+            service = ConversationService(self._store, self._settings.limits())
+            register(self._grpc, AgentStateServicer(service))
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+            )
+            self.port = self._grpc.add_insecure_port(self._settings.grpc_address)
+            if not self.port:
+                raise OSError(f"cannot listen on {self._settings.grpc_address}")
+            await self._grpc.start()
+        except BaseException:
+            await self._store.close()
+            raise
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self._health.set("", serving)
+        await self._health.set(SERVICE_NAME, serving)
+
+    async def stop(self) -> None:
+        """Refuse new calls, let in-flight ones finish (up to the grace
+        period), then close the database."""
+        await self._health.enter_graceful_shutdown()
+        await self._grpc.stop(self._settings.shutdown_grace_seconds)
+        await self._store.close()
+
+    async def wait_for_stop_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("stop signal received; draining in-flight calls")
+
+
+async def serve(settings: Settings) -> None:
+    store = store_from(settings)
+    server = Server(settings, store)
+    await server.start()
+    backend = (
+        settings.database_url.partition(":")[0]
+        if settings.database_url
+        else f"sqlite file {settings.sqlite_path}"
+    )
+    log.info("agent-state listening on %s (%s)", settings.grpc_address, backend)
+    await server.wait_for_stop_signal()
+    await server.stop()
+    log.info("stopped")

@@ -1,0 +1,212 @@
+"""The gRPC face of the service: decode, call ConversationService, encode.
+
+Handlers are registered from the contract's service descriptor rather than
+through the generated servicer base class, so that a request that does not
+even parse is answered INVALID_ARGUMENT (instead of the runtime's generic
+failure) and every method shares one error path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from .._gen import agent_state_pb2 as pb
+from ..service import ConversationService
+from . import convert
+from .status import status_of
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
+
+log = logging.getLogger("agent_state.rpc")
+
+Handler = Callable[[Any], Awaitable[Message]]
+
+
+class _Malformed:
+    """Stands for a request whose bytes did not parse."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+class AgentStateServicer:
+    def __init__(self, service: ConversationService) -> None:
+        self._service = service
+
+    def handlers(self) -> dict[str, Handler]:
+        """Method name -> coroutine taking the request message."""
+        return {
+            "AppendConversationMessages": self.append,
+            "ListConversationMessages": self.list_messages,
+            "ReplaceConversationMessagesRange": self.replace_range,
+            "DeleteConversationMessagesRange": self.delete_range,
+            "GetConversation": self.get_conversation,
+            "ListConversationMessageIds": self.list_message_ids,
+            "ListSnapshotMessages": self.list_snapshot_messages,
+            "ListSnapshotMessageIds": self.list_snapshot_message_ids,
+            "CreateSnapshot": self.create_snapshot,
+        }
+
+    async def append(
+        self, request: pb.AppendConversationMessagesRequest
+    ) -> pb.AppendConversationMessagesResponse:
+        inputs = [convert.message_input(message) for message in request.messages]
+        result = await self._service.append(request.conversation_id, inputs)
+        return pb.AppendConversationMessagesResponse(
+            metadata=convert.metadata(result.state),
+            appended=convert.messages(result.state.id, result.messages),
+        )
+
+    async def list_messages(
+        self, request: pb.ListConversationMessagesRequest
+    ) -> pb.ListConversationMessagesResponse:
+        page = await self._service.list_messages(
+            request.conversation_id,
+            list(request.roles),
+            list(request.kinds),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListConversationMessagesResponse(
+            metadata=convert.metadata(page.state),
+            messages=convert.messages(page.state.id, page.messages),
+            next_page_token=page.next_page_token,
+        )
+
+    async def replace_range(
+        self, request: pb.ReplaceConversationMessagesRangeRequest
+    ) -> pb.ReplaceConversationMessagesRangeResponse:
+        result = await self._service.replace_range(
+            request.conversation_id,
+            request.from_message_id,
+            request.to_message_id,
+            list(request.new_message_ids),
+        )
+        return pb.ReplaceConversationMessagesRangeResponse(
+            metadata=convert.metadata(result.state),
+            replaced_message_ids=convert.ids(result.replaced),
+            inserted_message_ids=convert.ids(result.inserted),
+        )
+
+    async def delete_range(
+        self, request: pb.DeleteConversationMessagesRangeRequest
+    ) -> pb.DeleteConversationMessagesRangeResponse:
+        result = await self._service.delete_range(
+            request.conversation_id, request.from_message_id, request.to_message_id
+        )
+        return pb.DeleteConversationMessagesRangeResponse(
+            metadata=convert.metadata(result.state),
+            deleted_message_ids=convert.ids(result.deleted),
+        )
+
+    async def get_conversation(
+        self, request: pb.GetConversationRequest
+    ) -> pb.GetConversationResponse:
+        state = await self._service.get_conversation(request.conversation_id)
+        return pb.GetConversationResponse(metadata=convert.metadata(state))
+
+    async def list_message_ids(
+        self, request: pb.ListConversationMessageIdsRequest
+    ) -> pb.ListConversationMessageIdsResponse:
+        page = await self._service.list_message_ids(
+            request.conversation_id, request.page_size, request.page_token
+        )
+        return pb.ListConversationMessageIdsResponse(
+            message_ids=convert.ids(page.message_ids), next_page_token=page.next_page_token
+        )
+
+    async def list_snapshot_messages(
+        self, request: pb.ListSnapshotMessagesRequest
+    ) -> pb.ListSnapshotMessagesResponse:
+        page = await self._service.list_snapshot_messages(
+            request.snapshot_id, request.page_size, request.page_token
+        )
+        return pb.ListSnapshotMessagesResponse(
+            messages=convert.messages(page.conversation_id, page.messages),
+            next_page_token=page.next_page_token,
+        )
+
+    async def list_snapshot_message_ids(
+        self, request: pb.ListSnapshotMessageIdsRequest
+    ) -> pb.ListSnapshotMessageIdsResponse:
+        page = await self._service.list_snapshot_message_ids(
+            request.snapshot_id, request.page_size, request.page_token
+        )
+        return pb.ListSnapshotMessageIdsResponse(
+            message_ids=convert.ids(page.message_ids), next_page_token=page.next_page_token
+        )
+
+    async def create_snapshot(self, request: pb.CreateSnapshotRequest) -> pb.CreateSnapshotResponse:
+        snapshot = await self._service.create_snapshot(
+            request.conversation_id, list(request.message_ids)
+        )
+        return pb.CreateSnapshotResponse(
+            snapshot=pb.ContextSnapshot(
+                snapshot_id=str(snapshot.id),
+                conversation_id=str(snapshot.conversation_id),
+                created_at=convert.timestamp(snapshot.created_at),
+            )
+        )
+
+
+def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | _Malformed]:
+    def parse(data: bytes) -> Message | _Malformed:
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, RuntimeError, ValueError):
+            return _Malformed(message_type.DESCRIPTOR.full_name)
+
+    return parse
+
+
+def _serialize(response: Message) -> bytes:
+    return response.SerializeToString()
+
+
+def _behaviour(
+    method: str, handler: Handler
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        if isinstance(request, _Malformed):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request: not a valid {request.type_name} message",
+            )
+        try:
+            return await handler(request)
+        except Exception as error:
+            code, text = status_of(error)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("%s failed unexpectedly", method)
+            elif code is grpc.StatusCode.UNAVAILABLE:
+                log.warning("%s: storage unavailable: %r", method, error.__cause__)
+            await context.abort(code, text)
+            raise AssertionError("abort returns only by raising") from error
+
+    return call
+
+
+def register(server: grpc.aio.Server, servicer: AgentStateServicer) -> None:
+    """Serve every method of the contract's AgentStateService on `server`."""
+    service = pb.DESCRIPTOR.services_by_name["AgentStateService"]
+    handlers = servicer.handlers()
+    missing = {method.name for method in service.methods} ^ set(handlers)
+    if missing:
+        raise RuntimeError(f"servicer and contract disagree on methods: {sorted(missing)}")
+    method_handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            _behaviour(method.name, handlers[method.name]),
+            request_deserializer=_deserializer(getattr(pb, method.input_type.name)),
+            response_serializer=_serialize,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, method_handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, method_handlers)

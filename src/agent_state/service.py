@@ -1,0 +1,363 @@
+"""The conversation rules, one method per RPC.
+
+Each method validates the request (rules.py), opens one storage
+transaction, asks storage only for what the decision needs (never the whole
+conversation, except where the caller asked for all of it), and writes the
+outcome. It knows nothing of gRPC: the server layer maps its values and
+errors to the wire.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from . import paging, positions, rules, wire
+from .clock import now_micros
+from .errors import InvalidArgument
+from .ids import new_id, parse_uuid
+from .model import (
+    ConversationState,
+    Item,
+    MessageInput,
+    Page,
+    Renumbering,
+    Snapshot,
+    StoredMessage,
+)
+from .paging import Cursor, PagedList
+from .storage.base import ReadTransaction, Store, WriteTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    state: ConversationState
+    messages: list[StoredMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    state: ConversationState
+    messages: list[StoredMessage]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdPage:
+    message_ids: list[UUID]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMessagePage:
+    conversation_id: UUID
+    messages: list[StoredMessage]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    state: ConversationState
+    replaced: list[UUID]
+    inserted: list[UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    state: ConversationState
+    deleted: list[UUID]
+
+
+# How many neighbours to fetch at first when a gap is used up; the window
+# search widens from there by a factor of 8 per fetch.
+_FIRST_WINDOW_FETCH = 64
+
+
+class ConversationService:
+    def __init__(
+        self,
+        store: Store,
+        limits: rules.Limits | None = None,
+        clock: Callable[[], int] = now_micros,
+    ) -> None:
+        self._store = store
+        self._limits = limits or rules.Limits()
+        self._clock = clock
+
+    @property
+    def limits(self) -> rules.Limits:
+        return self._limits
+
+    # -- writes ---------------------------------------------------------
+
+    async def append(self, conversation_id: str, inputs: Sequence[MessageInput]) -> Appended:
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        rules.validate_append(inputs, self._limits)
+        digests = [hashlib.sha256(message.body).digest() for message in inputs]
+        async with self._store.write(conversation, create=True) as tx:
+            state = tx.state
+            slots = positions.append_positions(state.tail_position, len(inputs))
+            updated_at = rules.next_updated_at(state.updated_at, self._clock())
+            messages = [
+                StoredMessage(new_id(), message.role, message.kind, message.body, updated_at)
+                for message in inputs
+            ]
+            await tx.insert_messages(messages, digests)
+            await tx.place([Item(slot, m.id) for slot, m in zip(slots, messages, strict=True)])
+            state = dataclasses.replace(
+                state,
+                message_count=state.message_count + len(messages),
+                updated_at=updated_at,
+                tail_position=slots[-1],
+                version=state.version + 1,
+            )
+            await tx.save(state)
+        return Appended(state, messages)
+
+    async def replace_range(
+        self, conversation_id: str, from_id: str, to_id: str, new_ids: Sequence[str]
+    ) -> Replaced:
+        request = rules.parse_range(conversation_id, from_id, to_id, new_ids)
+        async with self._store.write(request.conversation_id) as tx:
+            state = tx.state
+            places = await tx.lookup(request.named)
+            ends = rules.check_range(request, places)
+            replaced: list[Item] = []
+            if ends.from_position is not None and ends.to_position is not None:
+                replaced = await tx.items_between(ends.from_position, ends.to_position)
+            in_range = {item.message_id for item in replaced}
+            # Ids already in the ordering elsewhere move: they leave their place.
+            moved = [
+                message_id
+                for message_id in request.new_ids
+                if places[message_id] is not None and message_id not in in_range
+            ]
+            removed = [item.message_id for item in replaced] + moved
+            if removed:
+                await tx.unplace(removed)
+            tail = state.tail_position
+            layout_version = state.layout_version
+            if request.new_ids:
+                lower, upper = await _gap(tx, ends)
+                slots, renumbering = await _make_room(
+                    tx, lower, upper, len(request.new_ids), layout_version
+                )
+                if renumbering is not None:
+                    await tx.renumber(renumbering)
+                    layout_version = renumbering.layout_version
+                    tail = max([tail, *renumbering.new_positions])
+                await tx.place(
+                    [Item(slot, m) for slot, m in zip(slots, request.new_ids, strict=True)]
+                )
+                tail = max(tail, slots[-1])
+            state = dataclasses.replace(
+                state,
+                message_count=state.message_count - len(removed) + len(request.new_ids),
+                updated_at=rules.next_updated_at(state.updated_at, self._clock()),
+                tail_position=tail,
+                layout_version=layout_version,
+                version=state.version + 1,
+            )
+            await tx.save(state)
+        return Replaced(state, [item.message_id for item in replaced], list(request.new_ids))
+
+    async def delete_range(self, conversation_id: str, from_id: str, to_id: str) -> Deleted:
+        request = rules.parse_range(conversation_id, from_id, to_id, None)
+        async with self._store.write(request.conversation_id) as tx:
+            state = tx.state
+            ends = rules.check_range(request, await tx.lookup(request.named))
+            items = await tx.items_between(ends.from_position or 0, ends.to_position)
+            deleted = [item.message_id for item in items]
+            await tx.delete(deleted)
+            state = dataclasses.replace(
+                state,
+                message_count=state.message_count - len(deleted),
+                updated_at=rules.next_updated_at(state.updated_at, self._clock()),
+                version=state.version + 1,
+            )
+            await tx.save(state)
+        return Deleted(state, deleted)
+
+    async def create_snapshot(self, conversation_id: str, message_ids: Sequence[str]) -> Snapshot:
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        ids = rules.parse_ids(message_ids, "message_ids")
+        if not ids:
+            raise InvalidArgument("message_ids", "must name at least one message")
+        async with self._store.write(conversation) as tx:
+            rules.check_snapshot_ids(conversation, ids, await tx.lookup(ids))
+            snapshot = Snapshot(new_id(), conversation, self._clock(), len(ids))
+            await tx.create_snapshot(snapshot, ids)
+        return snapshot
+
+    # -- reads ----------------------------------------------------------
+
+    async def get_conversation(self, conversation_id: str) -> ConversationState:
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        async with self._store.read() as rx:
+            return await rx.conversation(conversation)
+
+    async def list_messages(
+        self,
+        conversation_id: str,
+        roles: Sequence[int],
+        kinds: Sequence[str],
+        page_size: int,
+        page_token: str,
+    ) -> MessagePage:
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        role_set = rules.role_filter(roles)
+        kind_set = frozenset(kinds)
+        limit = rules.page_size(page_size, self._limits)
+        fingerprint = paging.filter_fingerprint(role_set, kind_set)
+        listed = PagedList.CONVERSATION_MESSAGES
+        cursor = paging.decode(page_token, listed, conversation, fingerprint)
+        async with self._store.read() as rx:
+            state = await rx.conversation(conversation)
+            after = await _resume(rx, state, cursor)
+            page = await rx.message_page(
+                conversation, after, limit, role_set, kind_set, self._limits.max_response_bytes
+            )
+        header = wire.length_delimited_size(
+            wire.metadata_size(state.message_count, state.updated_at)
+        )
+        rows, more = self._fit(page, header)
+        token = ""
+        if more:
+            token = paging.encode(
+                listed, conversation, fingerprint, Cursor(rows[-1][0], state.layout_version)
+            )
+        return MessagePage(state, [message for _, message in rows], token)
+
+    async def list_message_ids(
+        self, conversation_id: str, page_size: int, page_token: str
+    ) -> IdPage:
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        limit = rules.page_size(page_size, self._limits)
+        listed = PagedList.CONVERSATION_MESSAGE_IDS
+        cursor = paging.decode(page_token, listed, conversation, paging.NO_FILTER)
+        async with self._store.read() as rx:
+            state = await rx.conversation(conversation)
+            after = await _resume(rx, state, cursor)
+            page = await rx.id_page(conversation, after, limit)
+        token = ""
+        if page.more:
+            token = paging.encode(
+                listed,
+                conversation,
+                paging.NO_FILTER,
+                Cursor(page.rows[-1].position, state.layout_version),
+            )
+        return IdPage([item.message_id for item in page.rows], token)
+
+    async def list_snapshot_messages(
+        self, snapshot_id: str, page_size: int, page_token: str
+    ) -> SnapshotMessagePage:
+        snapshot_key = parse_uuid(snapshot_id, "snapshot_id")
+        limit = rules.page_size(page_size, self._limits)
+        listed = PagedList.SNAPSHOT_MESSAGES
+        cursor = paging.decode(page_token, listed, snapshot_key, paging.NO_FILTER)
+        async with self._store.read() as rx:
+            snapshot = await rx.snapshot(snapshot_key)
+            after = cursor.position if cursor else -1
+            page = await rx.snapshot_message_page(
+                snapshot, after, limit, self._limits.max_response_bytes
+            )
+        rows, more = self._fit(page, 0)
+        token = ""
+        if more:
+            token = paging.encode(listed, snapshot_key, paging.NO_FILTER, Cursor(rows[-1][0]))
+        return SnapshotMessagePage(
+            snapshot.conversation_id, [message for _, message in rows], token
+        )
+
+    async def list_snapshot_message_ids(
+        self, snapshot_id: str, page_size: int, page_token: str
+    ) -> IdPage:
+        snapshot_key = parse_uuid(snapshot_id, "snapshot_id")
+        limit = rules.page_size(page_size, self._limits)
+        listed = PagedList.SNAPSHOT_MESSAGE_IDS
+        cursor = paging.decode(page_token, listed, snapshot_key, paging.NO_FILTER)
+        async with self._store.read() as rx:
+            snapshot = await rx.snapshot(snapshot_key)
+            page = await rx.snapshot_id_page(snapshot, cursor.position if cursor else -1, limit)
+        token = ""
+        if page.more:
+            token = paging.encode(listed, snapshot_key, paging.NO_FILTER, Cursor(page.rows[-1][0]))
+        return IdPage([message_id for _, message_id in page.rows], token)
+
+    def _fit(
+        self, page: Page[tuple[int, StoredMessage]], header: int
+    ) -> tuple[list[tuple[int, StoredMessage]], bool]:
+        """The leading rows whose encoding, with `header` bytes and a page
+        token, stays within the response limit (at least one row)."""
+        budget = self._limits.max_response_bytes
+        total = header + wire.length_delimited_size(paging.token_length())
+        for count, (_, message) in enumerate(page.rows):
+            total += wire.length_delimited_size(
+                wire.message_size(
+                    message.role,
+                    len(message.kind.encode("utf-8")),
+                    len(message.body),
+                    message.created_at,
+                )
+            )
+            if count and total > budget:
+                return page.rows[:count], True
+        return page.rows, page.more
+
+
+async def _resume(rx: ReadTransaction, state: ConversationState, cursor: Cursor | None) -> int:
+    """The position a conversation page starts after."""
+    if cursor is None:
+        return 0
+    if cursor.layout_version > state.layout_version:
+        raise InvalidArgument("page_token", "is not a page token issued by this service")
+    if cursor.layout_version == state.layout_version:
+        return cursor.position
+    changes = await rx.renumberings_since(state.id, cursor.layout_version)
+    return positions.follow(cursor.position, changes)
+
+
+async def _gap(tx: WriteTransaction, ends: rules.RangeEnds) -> tuple[int, int | None]:
+    """The free interval new entries go into (after removals): between the
+    entry before it (0 at the head) and the one after it (None at the tail)."""
+    if ends.from_position is not None and ends.to_position is None:
+        lower = ends.from_position
+    else:
+        anchor = ends.from_position if ends.from_position is not None else ends.to_position
+        assert anchor is not None
+        before = await tx.items_before(anchor, 1)
+        lower = before[0].position if before else 0
+    if ends.to_position is not None and ends.from_position is None:
+        return lower, ends.to_position
+    anchor = ends.to_position if ends.to_position is not None else ends.from_position
+    assert anchor is not None
+    after = await tx.items_after(anchor, 1)
+    return lower, after[0].position if after else None
+
+
+async def _make_room(
+    tx: WriteTransaction, lower: int, upper: int | None, count: int, layout_version: int
+) -> tuple[list[int], Renumbering | None]:
+    """Positions for `count` entries between `lower` and `upper`, and the
+    renumbering that makes room for them if the gap is used up."""
+    slots = positions.spread(lower, upper, count)
+    if slots is not None:
+        return slots, None
+    assert upper is not None  # the open tail always has room
+    fetch = _FIRST_WINDOW_FETCH
+    while True:
+        before = await tx.items_before(lower + 1, fetch + 1)
+        after = await tx.items_after(upper - 1, fetch + 1)
+        level = 0
+        while (1 << level) <= fetch:
+            plan = positions.plan_window(
+                before, after, 1 << level, count, level, layout_version + 1
+            )
+            if plan is not None:
+                return plan.positions, plan.renumbering
+            level += 1
+        fetch *= 8

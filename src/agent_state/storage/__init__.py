@@ -1,0 +1,54 @@
+"""Storage backends behind one interface (base.py); `open_store` picks one
+from a database URL."""
+
+from __future__ import annotations
+
+from .base import ReadTransaction, Store, WriteTransaction
+
+__all__ = ["ReadTransaction", "Store", "UnsupportedDatabaseUrl", "WriteTransaction", "make_store"]
+
+
+class UnsupportedDatabaseUrl(ValueError):
+    pass
+
+
+def make_store(
+    database_url: str | None,
+    *,
+    sqlite_path: str = "agent-state.db",
+    pool_min_size: int = 1,
+    pool_max_size: int = 10,
+    statement_timeout_ms: int | None = None,
+) -> Store:
+    """The backend for `database_url` (not yet opened).
+
+    ``postgresql://`` or ``postgres://``: PostgreSQL. ``sqlite:///path``
+    (``sqlite:////abs/path`` for an absolute path): SQLite. No URL: the
+    SQLite file `sqlite_path`. Any other scheme is refused, never guessed.
+    """
+    if not database_url:
+        from .sqlite import SqliteStore
+
+        return SqliteStore(sqlite_path)
+    scheme, _, rest = database_url.partition(":")
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStore
+
+        return PostgresStore(
+            database_url,
+            min_size=pool_min_size,
+            max_size=pool_max_size,
+            statement_timeout_ms=statement_timeout_ms,
+        )
+    if scheme == "sqlite":
+        path = rest.removeprefix("///")
+        if not rest.startswith("///") or not path:
+            raise UnsupportedDatabaseUrl(
+                "a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path"
+            )
+        from .sqlite import SqliteStore
+
+        return SqliteStore(path)
+    raise UnsupportedDatabaseUrl(
+        f"unsupported database URL scheme {scheme!r}; use postgresql://... or sqlite:///path"
+    )

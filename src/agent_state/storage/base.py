@@ -1,0 +1,169 @@
+"""The one narrow interface between the conversation rules and a database.
+
+Operations are shaped after what the service needs, not after tables. A
+backend implements `Store`, `ReadTransaction` and `WriteTransaction`; the
+shared suite in tests/storage runs the same assertions against every
+backend. Backends contain no conversation rules: they store and fetch what
+the service decides, and raise only the errors named here
+(ConversationNotFound, SnapshotNotFound, StorageUnavailable).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from uuid import UUID
+
+from ..model import ConversationState, Item, Page, Renumbering, Snapshot, StoredMessage
+
+
+class ReadTransaction(ABC):
+    """Reads that see one consistent state of the database."""
+
+    @abstractmethod
+    async def conversation(self, conversation_id: UUID) -> ConversationState:
+        """The conversation's row; raises ConversationNotFound."""
+
+    @abstractmethod
+    async def renumberings_since(
+        self, conversation_id: UUID, layout_version: int
+    ) -> list[Renumbering]:
+        """Renumberings with a layout version above `layout_version`, oldest first."""
+
+    @abstractmethod
+    async def message_page(
+        self,
+        conversation_id: UUID,
+        after: int,
+        limit: int,
+        roles: frozenset[int],
+        kinds: frozenset[str],
+        body_budget: int,
+    ) -> Page[tuple[int, StoredMessage]]:
+        """Ordered entries with position > `after`, with their messages.
+
+        At most `limit` rows, matching `roles` and `kinds` (an empty set
+        matches everything). Rows stop early once their bodies add up to
+        more than `body_budget` bytes, but at least one row comes back.
+        `more` is True when further matching rows exist.
+        """
+
+    @abstractmethod
+    async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
+        """Ordered entries with position > `after`, at most `limit`."""
+
+    @abstractmethod
+    async def snapshot(self, snapshot_id: UUID) -> Snapshot:
+        """The snapshot's row; raises SnapshotNotFound."""
+
+    @abstractmethod
+    async def snapshot_message_page(
+        self, snapshot: Snapshot, after: int, limit: int, body_budget: int
+    ) -> Page[tuple[int, StoredMessage]]:
+        """Items with index > `after` (indexes start at 0; pass -1 for the
+        first page), with `limit` and `body_budget` as for message_page."""
+
+    @abstractmethod
+    async def snapshot_id_page(
+        self, snapshot: Snapshot, after: int, limit: int
+    ) -> Page[tuple[int, UUID]]:
+        """Message ids of items with index > `after`, at most `limit`."""
+
+
+class WriteTransaction(ABC):
+    """A transaction holding the lock of one conversation.
+
+    Everything done through it commits together when the ``async with``
+    block exits normally, and is rolled back when it raises.
+    """
+
+    @property
+    @abstractmethod
+    def state(self) -> ConversationState:
+        """The conversation's row as locked at the start."""
+
+    @abstractmethod
+    async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:
+        """Of the given ids, those that are messages of the conversation,
+        mapped to their position in the ordering (None when detached)."""
+
+    @abstractmethod
+    async def items_between(self, lower: int, upper: int | None) -> list[Item]:
+        """Entries with lower <= position <= upper (None: no upper bound), ordered."""
+
+    @abstractmethod
+    async def items_before(self, position: int, limit: int) -> list[Item]:
+        """Up to `limit` entries with a position below `position`, nearest first."""
+
+    @abstractmethod
+    async def items_after(self, position: int, limit: int) -> list[Item]:
+        """Up to `limit` entries with a position above `position`, nearest first."""
+
+    @abstractmethod
+    async def insert_messages(
+        self, messages: Sequence[StoredMessage], body_sha256s: Sequence[bytes]
+    ) -> None:
+        """Store new messages (not yet in the ordering)."""
+
+    @abstractmethod
+    async def place(self, items: Sequence[Item]) -> None:
+        """Put existing, currently detached messages into the ordering."""
+
+    @abstractmethod
+    async def unplace(self, message_ids: Sequence[UUID]) -> None:
+        """Take entries out of the ordering; the messages stay, detached."""
+
+    @abstractmethod
+    async def delete(self, message_ids: Sequence[UUID]) -> None:
+        """Take entries out of the ordering and delete their messages."""
+
+    @abstractmethod
+    async def renumber(self, renumbering: Renumbering) -> None:
+        """Move entries to new positions (order kept) and record the change."""
+
+    @abstractmethod
+    async def save(self, state: ConversationState) -> None:
+        """Write the conversation's row."""
+
+    @abstractmethod
+    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> None:
+        """Freeze copies of the named messages (all existing) as a snapshot."""
+
+
+class Store(ABC):
+    """A database holding conversations. Open before use, close after."""
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations (migrations.load/pending) under a database
+        lock, each in its own transaction; return the versions applied.
+        Works on an open store; raises migrations.MigrationError on mismatch."""
+
+    @abstractmethod
+    def read(self) -> AbstractAsyncContextManager[ReadTransaction]:
+        """A read-only transaction over one consistent state."""
+
+    @abstractmethod
+    def write(
+        self, conversation_id: UUID, *, create: bool = False
+    ) -> AbstractAsyncContextManager[WriteTransaction]:
+        """A transaction that locks the conversation.
+
+        With `create`, an absent conversation is created empty (and vanishes
+        again if the transaction rolls back); without, an absent one raises
+        ConversationNotFound.
+        """
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

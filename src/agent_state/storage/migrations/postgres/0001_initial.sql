@@ -1,0 +1,95 @@
+-- Conversations, their messages and ordering, snapshots.
+-- Every table leads with conversation_id so that rows of one conversation
+-- can later be co-located (distributed PostgreSQL keyed by conversation).
+
+CREATE TABLE conversations (
+    id             uuid        PRIMARY KEY,
+    message_count  bigint      NOT NULL DEFAULT 0,
+    -- Highest position ever handed out in this conversation.
+    tail_position  bigint      NOT NULL DEFAULT 0,
+    -- Number of renumberings so far (see conversation_renumberings).
+    layout_version bigint      NOT NULL DEFAULT 0,
+    -- Number of successful mutations (appends, replaces, deletes).
+    version        bigint      NOT NULL DEFAULT 0,
+    created_at     timestamptz NOT NULL,
+    updated_at     timestamptz NOT NULL
+);
+
+-- Messages are immutable. kind and body are bytea: text columns cannot
+-- hold U+0000, and the API round-trips every string exactly.
+CREATE TABLE messages (
+    conversation_id uuid        NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    id              uuid        NOT NULL,
+    role            smallint    NOT NULL,
+    kind            bytea       NOT NULL,
+    -- Deterministic protobuf encoding of MessageBody.
+    body            bytea       NOT NULL,
+    body_sha256     bytea       NOT NULL,
+    created_at      timestamptz NOT NULL,
+    PRIMARY KEY (conversation_id, id)
+);
+
+-- The ordering: one row per message in it, read in position order.
+-- Positions are sparse, so inserts rarely touch other rows.
+CREATE TABLE conversation_items (
+    conversation_id uuid   NOT NULL,
+    position        bigint NOT NULL,
+    message_id      uuid   NOT NULL,
+    PRIMARY KEY (conversation_id, position),
+    UNIQUE (conversation_id, message_id),
+    FOREIGN KEY (conversation_id, message_id)
+        REFERENCES messages (conversation_id, id) ON DELETE CASCADE
+);
+
+-- Each renumbering of a window of positions, so that page tokens issued
+-- before it still resume at the right place.
+CREATE TABLE conversation_renumberings (
+    conversation_id uuid   NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    layout_version  bigint NOT NULL,
+    lower_bound     bigint NOT NULL,
+    upper_bound     bigint,
+    -- Big-endian int64 arrays of equal length, old ascending.
+    old_positions   bytea  NOT NULL,
+    new_positions   bytea  NOT NULL,
+    PRIMARY KEY (conversation_id, layout_version)
+);
+
+CREATE TABLE snapshots (
+    conversation_id uuid        NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    id              uuid        NOT NULL,
+    created_at      timestamptz NOT NULL,
+    item_count      integer     NOT NULL,
+    PRIMARY KEY (conversation_id, id)
+);
+CREATE INDEX snapshots_by_id ON snapshots (id);
+
+-- Frozen copy of each message that some snapshot names. Messages are
+-- immutable, so one copy serves every snapshot, and it outlives the
+-- message's deletion.
+CREATE TABLE snapshot_messages (
+    conversation_id uuid        NOT NULL,
+    message_id      uuid        NOT NULL,
+    role            smallint    NOT NULL,
+    kind            bytea       NOT NULL,
+    body_sha256     bytea       NOT NULL,
+    created_at      timestamptz NOT NULL,
+    PRIMARY KEY (conversation_id, message_id)
+);
+
+-- Each distinct body once per conversation, keyed by its SHA-256.
+CREATE TABLE snapshot_bodies (
+    conversation_id uuid  NOT NULL,
+    sha256          bytea NOT NULL,
+    body            bytea NOT NULL,
+    PRIMARY KEY (conversation_id, sha256)
+);
+
+CREATE TABLE snapshot_items (
+    conversation_id uuid    NOT NULL,
+    snapshot_id     uuid    NOT NULL,
+    idx             integer NOT NULL,
+    message_id      uuid    NOT NULL,
+    PRIMARY KEY (conversation_id, snapshot_id, idx),
+    FOREIGN KEY (conversation_id, snapshot_id)
+        REFERENCES snapshots (conversation_id, id) ON DELETE CASCADE
+);

@@ -1,0 +1,69 @@
+"""Fixtures shared by every test folder: throwaway PostgreSQL databases.
+
+PostgreSQL is found at AGENT_STATE_TEST_POSTGRES_URL (default: the local
+server, user postgres, trust auth). Each test session creates its own
+databases and drops them afterwards. Where PostgreSQL is required (in CI, or
+with AGENT_STATE_REQUIRE_POSTGRES=1) an unreachable server fails the tests;
+elsewhere they are skipped with the reason, never silently.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("AGENT_STATE_TEST_POSTGRES_URL", DEFAULT_ADMIN_URL)
+
+
+def postgres_required() -> bool:
+    return bool(os.environ.get("CI")) or os.environ.get("AGENT_STATE_REQUIRE_POSTGRES") == "1"
+
+
+def _with_database(url: str, database: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = database
+    return make_conninfo(**params)
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database() -> Iterator[Callable[[], str]]:
+    """Call it to get the URL of a new, empty database (dropped at the end)."""
+    admin_url = postgres_admin_url()
+    try:
+        psycopg.connect(admin_url, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL is not reachable at AGENT_STATE_TEST_POSTGRES_URL: {exc}"
+        if postgres_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"agent_state_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return _with_database(admin_url, name)
+
+    yield make
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for name in created:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def postgres_url(make_postgres_database: Callable[[], str]) -> str:
+    """One throwaway database for the whole test session."""
+    return make_postgres_database()
