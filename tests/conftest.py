@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -30,9 +30,8 @@ def postgres_required() -> bool:
 
 
 def _with_database(url: str, database: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = database
-    return make_conninfo(**params)
+    """`url` (a postgresql:// URL) naming another database."""
+    return urlsplit(url)._replace(path=f"/{database}").geturl()
 
 
 @pytest.fixture(scope="session")

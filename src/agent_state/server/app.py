@@ -18,6 +18,11 @@ from .servicer import SERVICE_NAME, AgentStateServicer, register
 
 log = logging.getLogger("agent_state.server")
 
+# A drain waits for this long with no call running, but no longer than
+# _DISPATCH_SECONDS, before it stops the server.
+_QUIET_SECONDS = 0.2
+_DISPATCH_SECONDS = 1.5
+
 
 def store_from(settings: Settings) -> Store:
     return make_store(
@@ -43,6 +48,7 @@ class Server:
             ]
         )
         self.port = 0
+        self._servicer: AgentStateServicer | None = None
 
     async def start(self) -> None:
         await self._store.open()
@@ -52,7 +58,8 @@ class Server:
                 if applied:
                     log.info("applied migrations %s", applied)
             service = ConversationService(self._store, self._settings.limits())
-            register(self._grpc, AgentStateServicer(service))
+            self._servicer = AgentStateServicer(service)
+            register(self._grpc, self._servicer)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
@@ -69,11 +76,31 @@ class Server:
         await self._health.set(SERVICE_NAME, serving)
 
     async def stop(self) -> None:
-        """Refuse new calls, let in-flight ones finish (up to the grace
-        period), then close the database."""
+        """Report NOT_SERVING, drain, refuse new calls, close the database.
+
+        Requests that reached the server just before the signal may still
+        wait for the event loop to dispatch them, and gRPC cancels calls it
+        had not dispatched when the server stops. So the drain first waits
+        briefly for a quiet moment with no call running (serving whatever
+        arrives meanwhile), then stops the server, which refuses new calls
+        and gives those still running the grace period.
+        """
+        grace = self._settings.shutdown_grace_seconds
         await self._health.enter_graceful_shutdown()
-        await self._grpc.stop(self._settings.shutdown_grace_seconds)
+        await self._wait_until_quiet(min(grace, _DISPATCH_SECONDS))
+        await self._grpc.stop(grace)
         await self._store.close()
+
+    async def _wait_until_quiet(self, limit: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        quiet_since = loop.time()
+        while loop.time() < deadline:
+            if self._servicer is not None and self._servicer.in_flight:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since >= _QUIET_SECONDS:
+                return
+            await asyncio.sleep(_QUIET_SECONDS / 5)
 
     async def wait_for_stop_signal(self) -> None:
         stop = asyncio.Event()

@@ -37,6 +37,8 @@ class _Malformed:
 class AgentStateServicer:
     def __init__(self, service: ConversationService) -> None:
         self._service = service
+        self.in_flight = 0
+        """Calls whose handler is running; the graceful stop watches it."""
 
     def handlers(self) -> dict[str, Handler]:
         """Method name -> coroutine taking the request message."""
@@ -169,7 +171,7 @@ def _serialize(response: Message) -> bytes:
 
 
 def _behaviour(
-    method: str, handler: Handler
+    servicer: AgentStateServicer, method: str, handler: Handler
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         if isinstance(request, _Malformed):
@@ -177,6 +179,7 @@ def _behaviour(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"request: not a valid {request.type_name} message",
             )
+        servicer.in_flight += 1
         try:
             return await handler(request)
         except Exception as error:
@@ -187,6 +190,8 @@ def _behaviour(
                 log.warning("%s: storage unavailable: %r", method, error.__cause__)
             await context.abort(code, text)
             raise AssertionError("abort returns only by raising") from error
+        finally:
+            servicer.in_flight -= 1
 
     return call
 
@@ -200,7 +205,7 @@ def register(server: grpc.aio.Server, servicer: AgentStateServicer) -> None:
         raise RuntimeError(f"servicer and contract disagree on methods: {sorted(missing)}")
     method_handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
-            _behaviour(method.name, handlers[method.name]),
+            _behaviour(servicer, method.name, handlers[method.name]),
             request_deserializer=_deserializer(getattr(pb, method.input_type.name)),
             response_serializer=_serialize,
         )

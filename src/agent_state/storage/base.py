@@ -44,8 +44,9 @@ class ReadTransaction(ABC):
         """Ordered entries with position > `after`, with their messages.
 
         At most `limit` rows, matching `roles` and `kinds` (an empty set
-        matches everything). Rows stop early once their bodies add up to
-        more than `body_budget` bytes, but at least one row comes back.
+        matches everything). A row is returned only while the bodies of the
+        rows before it add up to less than `body_budget` bytes, so a page
+        stops early on large bodies; the first row always comes back.
         `more` is True when further matching rows exist.
         """
 
@@ -155,6 +156,10 @@ class Store(ABC):
         self, conversation_id: UUID, *, create: bool = False
     ) -> AbstractAsyncContextManager[WriteTransaction]:
         """A transaction that locks the conversation.
+
+        Writers to one conversation are serialized. Writers to different
+        conversations do not wait for each other where the database allows
+        concurrent writers (PostgreSQL); SQLite has one writer at a time.
 
         With `create`, an absent conversation is created empty (and vanishes
         again if the transaction rolls back); without, an absent one raises

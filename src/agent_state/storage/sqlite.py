@@ -390,7 +390,6 @@ class _SqliteWrite(WriteTransaction):
                 ),
             )
         )
-        self._state = state
 
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> None:
         items = [

@@ -1,0 +1,783 @@
+"""The PostgreSQL backend: psycopg 3 (async) over a connection pool.
+
+Every transaction runs in pipeline mode on an autocommit connection with an
+explicit BEGIN: statements whose results nobody waits for (BEGIN, the
+writes, COMMIT) travel together with the next statement that is waited
+for, so a typical write costs two round trips instead of one per statement.
+Bulk operations pass columns as arrays, so each one is a single statement
+however many rows it touches.
+
+Joins that look rows up one by one are written as LATERAL subqueries with
+OFFSET 0. The planner cannot flatten those, so each lookup is a probe of
+the full primary key, whatever the statistics say. Without that, a
+conversation younger than its table's last ANALYZE looks like one row to
+the planner, which then scans the whole conversation once per row.
+
+Driver errors meaning "the database is not there right now" become
+StorageUnavailable at every public method; any other database error is a
+bug and propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import struct
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from uuid import UUID
+
+import psycopg
+from psycopg import AsyncConnection, AsyncPipeline, pq
+from psycopg.abc import Buffer
+from psycopg.adapt import AdaptersMap, Loader
+from psycopg.errors import PipelineAborted
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
+from ..model import ConversationState, Item, Page, Renumbering, Snapshot, StoredMessage
+from . import migrations
+from .base import ReadTransaction, Store, WriteTransaction
+
+__all__ = ["PostgresStore"]
+
+_Connection = AsyncConnection[TupleRow]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Binary timestamptz is int64 microseconds since 2000-01-01 UTC.
+_POSTGRES_EPOCH_US = 946_684_800_000_000
+_INT8 = struct.Struct(">q")
+
+# pg_advisory_lock key serialising migrations ("agentSta" in ASCII).
+_MIGRATION_LOCK = 0x6167_656E_7453_7461
+
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+
+_TRANSACTION_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+
+
+class _MicrosecondsLoader(Loader):
+    """Loads binary timestamptz as int microseconds since the Unix epoch:
+    exact, and cheaper than building a datetime only to take it apart."""
+
+    format = pq.Format.BINARY
+
+    def load(self, data: Buffer) -> int:
+        return int(_INT8.unpack(data)[0]) + _POSTGRES_EPOCH_US
+
+
+_ADAPTERS = AdaptersMap(psycopg.adapters)
+_ADAPTERS.register_loader("timestamptz", _MicrosecondsLoader)
+
+
+def _timestamp(microseconds: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=microseconds)
+
+
+def _pack(positions: Sequence[int]) -> bytes:
+    return struct.pack(f">{len(positions)}q", *positions)
+
+
+def _unpack(data: bytes) -> tuple[int, ...]:
+    return struct.unpack(f">{len(data) // 8}q", data)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_S = TypeVar("_S")
+
+
+def _translated(
+    method: Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]]:
+    """Turns driver errors meaning "unavailable" into StorageUnavailable."""
+
+    @functools.wraps(method)
+    async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(self, *args, **kwargs)
+        except PipelineAborted:
+            # Follows an earlier error, which is the one that matters.
+            raise
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable() from exc
+
+    return wrapper
+
+
+# --- SQL -------------------------------------------------------------------
+
+_BEGIN_WRITE = b"BEGIN"
+_BEGIN_READ = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+_COMMIT = b"COMMIT"
+_ROLLBACK = b"ROLLBACK"
+
+_LOCK_CONVERSATION = """
+SELECT message_count, updated_at, tail_position, layout_version, version
+FROM conversations WHERE id = %s FOR UPDATE
+"""
+
+_CREATE_CONVERSATION = """
+INSERT INTO conversations
+    (id, message_count, tail_position, layout_version, version, created_at, updated_at)
+VALUES (%s, 0, 0, 0, 0, now(), to_timestamp(0))
+ON CONFLICT (id) DO NOTHING
+"""
+
+_CONVERSATION = """
+SELECT message_count, updated_at, tail_position, layout_version, version
+FROM conversations WHERE id = %s
+"""
+
+_LOOKUP = """
+SELECT m.id, i.position
+FROM unnest(%(ids)s::uuid[]) AS wanted(id)
+CROSS JOIN LATERAL (
+    SELECT id FROM messages
+    WHERE conversation_id = %(conversation)s AND id = wanted.id
+    OFFSET 0
+) AS m
+LEFT JOIN LATERAL (
+    SELECT position FROM conversation_items
+    WHERE conversation_id = %(conversation)s AND message_id = m.id
+    OFFSET 0
+) AS i ON true
+"""
+
+_ITEMS_BETWEEN = """
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = %s AND position >= %s AND position <= %s
+ORDER BY position
+"""
+
+_ITEMS_FROM = """
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = %s AND position >= %s
+ORDER BY position
+"""
+
+_ITEMS_BEFORE = """
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = %s AND position < %s
+ORDER BY position DESC LIMIT %s
+"""
+
+_ITEMS_AFTER = """
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = %s AND position > %s
+ORDER BY position LIMIT %s
+"""
+
+_INSERT_MESSAGES = """
+INSERT INTO messages (conversation_id, id, role, kind, body, body_sha256, created_at)
+SELECT %s, * FROM unnest(
+    %s::uuid[], %s::smallint[], %s::bytea[], %s::bytea[], %s::bytea[], %s::timestamptz[])
+"""
+
+_PLACE = """
+INSERT INTO conversation_items (conversation_id, position, message_id)
+SELECT %s, * FROM unnest(%s::bigint[], %s::uuid[])
+"""
+
+_UNPLACE = """
+DELETE FROM conversation_items WHERE conversation_id = %s AND message_id = ANY(%s::uuid[])
+"""
+
+# The ordering's rows go with their messages through ON DELETE CASCADE.
+_DELETE = """
+DELETE FROM messages WHERE conversation_id = %s AND id = ANY(%s::uuid[])
+"""
+
+# The primary key is checked row by row, so moving a window in place could
+# collide with itself: park the rows at their negated new positions first
+# (positions are always positive), then flip them back.
+_RENUMBER_PARK = """
+UPDATE conversation_items AS i SET position = -move.new_position
+FROM unnest(%s::bigint[], %s::bigint[]) AS move(old_position, new_position)
+WHERE i.conversation_id = %s AND i.position = move.old_position
+"""
+
+_RENUMBER_SETTLE = """
+UPDATE conversation_items SET position = -position
+WHERE conversation_id = %s AND position < 0
+"""
+
+_RECORD_RENUMBERING = """
+INSERT INTO conversation_renumberings
+    (conversation_id, layout_version, lower_bound, upper_bound, old_positions, new_positions)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+
+_RENUMBERINGS_SINCE = """
+SELECT layout_version, lower_bound, upper_bound, old_positions, new_positions
+FROM conversation_renumberings
+WHERE conversation_id = %s AND layout_version > %s
+ORDER BY layout_version
+"""
+
+_SAVE = """
+UPDATE conversations
+SET message_count = %s, updated_at = %s, tail_position = %s, layout_version = %s, version = %s
+WHERE id = %s
+"""
+
+_INSERT_SNAPSHOT = """
+INSERT INTO snapshots (conversation_id, id, created_at, item_count) VALUES (%s, %s, %s, %s)
+"""
+
+# Freezes the messages no snapshot has frozen yet, and keeps each of their
+# bodies once per conversation.
+_FREEZE_MESSAGES = """
+WITH frozen AS (
+    INSERT INTO snapshot_messages
+        (conversation_id, message_id, role, kind, body_sha256, created_at)
+    SELECT %(conversation)s, m.id, m.role, m.kind, m.body_sha256, m.created_at
+    FROM unnest(%(ids)s::uuid[]) AS wanted(id)
+    CROSS JOIN LATERAL (
+        SELECT id, role, kind, body_sha256, created_at FROM messages
+        WHERE conversation_id = %(conversation)s AND id = wanted.id
+        OFFSET 0
+    ) AS m
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+)
+INSERT INTO snapshot_bodies (conversation_id, sha256, body)
+SELECT %(conversation)s, m.body_sha256, m.body
+FROM frozen
+CROSS JOIN LATERAL (
+    SELECT body_sha256, body FROM messages
+    WHERE conversation_id = %(conversation)s AND id = frozen.message_id
+    OFFSET 0
+) AS m
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_SNAPSHOT_ITEMS = """
+INSERT INTO snapshot_items (conversation_id, snapshot_id, idx, message_id)
+SELECT %s, %s, item.ordinality - 1, item.message_id
+FROM unnest(%s::uuid[]) WITH ORDINALITY AS item(message_id, ordinality)
+"""
+
+_SNAPSHOT = """
+SELECT conversation_id, created_at, item_count FROM snapshots WHERE id = %s LIMIT 1
+"""
+
+_ID_PAGE = """
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = %s AND position > %s
+ORDER BY position LIMIT %s
+"""
+
+_SNAPSHOT_ID_PAGE = """
+SELECT idx, message_id FROM snapshot_items
+WHERE conversation_id = %s AND snapshot_id = %s AND idx > %s
+ORDER BY idx LIMIT %s
+"""
+
+
+def _budgeted_page(columns: str, source: str, key: str) -> str:
+    """A page query that sends bodies only within the budget.
+
+    `before` is the size of the bodies preceding a row on the page. A row
+    carries its body when it is the first or `before` is under the budget;
+    of the rows past that, only the first comes back (bodiless) to tell the
+    caller to stop. `source` must order by `key` and end with the LIMIT.
+    """
+    return f"""
+SELECT {key}, id, role, kind, created_at,
+       CASE WHEN n = 1 OR before < %(budget)s THEN body END
+FROM (
+    SELECT {columns},
+           row_number() OVER w AS n,
+           sum(octet_length(body)) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+               AS before,
+           sum(octet_length(body)) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)
+               AS before_previous
+    FROM ({source}) AS candidates
+    WINDOW w AS (ORDER BY {key})
+) AS page
+WHERE n <= 2 OR before_previous < %(budget)s
+ORDER BY {key}
+"""
+
+
+def _message_page_query(by_role: bool, by_kind: bool) -> str:
+    filters = ""
+    if by_role:
+        filters += " AND role = ANY(%(roles)s::smallint[])"
+    if by_kind:
+        filters += " AND kind = ANY(%(kinds)s::bytea[])"
+    source = f"""
+        SELECT i.position, m.id, m.role, m.kind, m.created_at, m.body
+        FROM conversation_items i
+        CROSS JOIN LATERAL (
+            SELECT id, role, kind, created_at, body FROM messages
+            WHERE conversation_id = i.conversation_id AND id = i.message_id{filters}
+            OFFSET 0
+        ) AS m
+        WHERE i.conversation_id = %(conversation)s AND i.position > %(after)s
+        ORDER BY i.position LIMIT %(limit)s"""
+    return _budgeted_page("position, id, role, kind, created_at, body", source, "position")
+
+
+# Indexed by (filter by role, filter by kind): constant texts, so that
+# psycopg's automatic prepared statements are reused.
+_MESSAGE_PAGES = {
+    (by_role, by_kind): _message_page_query(by_role, by_kind)
+    for by_role in (False, True)
+    for by_kind in (False, True)
+}
+
+_SNAPSHOT_MESSAGE_PAGE = _budgeted_page(
+    "idx, id, role, kind, created_at, body",
+    """
+        SELECT si.idx, sm.message_id AS id, sm.role, sm.kind, sm.created_at, sb.body
+        FROM snapshot_items si
+        CROSS JOIN LATERAL (
+            SELECT message_id, role, kind, created_at, body_sha256 FROM snapshot_messages
+            WHERE conversation_id = si.conversation_id AND message_id = si.message_id
+            OFFSET 0
+        ) AS sm
+        CROSS JOIN LATERAL (
+            SELECT body FROM snapshot_bodies
+            WHERE conversation_id = si.conversation_id AND sha256 = sm.body_sha256
+            OFFSET 0
+        ) AS sb
+        WHERE si.conversation_id = %(conversation)s AND si.snapshot_id = %(snapshot)s
+            AND si.idx > %(after)s
+        ORDER BY si.idx LIMIT %(limit)s""",
+    "idx",
+)
+
+_CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def _budgeted_rows(rows: list[tuple[Any, ...]], limit: int) -> Page[tuple[int, StoredMessage]]:
+    """Rows of a _budgeted_page query as a page: it ends at the row past
+    `limit` or the first row without a body, either meaning more exist."""
+    page: list[tuple[int, StoredMessage]] = []
+    for key, message_id, role, kind, created_at, body in rows:
+        if body is None or len(page) == limit:
+            return Page(page, more=True)
+        page.append((key, StoredMessage(message_id, role, kind.decode(), bytes(body), created_at)))
+    return Page(page, more=False)
+
+
+def _limited(rows: list[tuple[Any, ...]], limit: int) -> tuple[list[tuple[Any, ...]], bool]:
+    """Rows of a query run with LIMIT limit + 1, and whether more exist."""
+    return rows[:limit], len(rows) > limit
+
+
+def _state(conversation_id: UUID, row: tuple[Any, ...]) -> ConversationState:
+    message_count, updated_at, tail_position, layout_version, version = row
+    return ConversationState(
+        id=conversation_id,
+        message_count=message_count,
+        updated_at=updated_at,
+        tail_position=tail_position,
+        layout_version=layout_version,
+        version=version,
+    )
+
+
+async def _rows(
+    conn: _Connection, query: str, params: Sequence[Any] | dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    cursor = await conn.execute(query, params, binary=True)
+    return await cursor.fetchall()
+
+
+async def _abandon(conn: _Connection, pipeline: AsyncPipeline) -> None:
+    """Roll back after a failure, as far as the connection still allows.
+
+    Errors here are swallowed: the one that got us here is already on its
+    way up, and the pool discards connections left in a bad state.
+    """
+    with suppress(psycopg.Error):
+        # Collects pending results, ending any "pipeline aborted" state.
+        await pipeline.sync()
+    if conn.info.transaction_status in _TRANSACTION_OPEN:
+        with suppress(psycopg.Error):
+            # Sent when the pipeline is left.
+            await conn.execute(_ROLLBACK, prepare=False)
+
+
+class _PostgresRead(ReadTransaction):
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    @_translated
+    async def conversation(self, conversation_id: UUID) -> ConversationState:
+        cursor = await self._conn.execute(_CONVERSATION, (conversation_id,), binary=True)
+        row = await cursor.fetchone()
+        if row is None:
+            raise ConversationNotFound(
+                "conversation_id", f"conversation {conversation_id} does not exist"
+            )
+        return _state(conversation_id, row)
+
+    @_translated
+    async def renumberings_since(
+        self, conversation_id: UUID, layout_version: int
+    ) -> list[Renumbering]:
+        rows = await _rows(self._conn, _RENUMBERINGS_SINCE, (conversation_id, layout_version))
+        return [
+            Renumbering(version, lower, upper, _unpack(old), _unpack(new))
+            for version, lower, upper, old, new in rows
+        ]
+
+    @_translated
+    async def message_page(
+        self,
+        conversation_id: UUID,
+        after: int,
+        limit: int,
+        roles: frozenset[int],
+        kinds: frozenset[str],
+        body_budget: int,
+    ) -> Page[tuple[int, StoredMessage]]:
+        params: dict[str, Any] = {
+            "conversation": conversation_id,
+            "after": after,
+            "limit": limit + 1,
+            "budget": body_budget,
+        }
+        if roles:
+            params["roles"] = list(roles)
+        if kinds:
+            params["kinds"] = [kind.encode() for kind in kinds]
+        query = _MESSAGE_PAGES[bool(roles), bool(kinds)]
+        return _budgeted_rows(await _rows(self._conn, query, params), limit)
+
+    @_translated
+    async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
+        rows, more = _limited(
+            await _rows(self._conn, _ID_PAGE, (conversation_id, after, limit + 1)), limit
+        )
+        return Page([Item(position, message_id) for position, message_id in rows], more)
+
+    @_translated
+    async def snapshot(self, snapshot_id: UUID) -> Snapshot:
+        cursor = await self._conn.execute(_SNAPSHOT, (snapshot_id,), binary=True)
+        row = await cursor.fetchone()
+        if row is None:
+            raise SnapshotNotFound("snapshot_id", f"snapshot {snapshot_id} does not exist")
+        conversation_id, created_at, item_count = row
+        return Snapshot(snapshot_id, conversation_id, created_at, item_count)
+
+    @_translated
+    async def snapshot_message_page(
+        self, snapshot: Snapshot, after: int, limit: int, body_budget: int
+    ) -> Page[tuple[int, StoredMessage]]:
+        params = {
+            "conversation": snapshot.conversation_id,
+            "snapshot": snapshot.id,
+            "after": after,
+            "limit": limit + 1,
+            "budget": body_budget,
+        }
+        return _budgeted_rows(await _rows(self._conn, _SNAPSHOT_MESSAGE_PAGE, params), limit)
+
+    @_translated
+    async def snapshot_id_page(
+        self, snapshot: Snapshot, after: int, limit: int
+    ) -> Page[tuple[int, UUID]]:
+        params = (snapshot.conversation_id, snapshot.id, after, limit + 1)
+        rows, more = _limited(await _rows(self._conn, _SNAPSHOT_ID_PAGE, params), limit)
+        return Page([(idx, message_id) for idx, message_id in rows], more)
+
+
+class _PostgresWrite(WriteTransaction):
+    __slots__ = ("_conn", "_id", "_state")
+
+    def __init__(self, conn: _Connection, state: ConversationState) -> None:
+        self._conn = conn
+        self._id = state.id
+        self._state = state
+
+    @property
+    def state(self) -> ConversationState:
+        return self._state
+
+    async def _run(self, query: str, params: Sequence[Any] | dict[str, Any]) -> None:
+        # No result to wait for: the statement is sent with the next one
+        # that is waited for, or with the COMMIT.
+        await self._conn.execute(query, params, binary=True)
+
+    async def _items(self, query: str, params: Sequence[Any]) -> list[Item]:
+        return [
+            Item(position, message_id)
+            for position, message_id in await _rows(self._conn, query, params)
+        ]
+
+    @_translated
+    async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:
+        if not message_ids:
+            return {}
+        params = {"conversation": self._id, "ids": list(message_ids)}
+        rows = await _rows(self._conn, _LOOKUP, params)
+        return {message_id: position for message_id, position in rows}
+
+    @_translated
+    async def items_between(self, lower: int, upper: int | None) -> list[Item]:
+        if upper is None:
+            return await self._items(_ITEMS_FROM, (self._id, lower))
+        return await self._items(_ITEMS_BETWEEN, (self._id, lower, upper))
+
+    @_translated
+    async def items_before(self, position: int, limit: int) -> list[Item]:
+        return await self._items(_ITEMS_BEFORE, (self._id, position, limit))
+
+    @_translated
+    async def items_after(self, position: int, limit: int) -> list[Item]:
+        return await self._items(_ITEMS_AFTER, (self._id, position, limit))
+
+    @_translated
+    async def insert_messages(
+        self, messages: Sequence[StoredMessage], body_sha256s: Sequence[bytes]
+    ) -> None:
+        if not messages:
+            return
+        await self._run(
+            _INSERT_MESSAGES,
+            (
+                self._id,
+                [message.id for message in messages],
+                [message.role for message in messages],
+                [message.kind.encode() for message in messages],
+                [message.body for message in messages],
+                list(body_sha256s),
+                [_timestamp(message.created_at) for message in messages],
+            ),
+        )
+
+    @_translated
+    async def place(self, items: Sequence[Item]) -> None:
+        if not items:
+            return
+        await self._run(
+            _PLACE,
+            (self._id, [item.position for item in items], [item.message_id for item in items]),
+        )
+
+    @_translated
+    async def unplace(self, message_ids: Sequence[UUID]) -> None:
+        if message_ids:
+            await self._run(_UNPLACE, (self._id, list(message_ids)))
+
+    @_translated
+    async def delete(self, message_ids: Sequence[UUID]) -> None:
+        if message_ids:
+            await self._run(_DELETE, (self._id, list(message_ids)))
+
+    @_translated
+    async def renumber(self, renumbering: Renumbering) -> None:
+        if renumbering.old_positions:
+            await self._run(
+                _RENUMBER_PARK,
+                (list(renumbering.old_positions), list(renumbering.new_positions), self._id),
+            )
+            await self._run(_RENUMBER_SETTLE, (self._id,))
+        await self._run(
+            _RECORD_RENUMBERING,
+            (
+                self._id,
+                renumbering.layout_version,
+                renumbering.lower,
+                renumbering.upper,
+                _pack(renumbering.old_positions),
+                _pack(renumbering.new_positions),
+            ),
+        )
+
+    @_translated
+    async def save(self, state: ConversationState) -> None:
+        await self._run(
+            _SAVE,
+            (
+                state.message_count,
+                _timestamp(state.updated_at),
+                state.tail_position,
+                state.layout_version,
+                state.version,
+                self._id,
+            ),
+        )
+
+    @_translated
+    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> None:
+        if snapshot.conversation_id != self._id:
+            raise ValueError("a snapshot belongs to the conversation of its transaction")
+        ids = list(message_ids)
+        await self._run(
+            _INSERT_SNAPSHOT, (self._id, snapshot.id, _timestamp(snapshot.created_at), len(ids))
+        )
+        if ids:
+            await self._run(_FREEZE_MESSAGES, {"conversation": self._id, "ids": ids})
+            await self._run(_INSERT_SNAPSHOT_ITEMS, (self._id, snapshot.id, ids))
+
+
+class PostgresStore(Store):
+    """Conversations in a PostgreSQL database at `url`.
+
+    `statement_timeout_ms` bounds every statement (lock waits included);
+    `connect_timeout_s` bounds opening the pool and each connection attempt.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_timeout_ms: int | None = None,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._statement_timeout_ms = statement_timeout_ms
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: AsyncConnectionPool[_Connection] | None = None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool = AsyncConnectionPool(
+            self._url,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "context": _ADAPTERS,
+                # libpq counts whole seconds.
+                "connect_timeout": max(1, math.ceil(self._connect_timeout_s)),
+            },
+            configure=self._configure if self._statement_timeout_ms is not None else None,
+            name="agent-state",
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout_s)
+        except _UNAVAILABLE as exc:
+            await pool.close()
+            raise StorageUnavailable() from exc
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _configure(self, conn: _Connection) -> None:
+        await conn.execute(
+            "SELECT set_config('statement_timeout', %s, false)",
+            (str(self._statement_timeout_ms),),
+        )
+
+    def _opened(self) -> AsyncConnectionPool[_Connection]:
+        if self._pool is None:
+            raise RuntimeError("the store is not open")
+        return self._pool
+
+    @_translated
+    async def migrate(self) -> list[int]:
+        async with self._opened().connection() as conn:
+            # Session-level lock: servers starting together apply each
+            # migration once, one after the other.
+            if self._statement_timeout_ms is not None:
+                # Waiting for the lock or a long migration is no timeout.
+                await conn.execute("SET statement_timeout = 0")
+            await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            try:
+                await conn.execute(_CREATE_MIGRATIONS_TABLE)
+                cursor = await conn.execute("SELECT version, checksum FROM schema_migrations")
+                applied = {version: checksum for version, checksum in await cursor.fetchall()}
+                done: list[int] = []
+                for migration in migrations.pending(migrations.load("postgres"), applied):
+                    async with conn.transaction():
+                        # No parameters: sent as a simple query, so the file
+                        # may hold many statements.
+                        await conn.execute(migration.sql.encode(), prepare=False)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name, checksum) "
+                            "VALUES (%s, %s, %s)",
+                            (migration.version, migration.name, migration.checksum),
+                        )
+                    done.append(migration.version)
+                return done
+            finally:
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+                    if self._statement_timeout_ms is not None:
+                        await self._configure(conn)
+                except psycopg.Error:
+                    # A pooled session must not keep the lock: drop it.
+                    await conn.close()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[ReadTransaction]:
+        pool = self._opened()
+        try:
+            async with pool.connection() as conn, conn.pipeline() as pipeline:
+                try:
+                    await conn.execute(_BEGIN_READ, prepare=False)
+                    yield _PostgresRead(conn)
+                except BaseException:
+                    await _abandon(conn, pipeline)
+                    raise
+                # Leaving the pipeline sends the COMMIT and waits for it.
+                await conn.execute(_COMMIT, prepare=False)
+        except PipelineAborted:
+            raise
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable() from exc
+
+    @asynccontextmanager
+    async def write(
+        self, conversation_id: UUID, *, create: bool = False
+    ) -> AsyncIterator[WriteTransaction]:
+        pool = self._opened()
+        try:
+            async with pool.connection() as conn, conn.pipeline() as pipeline:
+                try:
+                    await conn.execute(_BEGIN_WRITE, prepare=False)
+                    state = await self._lock(conn, conversation_id, create)
+                    yield _PostgresWrite(conn, state)
+                except BaseException:
+                    await _abandon(conn, pipeline)
+                    raise
+                # Sent together with the writes still queued in the pipeline.
+                await conn.execute(_COMMIT, prepare=False)
+        except PipelineAborted:
+            raise
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable() from exc
+
+    @staticmethod
+    async def _lock(conn: _Connection, conversation_id: UUID, create: bool) -> ConversationState:
+        cursor = await conn.execute(_LOCK_CONVERSATION, (conversation_id,), binary=True)
+        row = await cursor.fetchone()
+        if row is None and create:
+            # A concurrent creator makes the INSERT wait for its outcome;
+            # either way the row exists for the second SELECT to lock.
+            await conn.execute(_CREATE_CONVERSATION, (conversation_id,), binary=True)
+            cursor = await conn.execute(_LOCK_CONVERSATION, (conversation_id,), binary=True)
+            row = await cursor.fetchone()
+        if row is None:
+            raise ConversationNotFound(
+                "conversation_id", f"conversation {conversation_id} does not exist"
+            )
+        return _state(conversation_id, row)

@@ -1,0 +1,80 @@
+"""End-to-end fixtures: one server process per storage backend for the whole session.
+
+Every test that takes ``stub`` runs once against SQLite and once against
+PostgreSQL. Tests share the server, so each one works in conversations with
+fresh random ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.e2e.helpers import Stub, make_stub
+from tests.e2e.server_process import ServerProcess, postgres_url_from_conninfo, sqlite_url
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def database_url_for(backend: str, request: pytest.FixtureRequest, directory: Path) -> str:
+    """A fresh, empty database for ``backend`` (PostgreSQL may skip or fail, see tests/conftest)."""
+    if backend == "postgres":
+        make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
+        return postgres_url_from_conninfo(make())
+    return sqlite_url(directory / f"agent-state-{uuid.uuid4().hex[:8]}.db")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="session")
+def server(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    directory = tmp_path_factory.mktemp(f"e2e-{backend}")
+    url = database_url_for(backend, request, directory)
+    process = ServerProcess(database_url=url, log_path=directory / "server.log").start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.terminate()
+
+
+@pytest.fixture(scope="session")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as chan:
+        yield chan
+
+
+@pytest.fixture
+def live_server(server: ServerProcess) -> Iterator[ServerProcess]:
+    """The shared server, checked to be still running after the test."""
+    assert server.process is not None
+    assert server.process.poll() is None, f"the server is gone: {server.describe()}"
+    yield server
+    assert server.process.poll() is None, f"the server died: {server.describe()}"
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel, live_server: ServerProcess) -> Stub:
+    return make_stub(channel)
+
+
+@pytest.fixture
+def make_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[[], str]:
+    """For tests that start their own server: a fresh database of the current backend."""
+
+    def make() -> str:
+        return database_url_for(backend, request, tmp_path)
+
+    return make

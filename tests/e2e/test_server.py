@@ -1,0 +1,327 @@
+"""The process around the service: health, reflection, configuration, shutdown, outages."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.descriptor_pool import DescriptorPool
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.e2e.helpers import (
+    UNAVAILABLE,
+    Stub,
+    all_ids,
+    append,
+    get,
+    list_page,
+    make_stub,
+    new_id,
+    text_message,
+)
+from tests.e2e.server_process import (
+    ServerProcess,
+    TcpProxy,
+    health_check,
+    postgres_url_from_conninfo,
+)
+
+SERVICE = "agynio.api.agent_state.v1.AgentStateService"
+PACKAGE = "agynio.api.agent_state.v1"
+METHODS = {
+    "AppendConversationMessages": (
+        "AppendConversationMessagesRequest",
+        "AppendConversationMessagesResponse",
+    ),
+    "ListConversationMessages": (
+        "ListConversationMessagesRequest",
+        "ListConversationMessagesResponse",
+    ),
+    "ReplaceConversationMessagesRange": (
+        "ReplaceConversationMessagesRangeRequest",
+        "ReplaceConversationMessagesRangeResponse",
+    ),
+    "DeleteConversationMessagesRange": (
+        "DeleteConversationMessagesRangeRequest",
+        "DeleteConversationMessagesRangeResponse",
+    ),
+    "GetConversation": ("GetConversationRequest", "GetConversationResponse"),
+    "ListConversationMessageIds": (
+        "ListConversationMessageIdsRequest",
+        "ListConversationMessageIdsResponse",
+    ),
+    "ListSnapshotMessages": ("ListSnapshotMessagesRequest", "ListSnapshotMessagesResponse"),
+    "ListSnapshotMessageIds": ("ListSnapshotMessageIdsRequest", "ListSnapshotMessageIdsResponse"),
+    "CreateSnapshot": ("CreateSnapshotRequest", "CreateSnapshotResponse"),
+}
+
+
+def test_health_reports_serving(channel: grpc.Channel, stub: Stub) -> None:
+    reply = health_check(channel, "", timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_health_unknown_service_is_not_found(channel: grpc.Channel, stub: Stub) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        health_check(channel, "no.such.Service", timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_describes_the_service(channel: grpc.Channel, stub: Stub) -> None:
+    database = ProtoReflectionDescriptorDatabase(channel)
+    assert SERVICE in list(database.get_services())
+    pool = DescriptorPool(database)
+    service = pool.FindServiceByName(SERVICE)
+    assert {m.name for m in service.methods} == set(METHODS)
+    assert len(service.methods) == 9
+    for method in service.methods:
+        request, response = METHODS[method.name]
+        assert method.input_type.full_name == f"{PACKAGE}.{request}"
+        assert method.output_type.full_name == f"{PACKAGE}.{response}"
+        assert not method.client_streaming
+        assert not method.server_streaming
+    # The message types resolve too, field for field.
+    message = pool.FindMessageTypeByName(f"{PACKAGE}.Message")
+    assert [(f.name, f.number) for f in message.fields] == [
+        ("id", 1),
+        ("conversation_id", 2),
+        ("role", 3),
+        ("kind", 4),
+        ("body", 5),
+        ("created_at", 6),
+    ]
+
+
+def _start(url: str, log: Path, *, via_environment: bool = False) -> ServerProcess:
+    process = ServerProcess(database_url=url, log_path=log).start(via_environment=via_environment)
+    try:
+        process.wait_ready()
+    except BaseException:
+        process.terminate()
+        raise
+    return process
+
+
+def _exercise(process: ServerProcess) -> None:
+    with grpc.insecure_channel(process.address) as chan:
+        stub = make_stub(chan)
+        cid = new_id()
+        append(stub, cid, [text_message("hello")])
+        assert get(stub, cid).message_count == 1
+
+
+def test_sigterm_drains_and_exits_zero(
+    make_database_url: Callable[[], str], tmp_path: Path
+) -> None:
+    process = _start(make_database_url(), tmp_path / "sigterm.log")
+    try:
+        _exercise(process)
+        started = time.monotonic()
+        code = process.terminate(timeout=10)
+        elapsed = time.monotonic() - started
+    finally:
+        process.terminate()
+    assert code == 0, f"exit code {code} after SIGTERM: {process.describe()}"
+    assert elapsed < 10
+
+
+def test_sigterm_under_load_loses_no_acknowledged_write(
+    make_database_url: Callable[[], str], tmp_path: Path
+) -> None:
+    url = make_database_url()
+    process = _start(url, tmp_path / "load.log")
+    stop = threading.Event()
+    acknowledged: dict[str, list[str]] = {new_id(): [] for _ in range(8)}
+
+    def work(cid: str) -> None:
+        with grpc.insecure_channel(process.address) as chan:
+            stub = make_stub(chan)
+            i = 0
+            while not stop.is_set():
+                try:
+                    response = append(stub, cid, [text_message(f"{i}-{k}") for k in range(5)])
+                except grpc.RpcError:
+                    return
+                acknowledged[cid] += [m.id for m in response.appended]
+                i += 1
+
+    threads = [threading.Thread(target=work, args=(cid,)) for cid in acknowledged]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        code = process.terminate(timeout=10)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        stop.set()
+        process.terminate()
+    assert code == 0, process.describe()
+    restarted = _start(url, tmp_path / "after-load.log")
+    try:
+        with grpc.insecure_channel(restarted.address) as chan:
+            stub = make_stub(chan)
+            for cid, ids in acknowledged.items():
+                assert ids, "the load did not get going before SIGTERM"
+                stored = all_ids(stub, cid)
+                assert stored[: len(ids)] == ids, "an acknowledged append was lost"
+                assert len(stored) - len(ids) in (0, 5), "a batch was stored in part"
+    finally:
+        restarted.terminate()
+
+
+def test_sigterm_lets_calls_in_flight_finish(
+    make_database_url: Callable[[], str], tmp_path: Path
+) -> None:
+    """Draining: calls the server received before SIGTERM complete normally."""
+    url = make_database_url()
+    process = _start(url, tmp_path / "drain.log")
+    batch = [text_message(f"{i}:" + "x" * 1000) for i in range(1000)]  # about 1 MiB
+    calls = 6
+    ready = threading.Barrier(calls + 1)
+    results: dict[str, str] = {}
+
+    def call(cid: str) -> None:
+        with grpc.insecure_channel(process.address) as chan:
+            stub = make_stub(chan)
+            append(stub, cid, [text_message("warm up the connection")])
+            ready.wait(timeout=30)
+            try:
+                results[cid] = f"OK {len(append(stub, cid, batch).appended)}"
+            except grpc.RpcError as exc:
+                results[cid] = f"{exc.code().name} {exc.details()}"
+
+    cids = [new_id() for _ in range(calls)]
+    threads = [threading.Thread(target=call, args=(cid,)) for cid in cids]
+    try:
+        for thread in threads:
+            thread.start()
+        ready.wait(timeout=30)
+        time.sleep(0.15)  # the requests (about 1 MiB each) are on the server by now
+        code = process.terminate(timeout=20)
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        process.terminate()
+    assert code == 0, process.describe()
+    assert [results.get(cid) for cid in cids] == ["OK 1000"] * calls, (
+        f"calls received before SIGTERM must complete: {results}"
+    )
+    restarted = _start(url, tmp_path / "after-drain.log")
+    try:
+        with grpc.insecure_channel(restarted.address) as chan:
+            stub = make_stub(chan)
+            assert [get(stub, cid).message_count for cid in cids] == [1001] * calls
+    finally:
+        restarted.terminate()
+
+
+def test_configuration_from_environment(
+    make_database_url: Callable[[], str], tmp_path: Path
+) -> None:
+    process = _start(make_database_url(), tmp_path / "env.log", via_environment=True)
+    try:
+        _exercise(process)
+    finally:
+        code = process.terminate(timeout=10)
+    assert code == 0, process.describe()
+
+
+def test_restart_keeps_data(make_database_url: Callable[[], str], tmp_path: Path) -> None:
+    url = make_database_url()
+    first = _start(url, tmp_path / "first.log")
+    cid = new_id()
+    try:
+        with grpc.insecure_channel(first.address) as chan:
+            appended = append(make_stub(chan), cid, [text_message("kept")]).appended[0]
+    finally:
+        assert first.terminate() == 0, first.describe()
+    second = _start(url, tmp_path / "second.log")
+    try:
+        with grpc.insecure_channel(second.address) as chan:
+            stub = make_stub(chan)
+            metadata = get(stub, cid)
+            assert metadata.message_count == 1
+            assert list(list_page(stub, cid).messages) == [appended]
+    finally:
+        second.terminate()
+
+
+@pytest.mark.postgres
+def test_storage_outage_is_unavailable_and_leaks_nothing(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if backend != "postgres":
+        pytest.skip("an outage is simulated with a TCP proxy in front of PostgreSQL")
+    make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
+    conninfo = make()
+    real = conninfo_to_dict(conninfo)
+    proxy = TcpProxy(str(real.get("host", "127.0.0.1")), int(str(real.get("port", 5432))))
+    proxy.start()
+    password = "pw-" + new_id().replace("-", "")
+    url = postgres_url_from_conninfo(conninfo, host="127.0.0.1", port=proxy.port, password=password)
+    process = _start(url, tmp_path / "outage.log")
+    try:
+        with grpc.insecure_channel(process.address) as chan:
+            stub = make_stub(chan)
+            cid = new_id()
+            append(stub, cid, [text_message("before the outage")])
+            proxy.stop()
+            for call in (
+                lambda: get(stub, cid),
+                lambda: append(stub, cid, [text_message("during the outage")]),
+            ):
+                with pytest.raises(grpc.RpcError) as info:
+                    call()
+                details = info.value.details() or ""
+                assert info.value.code() == UNAVAILABLE, (
+                    f"expected UNAVAILABLE, got {info.value.code().name}: {details!r}"
+                )
+                leaked = [
+                    secret
+                    for secret in (
+                        password,
+                        "postgresql://",
+                        "postgres://",
+                        str(real.get("dbname")),
+                        f":{proxy.port}",
+                        "dbname=",
+                        "host=",
+                        "password",
+                        "SELECT ",
+                        "INSERT ",
+                        "UPDATE ",
+                        " WHERE ",
+                    )
+                    if secret in details
+                ]
+                assert not leaked, f"status details leak {leaked}: {details!r}"
+            # Safe to retry: once the database is back, the same calls succeed.
+            proxy.start()
+            deadline = time.monotonic() + 30
+            codes: list[grpc.StatusCode] = []
+            while True:
+                try:
+                    count = get(stub, cid).message_count
+                    break
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            assert set(codes) <= {UNAVAILABLE}, codes
+            assert count == 1
+            append(stub, cid, [text_message("after the outage")])
+            assert get(stub, cid).message_count == 2
+    finally:
+        proxy.stop()
+        process.terminate()

@@ -1,0 +1,1112 @@
+"""The storage contract: one set of assertions, run against every backend.
+
+Each test takes the `store` fixture (an open, migrated store of each
+backend) and checks a method of agent_state.storage.base against its
+docstring. Tests make their own conversations with fresh ids, so a
+database may be shared. The last section covers what only PostgreSQL has:
+its pool, timeouts and connection errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+
+from agent_state.errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
+from agent_state.model import (
+    ConversationState,
+    Item,
+    Page,
+    Renumbering,
+    Role,
+    Snapshot,
+    StoredMessage,
+)
+from agent_state.positions import GAP, MAX_POSITION
+from agent_state.storage import migrations
+from agent_state.storage.base import Store
+from agent_state.storage.postgres import _MIGRATION_LOCK, PostgresStore
+from agent_state.storage.sqlite import SqliteStore
+
+from .conftest import FreshDatabase
+
+BIG = 1 << 40
+"""A body budget nothing reaches."""
+
+T0 = 1_700_000_000_123_456
+"""A creation time with every microsecond digit set."""
+
+_clock = itertools.count()
+
+
+class Boom(Exception):
+    """Raised inside a transaction to make it roll back."""
+
+
+def message(
+    body: bytes = b"body",
+    *,
+    kind: str = "text",
+    role: int = Role.USER,
+    created_at: int | None = None,
+) -> StoredMessage:
+    return StoredMessage(
+        id=uuid4(),
+        role=role,
+        kind=kind,
+        body=body,
+        created_at=T0 + next(_clock) if created_at is None else created_at,
+    )
+
+
+def sha256(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+async def new_conversation(store: Store) -> UUID:
+    conversation_id = uuid4()
+    async with store.write(conversation_id, create=True):
+        pass
+    return conversation_id
+
+
+async def add(
+    store: Store,
+    conversation_id: UUID,
+    messages: Sequence[StoredMessage],
+    positions: Sequence[int | None],
+) -> None:
+    """Insert `messages` and place each at its position (None: detached)."""
+    async with store.write(conversation_id) as tx:
+        await tx.insert_messages(messages, [sha256(m.body) for m in messages])
+        await tx.place(
+            [Item(p, m.id) for m, p in zip(messages, positions, strict=True) if p is not None]
+        )
+        placed = [p for p in positions if p is not None]
+        await tx.save(
+            replace(
+                tx.state,
+                message_count=tx.state.message_count + len(messages),
+                tail_position=max([tx.state.tail_position, *placed]),
+                version=tx.state.version + 1,
+            )
+        )
+
+
+async def all_items(store: Store, conversation_id: UUID) -> list[Item]:
+    async with store.write(conversation_id) as tx:
+        return await tx.items_between(0, None)
+
+
+# --- write(): creation, missing conversations, rollback ---------------------
+
+
+async def test_write_create_makes_an_empty_conversation(store: Store) -> None:
+    conversation_id = uuid4()
+    empty = ConversationState(conversation_id, 0, 0, 0, 0, 0)
+    async with store.write(conversation_id, create=True) as tx:
+        assert tx.state == empty
+        assert await tx.items_between(0, None) == []
+    async with store.read() as read:
+        assert await read.conversation(conversation_id) == empty
+        assert await read.id_page(conversation_id, 0, 10) == Page([], more=False)
+        assert await read.renumberings_since(conversation_id, 0) == []
+
+
+async def test_write_create_keeps_an_existing_conversation(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    saved = ConversationState(conversation_id, 3, T0, 3 * GAP, 2, 5)
+    async with store.write(conversation_id) as tx:
+        await tx.save(saved)
+    async with store.write(conversation_id, create=True) as tx:
+        assert tx.state == saved
+
+
+async def test_missing_conversation_is_not_found(store: Store) -> None:
+    conversation_id = uuid4()
+    with pytest.raises(ConversationNotFound) as raised:
+        async with store.write(conversation_id):
+            pytest.fail("entered the transaction of a missing conversation")
+    assert raised.value.field == "conversation_id"
+    assert str(conversation_id) in raised.value.reason
+    async with store.read() as read:
+        with pytest.raises(ConversationNotFound) as raised:
+            await read.conversation(conversation_id)
+        assert raised.value.field == "conversation_id"
+    # Looking did not create it.
+    with pytest.raises(ConversationNotFound):
+        async with store.write(conversation_id):
+            pass
+
+
+async def test_rollback_discards_everything(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    kept = message()
+    await add(store, conversation_id, [kept], [GAP])
+    async with store.read() as read:
+        state = await read.conversation(conversation_id)
+
+    lost = message()
+
+    async def doomed() -> None:
+        async with store.write(conversation_id) as tx:
+            await tx.insert_messages([lost], [sha256(lost.body)])
+            await tx.place([Item(2 * GAP, lost.id)])
+            await tx.renumber(Renumbering(1, 0, 2 * GAP, (GAP,), (GAP // 2,)))
+            await tx.create_snapshot(Snapshot(uuid4(), conversation_id, T0, 1), [lost.id])
+            await tx.save(replace(tx.state, message_count=2, version=9, layout_version=1))
+            assert await tx.lookup([lost.id]) == {lost.id: 2 * GAP}
+            raise Boom
+
+    with pytest.raises(Boom):
+        await doomed()
+
+    async with store.write(conversation_id) as tx:
+        assert tx.state == state
+        assert await tx.lookup([kept.id, lost.id]) == {kept.id: GAP}
+        assert await tx.items_between(0, None) == [Item(GAP, kept.id)]
+    async with store.read() as read:
+        assert await read.renumberings_since(conversation_id, 0) == []
+
+
+async def test_rolled_back_creation_vanishes(store: Store) -> None:
+    conversation_id = uuid4()
+
+    async def doomed() -> None:
+        async with store.write(conversation_id, create=True) as tx:
+            m = message()
+            await tx.insert_messages([m], [sha256(m.body)])
+            await tx.place([Item(GAP, m.id)])
+            raise Boom
+
+    with pytest.raises(Boom):
+        await doomed()
+    async with store.read() as read:
+        with pytest.raises(ConversationNotFound):
+            await read.conversation(conversation_id)
+    with pytest.raises(ConversationNotFound):
+        async with store.write(conversation_id):
+            pass
+    # It can still be created afterwards, empty.
+    async with store.write(conversation_id, create=True) as tx:
+        assert tx.state == ConversationState(conversation_id, 0, 0, 0, 0, 0)
+        assert await tx.items_between(0, None) == []
+
+
+async def test_store_stays_usable_after_many_rollbacks(store: Store) -> None:
+    # More failures than a pool has connections: none may leak a
+    # connection or leave one inside a transaction.
+    conversation_id = await new_conversation(store)
+
+    async def doomed_write() -> None:
+        async with store.write(conversation_id) as tx:
+            await tx.lookup([uuid4()])
+            raise Boom
+
+    async def doomed_read() -> None:
+        async with store.read() as read:
+            await read.conversation(conversation_id)
+            raise Boom
+
+    for _ in range(25):
+        with pytest.raises(Boom):
+            await doomed_write()
+        with pytest.raises(Boom):
+            await doomed_read()
+    m = message()
+    await add(store, conversation_id, [m], [GAP])
+    assert await all_items(store, conversation_id) == [Item(GAP, m.id)]
+
+
+async def test_database_errors_are_not_storage_unavailable(store: Store) -> None:
+    # A broken rule (two entries at one position) is a bug: the driver's
+    # error comes through, the transaction rolls back, the store goes on.
+    conversation_id = await new_conversation(store)
+    first, second = message(), message()
+    await add(store, conversation_id, [first], [GAP])
+
+    async def collide() -> None:
+        async with store.write(conversation_id) as tx:
+            await tx.insert_messages([second], [sha256(second.body)])
+            await tx.place([Item(GAP, second.id)])
+
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - the type is the backend's
+        await collide()
+    assert not isinstance(raised.value, StorageUnavailable | Boom)
+    async with store.write(conversation_id) as tx:
+        assert await tx.lookup([first.id, second.id]) == {first.id: GAP}
+    await add(store, conversation_id, [second], [2 * GAP])
+    assert await all_items(store, conversation_id) == [
+        Item(GAP, first.id),
+        Item(2 * GAP, second.id),
+    ]
+
+
+# --- messages and the ordering ----------------------------------------------
+
+
+async def test_insert_place_and_lookup(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    other_id = await new_conversation(store)
+    placed_a, placed_b, detached = message(), message(), message()
+    foreign = message()
+    await add(store, conversation_id, [placed_a, placed_b, detached], [10, 20, None])
+    await add(store, other_id, [foreign], [10])
+
+    async with store.write(conversation_id) as tx:
+        ids = [placed_a.id, placed_b.id, detached.id, foreign.id, uuid4()]
+        assert await tx.lookup(ids) == {placed_a.id: 10, placed_b.id: 20, detached.id: None}
+        assert await tx.lookup([]) == {}
+        assert await tx.lookup([detached.id, detached.id]) == {detached.id: None}
+        # Within the transaction, its own inserts are visible at once.
+        fresh = message()
+        await tx.insert_messages([fresh], [sha256(fresh.body)])
+        assert await tx.lookup([fresh.id]) == {fresh.id: None}
+        await tx.place([Item(30, fresh.id), Item(25, detached.id)])
+        assert await tx.lookup([fresh.id, detached.id]) == {fresh.id: 30, detached.id: 25}
+    async with store.write(other_id) as tx:
+        assert await tx.lookup(ids) == {foreign.id: 10}
+
+
+async def test_insert_and_place_many_at_once(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    messages = [message(f"body {i}".encode()) for i in range(1000)]
+    positions = [GAP * (i + 1) for i in range(1000)]
+    await add(store, conversation_id, messages, positions)
+    items = await all_items(store, conversation_id)
+    assert items == [Item(p, m.id) for p, m in zip(positions, messages, strict=True)]
+    async with store.read() as read:
+        page = await read.message_page(conversation_id, 0, 2000, frozenset(), frozenset(), BIG)
+    assert page.more is False
+    assert [stored for _, stored in page.rows] == messages
+
+
+async def test_items_between_before_and_after(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    other_id = await new_conversation(store)
+    ms = [message() for _ in range(5)]
+    await add(store, conversation_id, ms, [10, 20, 30, 40, 50])
+    await add(store, other_id, [message(), message()], [15, 25])
+    item = {p: Item(p, m.id) for p, m in zip([10, 20, 30, 40, 50], ms, strict=True)}
+
+    async with store.write(conversation_id) as tx:
+        assert await tx.items_between(20, 40) == [item[20], item[30], item[40]]
+        assert await tx.items_between(20, None) == [item[20], item[30], item[40], item[50]]
+        assert await tx.items_between(0, None) == list(item.values())
+        assert await tx.items_between(21, 29) == []
+        assert await tx.items_between(30, 30) == [item[30]]
+        assert await tx.items_between(51, None) == []
+
+        assert await tx.items_before(40, 2) == [item[30], item[20]]
+        assert await tx.items_before(41, 10) == [item[40], item[30], item[20], item[10]]
+        assert await tx.items_before(10, 5) == []
+        assert await tx.items_before(MAX_POSITION, 1) == [item[50]]
+
+        assert await tx.items_after(20, 2) == [item[30], item[40]]
+        assert await tx.items_after(0, 10) == list(item.values())
+        assert await tx.items_after(19, 1) == [item[20]]
+        assert await tx.items_after(50, 3) == []
+
+
+async def test_unplace_keeps_the_message_and_delete_removes_it(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    a, b, c = message(), message(), message()
+    await add(store, conversation_id, [a, b, c], [10, 20, 30])
+
+    async with store.write(conversation_id) as tx:
+        await tx.unplace([a.id])
+        await tx.delete([b.id])
+        assert await tx.lookup([a.id, b.id, c.id]) == {a.id: None, c.id: 30}
+        assert await tx.items_between(0, None) == [Item(30, c.id)]
+    async with store.write(conversation_id) as tx:
+        assert await tx.lookup([a.id, b.id, c.id]) == {a.id: None, c.id: 30}
+        # Freed positions and detached messages can be used again.
+        await tx.place([Item(20, a.id)])
+        assert await tx.items_between(0, None) == [Item(20, a.id), Item(30, c.id)]
+        # Deleting a detached message works as well.
+        await tx.unplace([c.id])
+        await tx.delete([c.id])
+        await tx.unplace([])
+        await tx.delete([])
+    async with store.read() as read:
+        page = await read.id_page(conversation_id, 0, 10)
+        assert page == Page([Item(20, a.id)], more=False)
+        messages = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+        assert messages == Page([(20, a)], more=False)
+
+
+async def test_renumber_moves_entries_and_records_the_change(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    other_id = await new_conversation(store)
+    a, b, c, d = message(), message(), message(), message()
+    await add(store, conversation_id, [a, b, c, d], [10, 20, 30, 40])
+    bystander = message()
+    await add(store, other_id, [bystander], [20])
+
+    # New positions overlapping the old ones: a row-by-row move would collide.
+    first = Renumbering(
+        1, lower=0, upper=40, old_positions=(10, 20, 30), new_positions=(20, 30, 35)
+    )
+    # An open-ended window reaching the top of the position space.
+    second = Renumbering(
+        2,
+        lower=30,
+        upper=None,
+        old_positions=(35, 40),
+        new_positions=(MAX_POSITION - 1, MAX_POSITION),
+    )
+    # A window with no entries in it still counts as a change.
+    third = Renumbering(3, lower=MAX_POSITION, upper=None, old_positions=(), new_positions=())
+    async with store.write(conversation_id) as tx:
+        await tx.renumber(first)
+        assert await tx.items_between(0, None) == [
+            Item(20, a.id),
+            Item(30, b.id),
+            Item(35, c.id),
+            Item(40, d.id),
+        ]
+        await tx.renumber(second)
+        await tx.renumber(third)
+        await tx.save(replace(tx.state, layout_version=3))
+    async with store.write(conversation_id) as tx:
+        assert tx.state.layout_version == 3
+        assert await tx.items_between(0, None) == [
+            Item(20, a.id),
+            Item(30, b.id),
+            Item(MAX_POSITION - 1, c.id),
+            Item(MAX_POSITION, d.id),
+        ]
+        assert await tx.lookup([c.id]) == {c.id: MAX_POSITION - 1}
+    async with store.read() as read:
+        assert await read.renumberings_since(conversation_id, 0) == [first, second, third]
+        assert await read.renumberings_since(conversation_id, 1) == [second, third]
+        assert await read.renumberings_since(conversation_id, 3) == []
+        assert await read.renumberings_since(other_id, 0) == []
+        recorded = (await read.renumberings_since(conversation_id, 0))[0]
+        assert type(recorded.old_positions) is tuple
+        assert type(recorded.new_positions) is tuple
+    assert await all_items(store, other_id) == [Item(20, bystander.id)]
+
+
+async def test_save_and_conversation_round_trip(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    saved = ConversationState(
+        conversation_id,
+        message_count=123_456,
+        updated_at=T0,
+        tail_position=MAX_POSITION,
+        layout_version=77,
+        version=1 << 40,
+    )
+    async with store.write(conversation_id) as tx:
+        await tx.save(saved)
+    async with store.read() as read:
+        assert await read.conversation(conversation_id) == saved
+    async with store.write(conversation_id) as tx:
+        assert tx.state == saved
+
+
+async def test_state_is_the_row_as_locked(store: Store) -> None:
+    # base.py: `state` is "the conversation's row as locked at the start";
+    # save() writes the row, it does not change `state`.
+    conversation_id = await new_conversation(store)
+    async with store.write(conversation_id) as tx:
+        locked = tx.state
+        await tx.save(replace(locked, version=1, updated_at=T0))
+        assert tx.state == locked
+
+
+# --- message_page and id_page -----------------------------------------------
+
+
+async def _filter_fixture(store: Store) -> tuple[UUID, list[StoredMessage]]:
+    conversation_id = await new_conversation(store)
+    ms = [
+        message(b"1", role=Role.USER, kind="text"),
+        message(b"2", role=Role.ASSISTANT, kind="text"),
+        message(b"3", role=Role.TOOL, kind="tool_result"),
+        message(b"4", role=Role.USER, kind=""),
+        message(b"5", role=Role.ASSISTANT, kind="tool_call"),
+        message(b"6", role=Role.TOOL, kind=""),
+    ]
+    detached = message(b"detached", role=Role.USER, kind="text")
+    await add(store, conversation_id, [*ms, detached], [10, 20, 30, 40, 50, 60, None])
+    other_id = await new_conversation(store)
+    await add(store, other_id, [message(b"other", role=Role.USER, kind="text")], [15])
+    return conversation_id, ms
+
+
+async def test_message_page_filters(store: Store) -> None:
+    conversation_id, ms = await _filter_fixture(store)
+    at = {m.body: (10 * int(m.body), m) for m in ms}
+
+    async def page(
+        roles: set[int], kinds: set[str], after: int = 0, limit: int = 10
+    ) -> Page[tuple[int, StoredMessage]]:
+        async with store.read() as read:
+            return await read.message_page(
+                conversation_id, after, limit, frozenset(roles), frozenset(kinds), BIG
+            )
+
+    def rows(*bodies: bytes) -> list[tuple[int, StoredMessage]]:
+        return [at[body] for body in bodies]
+
+    assert await page(set(), set()) == Page(rows(b"1", b"2", b"3", b"4", b"5", b"6"), False)
+    assert await page({Role.USER}, set()) == Page(rows(b"1", b"4"), False)
+    assert await page({Role.USER, Role.TOOL}, set()) == Page(rows(b"1", b"3", b"4", b"6"), False)
+    assert await page(set(), {""}) == Page(rows(b"4", b"6"), False)
+    assert await page(set(), {"text", "tool_call"}) == Page(rows(b"1", b"2", b"5"), False)
+    assert await page({Role.TOOL}, {""}) == Page(rows(b"6"), False)
+    assert await page({Role.ASSISTANT}, {"text", ""}) == Page(rows(b"2"), False)
+    assert await page({Role.USER}, {"tool_call"}) == Page([], False)
+    assert await page(set(), {"tex"}) == Page([], False)
+    # `more` counts matching rows only.
+    assert await page({Role.USER}, set(), limit=2) == Page(rows(b"1", b"4"), False)
+    assert await page({Role.ASSISTANT, Role.TOOL}, set(), limit=2) == Page(rows(b"2", b"3"), True)
+    assert await page({Role.ASSISTANT, Role.TOOL}, set(), after=30, limit=2) == Page(
+        rows(b"5", b"6"), False
+    )
+    assert await page(set(), {""}, after=40, limit=1) == Page(rows(b"6"), False)
+
+
+async def test_message_page_paging(store: Store) -> None:
+    conversation_id, ms = await _filter_fixture(store)
+    everything = frozenset[int](), frozenset[str]()
+    async with store.read() as read:
+        first = await read.message_page(conversation_id, 0, 2, *everything, BIG)
+        assert first == Page([(10, ms[0]), (20, ms[1])], more=True)
+        second = await read.message_page(conversation_id, 20, 2, *everything, BIG)
+        assert second == Page([(30, ms[2]), (40, ms[3])], more=True)
+        third = await read.message_page(conversation_id, 40, 2, *everything, BIG)
+        assert third == Page([(50, ms[4]), (60, ms[5])], more=False)
+        assert await read.message_page(conversation_id, 60, 2, *everything, BIG) == Page(
+            [], more=False
+        )
+        # `after` need not be a position in use.
+        assert await read.message_page(conversation_id, 45, 1, *everything, BIG) == Page(
+            [(50, ms[4])], more=True
+        )
+        assert await read.message_page(conversation_id, 0, 6, *everything, BIG) == Page(
+            [(10 * (i + 1), m) for i, m in enumerate(ms)], more=False
+        )
+
+
+async def test_id_page(store: Store) -> None:
+    conversation_id, ms = await _filter_fixture(store)
+    items = [Item(10 * (i + 1), m.id) for i, m in enumerate(ms)]
+    async with store.read() as read:
+        assert await read.id_page(conversation_id, 0, 4) == Page(items[:4], more=True)
+        assert await read.id_page(conversation_id, 40, 4) == Page(items[4:], more=False)
+        assert await read.id_page(conversation_id, 35, 1) == Page(items[3:4], more=True)
+        assert await read.id_page(conversation_id, 0, 6) == Page(items, more=False)
+        assert await read.id_page(conversation_id, 60, 6) == Page([], more=False)
+        assert await read.id_page(uuid4(), 0, 6) == Page([], more=False)
+
+
+async def _budget_page(
+    store: Store,
+    conversation_id: UUID,
+    budget: int,
+    *,
+    after: int = 0,
+    limit: int = 10,
+    roles: frozenset[int] = frozenset(),
+) -> Page[tuple[int, StoredMessage]]:
+    async with store.read() as read:
+        return await read.message_page(conversation_id, after, limit, roles, frozenset(), budget)
+
+
+async def test_message_page_body_budget(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    ms = [message(bytes([i]) * 40) for i in range(4)]
+    await add(store, conversation_id, ms, [1, 2, 3, 4])
+    rows = list(zip([1, 2, 3, 4], ms, strict=True))
+
+    # A row comes while the bodies before it stay under the budget.
+    assert await _budget_page(store, conversation_id, 100) == Page(rows[:3], more=True)
+    assert await _budget_page(store, conversation_id, 121) == Page(rows, more=False)
+    assert await _budget_page(store, conversation_id, 41) == Page(rows[:2], more=True)
+    # The first row always comes, however large.
+    assert await _budget_page(store, conversation_id, 10) == Page(rows[:1], more=True)
+    assert await _budget_page(store, conversation_id, 0) == Page(rows[:1], more=True)
+    assert await _budget_page(store, conversation_id, 0, after=3) == Page(rows[3:], more=False)
+    # The budget starts afresh after `after`; the limit still applies.
+    assert await _budget_page(store, conversation_id, 60, after=1) == Page(rows[1:3], more=True)
+    assert await _budget_page(store, conversation_id, BIG, limit=2) == Page(rows[:2], more=True)
+    assert await _budget_page(store, conversation_id, 100, limit=3) == Page(rows[:3], more=True)
+    assert await _budget_page(store, conversation_id, 121, limit=4) == Page(rows, more=False)
+
+
+async def test_message_page_body_budget_boundary(store: Store) -> None:
+    # Bodies before a row adding up to exactly the budget end the page.
+    conversation_id = await new_conversation(store)
+    ms = [message(b"x" * 40) for _ in range(4)]
+    await add(store, conversation_id, ms, [1, 2, 3, 4])
+    rows = list(zip([1, 2, 3, 4], ms, strict=True))
+    assert await _budget_page(store, conversation_id, 120) == Page(rows[:3], more=True)
+    assert await _budget_page(store, conversation_id, 80) == Page(rows[:2], more=True)
+
+
+async def test_message_page_budget_counts_matching_rows_only(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    ms = [
+        message(b"u" * 40, role=Role.USER),
+        message(b"a" * 1000, role=Role.ASSISTANT),
+        message(b"u" * 40, role=Role.USER),
+        message(b"u" * 40, role=Role.USER),
+    ]
+    await add(store, conversation_id, ms, [1, 2, 3, 4])
+    users = frozenset({int(Role.USER)})
+    assert await _budget_page(store, conversation_id, 100, roles=users) == Page(
+        [(1, ms[0]), (3, ms[2]), (4, ms[3])], more=False
+    )
+    assert await _budget_page(store, conversation_id, 100) == Page(
+        [(1, ms[0]), (2, ms[1])], more=True
+    )
+
+
+async def test_empty_bodies_are_bodies(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    ms = [message(b"") for _ in range(3)]
+    await add(store, conversation_id, ms, [1, 2, 3])
+    rows = list(zip([1, 2, 3], ms, strict=True))
+    assert await _budget_page(store, conversation_id, 1) == Page(rows, more=False)
+    assert await _budget_page(store, conversation_id, 0) == Page(rows[:1], more=True)
+
+
+ODD_KINDS = ["", "\x00", "a\x00b", "ünïcødé ☃ 🎉", "text\x00"]
+ODD_BODIES = [b"", b"\x00", b"\x00\xff\x00 binary \x00", bytes(range(256)), b"\xff" * 3000]
+ODD_TIMES = [0, 1, T0, 253_402_300_799_999_999]  # up to 9999-12-31T23:59:59.999999Z
+
+
+async def test_values_round_trip_exactly(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    big_body = bytes(range(256)) * 4096  # 1 MiB, stored out of line by some databases
+    ms = [
+        message(body, kind=kind, created_at=created_at, role=role)
+        for body, kind, created_at, role in zip(
+            [*ODD_BODIES, big_body],
+            itertools.cycle(ODD_KINDS),
+            itertools.cycle(ODD_TIMES),
+            itertools.cycle(Role),
+            strict=False,
+        )
+    ]
+    positions = list(range(1, len(ms) + 1))
+    await add(store, conversation_id, ms, positions)
+    snapshot = Snapshot(uuid4(), conversation_id, T0, len(ms))
+    async with store.write(conversation_id) as tx:
+        await tx.create_snapshot(snapshot, [m.id for m in ms])
+
+    async with store.read() as read:
+        page = await read.message_page(conversation_id, 0, 100, frozenset(), frozenset(), BIG)
+        assert page == Page(list(zip(positions, ms, strict=True)), more=False)
+        for got, want in zip(page.rows, ms, strict=True):
+            assert type(got[1].body) is bytes
+            assert type(got[1].kind) is str
+            assert type(got[1].created_at) is int
+            assert got[1] == want
+        snapshot_page = await read.snapshot_message_page(snapshot, -1, 100, BIG)
+        assert snapshot_page == Page(list(enumerate(ms)), more=False)
+        assert all(type(stored.body) is bytes for _, stored in snapshot_page.rows)
+        # Kinds match exactly: no truncation at U+0000, no normalisation.
+        for kind in ODD_KINDS:
+            filtered = await read.message_page(
+                conversation_id, 0, 100, frozenset(), frozenset({kind}), BIG
+            )
+            assert [stored for _, stored in filtered.rows] == [m for m in ms if m.kind == kind]
+        assert await read.snapshot(snapshot.id) == snapshot
+
+
+# --- snapshots --------------------------------------------------------------
+
+
+async def test_snapshot_round_trip(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    a, b, c = message(b"a"), message(b"b"), message(b"c")
+    await add(store, conversation_id, [a, b, c], [10, 20, None])
+    snapshot = Snapshot(uuid4(), conversation_id, T0, 4)
+    async with store.write(conversation_id) as tx:
+        # Ids may repeat and need not be in order or placed.
+        await tx.create_snapshot(snapshot, [a.id, c.id, a.id, b.id])
+
+    async with store.read() as read:
+        assert await read.snapshot(snapshot.id) == snapshot
+        assert await read.snapshot_message_page(snapshot, -1, 10, BIG) == Page(
+            [(0, a), (1, c), (2, a), (3, b)], more=False
+        )
+        assert await read.snapshot_message_page(snapshot, -1, 2, BIG) == Page(
+            [(0, a), (1, c)], more=True
+        )
+        assert await read.snapshot_message_page(snapshot, 1, 2, BIG) == Page(
+            [(2, a), (3, b)], more=False
+        )
+        assert await read.snapshot_message_page(snapshot, 3, 2, BIG) == Page([], more=False)
+        assert await read.snapshot_id_page(snapshot, -1, 3) == Page(
+            [(0, a.id), (1, c.id), (2, a.id)], more=True
+        )
+        assert await read.snapshot_id_page(snapshot, 2, 3) == Page([(3, b.id)], more=False)
+        assert await read.snapshot_id_page(snapshot, -1, 4) == Page(
+            [(0, a.id), (1, c.id), (2, a.id), (3, b.id)], more=False
+        )
+
+
+async def test_snapshot_survives_changes_to_the_conversation(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    a, b, c = message(b"a"), message(b"b"), message(b"c")
+    await add(store, conversation_id, [a, b, c], [10, 20, 30])
+    snapshot = Snapshot(uuid4(), conversation_id, T0, 3)
+    async with store.write(conversation_id) as tx:
+        await tx.create_snapshot(snapshot, [a.id, b.id, c.id])
+    async with store.write(conversation_id) as tx:
+        await tx.delete([a.id])
+        await tx.unplace([b.id])
+        await tx.renumber(Renumbering(1, 0, None, (30,), (5,)))
+    async with store.read() as read:
+        assert await read.snapshot_message_page(snapshot, -1, 10, BIG) == Page(
+            [(0, a), (1, b), (2, c)], more=False
+        )
+        assert await read.snapshot_id_page(snapshot, -1, 10) == Page(
+            [(0, a.id), (1, b.id), (2, c.id)], more=False
+        )
+
+
+async def test_snapshots_share_frozen_messages(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    # b and c have the same body; d arrives after the first snapshot.
+    a, b, c = message(b"a"), message(b"same"), message(b"same", kind="other")
+    await add(store, conversation_id, [a, b, c], [10, 20, 30])
+    first = Snapshot(uuid4(), conversation_id, T0, 3)
+    async with store.write(conversation_id) as tx:
+        await tx.create_snapshot(first, [a.id, b.id, c.id])
+    d = message(b"same", role=Role.TOOL)
+    await add(store, conversation_id, [d], [40])
+    second = Snapshot(uuid4(), conversation_id, T0 + 1, 4)
+    third = Snapshot(uuid4(), conversation_id, T0 + 2, 2)
+    async with store.write(conversation_id) as tx:
+        await tx.create_snapshot(second, [d.id, c.id, b.id, a.id])
+        # Two snapshots in one transaction, the second of messages frozen by the first.
+        await tx.create_snapshot(third, [d.id, d.id])
+    async with store.write(conversation_id) as tx:
+        await tx.delete([a.id, b.id, c.id, d.id])
+
+    async with store.read() as read:
+        assert await read.snapshot_message_page(first, -1, 10, BIG) == Page(
+            [(0, a), (1, b), (2, c)], more=False
+        )
+        assert await read.snapshot_message_page(second, -1, 10, BIG) == Page(
+            [(0, d), (1, c), (2, b), (3, a)], more=False
+        )
+        assert await read.snapshot_message_page(third, -1, 10, BIG) == Page(
+            [(0, d), (1, d)], more=False
+        )
+        assert await read.snapshot(second.id) == second
+        assert await read.snapshot(third.id) == third
+
+
+async def test_empty_snapshot(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    snapshot = Snapshot(uuid4(), conversation_id, T0, 0)
+    async with store.write(conversation_id) as tx:
+        await tx.create_snapshot(snapshot, [])
+    async with store.read() as read:
+        assert await read.snapshot(snapshot.id) == snapshot
+        assert await read.snapshot_message_page(snapshot, -1, 10, BIG) == Page([], more=False)
+        assert await read.snapshot_id_page(snapshot, -1, 10) == Page([], more=False)
+
+
+async def test_snapshot_message_page_body_budget(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    ms = [message(bytes([i]) * 40) for i in range(4)]
+    await add(store, conversation_id, ms, [1, 2, 3, 4])
+    snapshot = Snapshot(uuid4(), conversation_id, T0, 4)
+    async with store.write(conversation_id) as tx:
+        await tx.create_snapshot(snapshot, [m.id for m in ms])
+    rows = list(enumerate(ms))
+    async with store.read() as read:
+        page = read.snapshot_message_page
+        assert await page(snapshot, -1, 10, 100) == Page(rows[:3], more=True)
+        assert await page(snapshot, -1, 10, 120) == Page(rows[:3], more=True)
+        assert await page(snapshot, -1, 10, 121) == Page(rows, more=False)
+        assert await page(snapshot, -1, 10, 0) == Page(rows[:1], more=True)
+        assert await page(snapshot, 2, 10, 0) == Page(rows[3:], more=False)
+        assert await page(snapshot, 0, 2, BIG) == Page(rows[1:3], more=True)
+
+
+async def test_missing_snapshot_is_not_found(store: Store) -> None:
+    snapshot_id = uuid4()
+    async with store.read() as read:
+        with pytest.raises(SnapshotNotFound) as raised:
+            await read.snapshot(snapshot_id)
+    assert raised.value.field == "snapshot_id"
+    assert str(snapshot_id) in raised.value.reason
+
+
+async def test_rolled_back_snapshot_does_not_exist(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    m = message()
+    await add(store, conversation_id, [m], [GAP])
+    snapshot = Snapshot(uuid4(), conversation_id, T0, 1)
+
+    async def doomed() -> None:
+        async with store.write(conversation_id) as tx:
+            await tx.create_snapshot(snapshot, [m.id])
+            raise Boom
+
+    with pytest.raises(Boom):
+        await doomed()
+    async with store.read() as read:
+        with pytest.raises(SnapshotNotFound):
+            await read.snapshot(snapshot.id)
+
+
+# --- transactions side by side ----------------------------------------------
+
+
+async def test_writers_of_one_conversation_take_turns(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+
+    async def append_one(i: int) -> None:
+        async with store.write(conversation_id) as tx:
+            state = tx.state
+            m = message(str(i).encode())
+            await tx.insert_messages([m], [sha256(m.body)])
+            # Let the other writers run: without the lock they would read
+            # the same tail and collide.
+            await asyncio.sleep(0.001)
+            position = state.tail_position + 1
+            await tx.place([Item(position, m.id)])
+            await tx.save(
+                replace(
+                    state,
+                    message_count=state.message_count + 1,
+                    tail_position=position,
+                    version=state.version + 1,
+                )
+            )
+
+    await asyncio.gather(*(append_one(i) for i in range(16)))
+    async with store.read() as read:
+        state = await read.conversation(conversation_id)
+        assert (state.message_count, state.tail_position, state.version) == (16, 16, 16)
+        page = await read.message_page(conversation_id, 0, 100, frozenset(), frozenset(), BIG)
+    assert [position for position, _ in page.rows] == list(range(1, 17))
+    assert sorted(int(stored.body) for _, stored in page.rows) == list(range(16))
+    assert len({stored.id for _, stored in page.rows}) == 16
+
+
+async def _while_writing(store: Store, held_id: UUID, check: Callable[[], Awaitable[None]]) -> None:
+    """Runs `check` (within 5 s) while a write of `held_id` is open."""
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with store.write(held_id) as tx:
+            m = message()
+            await tx.insert_messages([m], [sha256(m.body)])
+            await tx.place([Item(GAP, m.id)])
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    try:
+        await asyncio.wait_for(holding.wait(), 10)
+        async with asyncio.timeout(5):
+            await check()
+    finally:
+        release.set()
+        await holder
+    assert len(await all_items(store, held_id)) == 1
+
+
+async def test_writers_of_different_conversations_do_not_wait(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    if isinstance(store, SqliteStore):
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="SQLite has one writer at a time, by design")
+        )
+    held_id, free_id = await new_conversation(store), await new_conversation(store)
+    m = message()
+
+    async def write_the_other() -> None:
+        await add(store, free_id, [m], [GAP])
+
+    await _while_writing(store, held_id, write_the_other)
+    assert await all_items(store, free_id) == [Item(GAP, m.id)]
+
+
+async def test_readers_do_not_wait_for_writers(store: Store) -> None:
+    held_id = await new_conversation(store)
+
+    async def read_it() -> None:
+        # The open write's changes are not visible yet.
+        async with store.read() as read:
+            assert await read.id_page(held_id, 0, 10) == Page([], more=False)
+            assert (await read.conversation(held_id)).version == 0
+
+    await _while_writing(store, held_id, read_it)
+
+
+async def test_concurrent_creations_make_one_conversation(store: Store) -> None:
+    conversation_id = uuid4()
+
+    async def create_and_append(i: int) -> None:
+        async with store.write(conversation_id, create=True) as tx:
+            m = message(str(i).encode())
+            await tx.insert_messages([m], [sha256(m.body)])
+            position = tx.state.tail_position + 1
+            await tx.place([Item(position, m.id)])
+            await tx.save(replace(tx.state, tail_position=position, version=tx.state.version + 1))
+
+    await asyncio.gather(*(create_and_append(i) for i in range(8)))
+    async with store.read() as read:
+        state = await read.conversation(conversation_id)
+        assert (state.tail_position, state.version) == (8, 8)
+        page = await read.id_page(conversation_id, 0, 10)
+        assert [item.position for item in page.rows] == list(range(1, 9))
+
+
+async def test_cancelled_transactions_roll_back(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    inside = asyncio.Event()
+
+    async def stuck_inside() -> None:
+        async with store.write(conversation_id) as tx:
+            m = message()
+            await tx.insert_messages([m], [sha256(m.body)])
+            await tx.place([Item(GAP, m.id)])
+            inside.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stuck_inside())
+    await asyncio.wait_for(inside.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5):
+        assert await all_items(store, conversation_id) == []
+
+    # Cancelled while waiting for another writer's lock.
+    kept = message()
+
+    async def wait_for_lock() -> None:
+        async with store.write(conversation_id) as tx:
+            await tx.save(replace(tx.state, version=99))
+
+    async def keep() -> None:
+        await add(store, conversation_id, [kept], [2 * GAP])
+
+    async def cancel_a_waiter() -> None:
+        waiter = asyncio.create_task(wait_for_lock())
+        await asyncio.sleep(0.2)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    await _while_writing(store, conversation_id, cancel_a_waiter)
+    async with asyncio.timeout(5), store.write(conversation_id) as tx:
+        assert tx.state.version == 0
+        assert len(await tx.items_between(0, None)) == 1
+    await keep()
+    assert len(await all_items(store, conversation_id)) == 2
+
+
+async def test_read_sees_one_state(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    first = message()
+    await add(store, conversation_id, [first], [GAP])
+    async with store.read() as read:
+        state = await read.conversation(conversation_id)
+        page = await read.id_page(conversation_id, 0, 10)
+        async with asyncio.timeout(5):
+            await add(store, conversation_id, [message()], [2 * GAP])
+        assert await read.conversation(conversation_id) == state
+        assert await read.id_page(conversation_id, 0, 10) == page
+        assert await read.message_page(
+            conversation_id, 0, 10, frozenset(), frozenset(), BIG
+        ) == Page([(GAP, first)], more=False)
+    async with store.read() as read:
+        assert (await read.conversation(conversation_id)).version == state.version + 1
+        assert len((await read.id_page(conversation_id, 0, 10)).rows) == 2
+
+
+# --- migrate() --------------------------------------------------------------
+
+
+def _versions(backend: str) -> list[int]:
+    return [migration.version for migration in migrations.load(backend)]
+
+
+async def test_migrate_twice_applies_once(new_database: FreshDatabase) -> None:
+    store = new_database.make()
+    await store.open()
+    try:
+        assert await store.migrate() == _versions(new_database.backend)
+        assert await store.migrate() == []
+        conversation_id = await new_conversation(store)
+        async with store.read() as read:
+            assert (await read.conversation(conversation_id)).version == 0
+    finally:
+        await store.close()
+    # Also from a new store over the migrated database.
+    store = new_database.make()
+    await store.open()
+    try:
+        assert await store.migrate() == []
+    finally:
+        await store.close()
+
+
+async def test_concurrent_migrations_both_succeed(new_database: FreshDatabase) -> None:
+    stores = [new_database.make(), new_database.make()]
+    for store in stores:
+        await store.open()
+    try:
+        results = await asyncio.gather(*(store.migrate() for store in stores))
+        assert sorted(results[0] + results[1]) == _versions(new_database.backend)
+        assert [] in results
+        for store in stores:
+            await new_conversation(store)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_migrate_refuses_a_changed_migration(new_database: FreshDatabase) -> None:
+    store = new_database.make()
+    await store.open()
+    try:
+        await store.migrate()
+        tamper = "UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1"
+        if new_database.backend == "sqlite":
+            with sqlite3.connect(new_database.location) as conn:
+                conn.execute(tamper)
+        else:
+            with psycopg.connect(new_database.location, autocommit=True) as pg:
+                pg.execute(tamper)
+        with pytest.raises(migrations.MigrationError):
+            await store.migrate()
+    finally:
+        await store.close()
+
+
+# --- PostgreSQL only ----------------------------------------------------------
+
+
+def _assert_plain(error: StorageUnavailable, *secrets: str) -> None:
+    text = str(error)
+    assert text == StorageUnavailable().reason
+    for secret in ("SELECT", "postgresql://", *secrets):
+        assert secret not in text
+
+
+@pytest.mark.postgres
+async def test_postgres_unreachable_database_fails_promptly() -> None:
+    url = "postgresql://agent:hunter2@127.0.0.1:1/nowhere"
+    store = PostgresStore(url, connect_timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable) as raised:
+        await store.open()
+    assert time.monotonic() - started < 10
+    _assert_plain(raised.value, "hunter2", "nowhere")
+    await store.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_statement_timeout_is_unavailable(storage_postgres_url: str) -> None:
+    holder = PostgresStore(storage_postgres_url)
+    impatient = PostgresStore(storage_postgres_url, statement_timeout_ms=200)
+    await holder.open()
+    await impatient.open()
+    try:
+        conversation_id = await new_conversation(holder)
+        async with holder.write(conversation_id):
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable) as raised:
+                async with impatient.write(conversation_id):
+                    pass
+            assert time.monotonic() - started < 5
+        _assert_plain(raised.value)
+        # The connection that timed out is fine for the next transaction.
+        async with impatient.write(conversation_id) as tx:
+            assert tx.state.version == 0
+    finally:
+        await holder.close()
+        await impatient.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_lost_connections_are_unavailable_then_replaced(
+    make_postgres_database: Callable[[], str],
+) -> None:
+    url = make_postgres_database()
+    store = PostgresStore(url, min_size=2, max_size=2)
+    await store.open()
+    try:
+        await store.migrate()
+        conversation_id = await new_conversation(store)
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(StorageUnavailable) as raised:
+            async with store.write(conversation_id):
+                pass
+        _assert_plain(raised.value)
+        # The pool replaces dead connections; a retry soon succeeds.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                async with store.read() as read:
+                    assert (await read.conversation(conversation_id)).version == 0
+                break
+            except StorageUnavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_migrate_waits_beyond_the_statement_timeout(
+    make_postgres_database: Callable[[], str],
+) -> None:
+    url = make_postgres_database()
+    store = PostgresStore(url, statement_timeout_ms=100, min_size=1, max_size=1)
+    await store.open()
+    try:
+        # Another server holds the migration lock for longer than the timeout.
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
+            await other.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            migrating = asyncio.create_task(store.migrate())
+            await asyncio.sleep(0.5)
+            assert not migrating.done()
+            await other.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+            assert await asyncio.wait_for(migrating, 10) == _versions("postgres")
+        # The one connection has its timeout back.
+        conversation_id = await new_conversation(store)
+        holder = PostgresStore(url)
+        await holder.open()
+        try:
+            async with holder.write(conversation_id):
+                with pytest.raises(StorageUnavailable):
+                    await _write_nothing(store, conversation_id)
+        finally:
+            await holder.close()
+    finally:
+        await store.close()
+
+
+async def _write_nothing(store: Store, conversation_id: UUID) -> None:
+    async with store.write(conversation_id):
+        pass
