@@ -18,7 +18,9 @@ buf=$root/tools/buf/node_modules/.bin/buf
 out=$root/src/agent_state/_gen
 
 if [ ! -x "$buf" ]; then
-  npm ci --prefix "$root/tools/buf" --no-audit --no-fund --loglevel=error
+  # npm install (not ci): the lock pins buf, and binaries for platforms the
+  # registry lacks at this version are optional.
+  npm install --prefix "$root/tools/buf" --no-save --no-audit --no-fund --loglevel=error
 fi
 
 work=$(mktemp -d)

@@ -1,4 +1,7 @@
-"""Fixtures shared by every test folder: throwaway PostgreSQL databases.
+"""Fixtures shared by every test folder: throwaway PostgreSQL databases,
+and `store`, an open and migrated store of each backend (PostgreSQL stores
+share one database per session, so tests use fresh conversation ids;
+SQLite stores get a file of their own).
 
 PostgreSQL is found at AGENT_STATE_TEST_POSTGRES_URL (default: the local
 server, user postgres, trust auth). Each test session creates its own
@@ -11,12 +14,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from psycopg import sql
+
+from agent_state.storage.base import Store
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -66,3 +71,53 @@ def make_postgres_database() -> Iterator[Callable[[], str]]:
 def postgres_url(make_postgres_database: Callable[[], str]) -> str:
     """One throwaway database for the whole test session."""
     return make_postgres_database()
+
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+StoreFactory = Callable[[], Store]
+
+
+def factory(backend: str, location: str) -> StoreFactory:
+    """Unopened stores of `backend` over one database: a file path for
+    SQLite, a URL for PostgreSQL."""
+    if backend == "sqlite":
+        # Imported here so that the PostgreSQL half runs without it.
+        from agent_state.storage.sqlite import SqliteStore
+
+        return lambda: SqliteStore(location)
+    from agent_state.storage.postgres import PostgresStore
+
+    return lambda: PostgresStore(location)
+
+
+def location(backend: str, request: pytest.FixtureRequest, name: str, shared: bool) -> str:
+    if backend == "sqlite":
+        tmp_path = request.getfixturevalue("tmp_path")
+        return str(tmp_path / name)
+    if shared:
+        url: str = request.getfixturevalue("storage_postgres_url")
+        return url
+    make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
+    return make()
+
+
+@pytest.fixture(scope="session")
+def storage_postgres_url(make_postgres_database: Callable[[], str]) -> str:
+    """The database the `store` fixture's PostgreSQL stores share."""
+    return make_postgres_database()
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    backend: str = request.param
+    opened = factory(backend, location(backend, request, "t.db", shared=True))()
+    await opened.open()
+    try:
+        await opened.migrate()
+        yield opened
+    finally:
+        await opened.close()
