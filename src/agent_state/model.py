@@ -47,6 +47,21 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message as stored at append: with the SHA-256 of its body and its
+    encoding around the body (see wire.message_frame)."""
+
+    message: StoredMessage
+    body_sha256: bytes
+    wire_head: bytes
+    wire_tail: bytes
+
+    @property
+    def entry(self) -> bytes:
+        return self.wire_head + self.message.body + self.wire_tail
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationState:
     """A conversation's row. `tail_position` is the highest position ever
     given out; `layout_version` counts renumberings (see positions.py);

@@ -23,6 +23,7 @@ from .model import (
     ConversationState,
     Item,
     MessageInput,
+    NewMessage,
     Page,
     Renumbering,
     Snapshot,
@@ -35,13 +36,16 @@ from .storage.base import ReadTransaction, Store, WriteTransaction
 @dataclass(frozen=True, slots=True)
 class Appended:
     state: ConversationState
-    messages: list[StoredMessage]
+    messages: list[NewMessage]
 
 
 @dataclass(frozen=True, slots=True)
 class MessagePage:
+    """`entries` are the messages' encodings as entries of a repeated field
+    with tag wire.LIST_ENTRY_TAG."""
+
     state: ConversationState
-    messages: list[StoredMessage]
+    entries: list[bytes]
     next_page_token: str
 
 
@@ -53,8 +57,9 @@ class IdPage:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotMessagePage:
-    conversation_id: UUID
-    messages: list[StoredMessage]
+    """`entries` as in MessagePage."""
+
+    entries: list[bytes]
     next_page_token: str
 
 
@@ -102,11 +107,13 @@ class ConversationService:
             slots = positions.append_positions(state.tail_position, len(inputs))
             updated_at = rules.next_updated_at(state.updated_at, self._clock())
             messages = [
-                StoredMessage(new_id(), message.role, message.kind, message.body, updated_at)
-                for message in inputs
+                _new_message(conversation, message, digest, updated_at)
+                for message, digest in zip(inputs, digests, strict=True)
             ]
-            await tx.insert_messages(messages, digests)
-            await tx.place([Item(slot, m.id) for slot, m in zip(slots, messages, strict=True)])
+            await tx.insert_messages(messages)
+            await tx.place(
+                [Item(slot, m.message.id) for slot, m in zip(slots, messages, strict=True)]
+            )
             state = dataclasses.replace(
                 state,
                 message_count=state.message_count + len(messages),
@@ -229,7 +236,7 @@ class ConversationService:
             token = paging.encode(
                 listed, conversation, fingerprint, Cursor(rows[-1][0], state.layout_version)
             )
-        return MessagePage(state, [message for _, message in rows], token)
+        return MessagePage(state, [entry for _, entry in rows], token)
 
     async def list_message_ids(
         self, conversation_id: str, page_size: int, page_token: str
@@ -269,9 +276,7 @@ class ConversationService:
         token = ""
         if more:
             token = paging.encode(listed, snapshot_key, paging.NO_FILTER, Cursor(rows[-1][0]))
-        return SnapshotMessagePage(
-            snapshot.conversation_id, [message for _, message in rows], token
-        )
+        return SnapshotMessagePage([entry for _, entry in rows], token)
 
     async def list_snapshot_message_ids(
         self, snapshot_id: str, page_size: int, page_token: str
@@ -289,24 +294,27 @@ class ConversationService:
         return IdPage([message_id for _, message_id in page.rows], token)
 
     def _fit(
-        self, page: Page[tuple[int, StoredMessage]], header: int
-    ) -> tuple[list[tuple[int, StoredMessage]], bool]:
+        self, page: Page[tuple[int, bytes]], header: int
+    ) -> tuple[list[tuple[int, bytes]], bool]:
         """The leading rows whose encoding, with `header` bytes and a page
         token, stays within the response limit (at least one row)."""
         budget = self._limits.max_response_bytes
         total = header + wire.length_delimited_size(paging.token_length())
-        for count, (_, message) in enumerate(page.rows):
-            total += wire.length_delimited_size(
-                wire.message_size(
-                    message.role,
-                    len(message.kind.encode("utf-8")),
-                    len(message.body),
-                    message.created_at,
-                )
-            )
+        for count, (_, entry) in enumerate(page.rows):
+            total += len(entry)
             if count and total > budget:
                 return page.rows[:count], True
         return page.rows, page.more
+
+
+def _new_message(
+    conversation: UUID, message: MessageInput, digest: bytes, created_at: int
+) -> NewMessage:
+    stored = StoredMessage(new_id(), message.role, message.kind, message.body, created_at)
+    head, tail = wire.message_frame(
+        str(stored.id), str(conversation), stored.role, stored.kind, len(stored.body), created_at
+    )
+    return NewMessage(stored, digest, head, tail)
 
 
 async def _resume(rx: ReadTransaction, state: ConversationState, cursor: Cursor | None) -> int:

@@ -200,7 +200,10 @@ def test_filters(stub: Stub, roles: list[pb.Role], kinds: list[str]) -> None:
     messages = seed_mixed(stub, cid)
     want = expected(messages, roles, kinds)
     assert [m.id for m in list_all(stub, cid, roles=roles, kinds=kinds)] == want
-    assert [m.id for m in list_all(stub, cid, roles=roles, kinds=kinds, page_size=2)] == want
+    pages = list_pages(stub, cid, roles=roles, kinds=kinds, page_size=2)
+    assert [m.id for p in pages for m in p.messages] == want
+    full, rest = divmod(len(want), 2)
+    assert [len(p.messages) for p in pages] == [2] * full + ([rest] if rest or not full else [])
 
 
 def test_empty_kind_filter_matches_only_empty_kinds(stub: Stub) -> None:

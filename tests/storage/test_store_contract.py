@@ -25,6 +25,7 @@ from agent_state.errors import ConversationNotFound, SnapshotNotFound, StorageUn
 from agent_state.model import (
     ConversationState,
     Item,
+    NewMessage,
     Page,
     Renumbering,
     Role,
@@ -72,6 +73,21 @@ def sha256(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
+def new(m: StoredMessage) -> NewMessage:
+    """`m` as stored, with a head and tail of its own (holding a NUL and a
+    0xff byte), so that an entry can only be the one of its message."""
+    return NewMessage(m, sha256(m.body), b"<\x00" + m.id.bytes, b">\xff" + m.id.bytes[-1:])
+
+
+def entry(m: StoredMessage) -> bytes:
+    """What message_page and snapshot_message_page return for `m`."""
+    return new(m).entry
+
+
+FRAME = len(new(StoredMessage(uuid4(), 0, "", b"", 0)).entry)
+"""Bytes `new` puts around every body."""
+
+
 async def new_conversation(store: Store) -> UUID:
     conversation_id = uuid4()
     async with store.write(conversation_id, create=True):
@@ -82,14 +98,16 @@ async def new_conversation(store: Store) -> UUID:
 async def add(
     store: Store,
     conversation_id: UUID,
-    messages: Sequence[StoredMessage],
+    messages: Sequence[StoredMessage | NewMessage],
     positions: Sequence[int | None],
 ) -> None:
-    """Insert `messages` and place each at its position (None: detached)."""
+    """Insert `messages` (framed by `new` unless given as NewMessage) and
+    place each at its position (None: detached)."""
+    news = [m if isinstance(m, NewMessage) else new(m) for m in messages]
     async with store.write(conversation_id) as tx:
-        await tx.insert_messages(messages, [sha256(m.body) for m in messages])
+        await tx.insert_messages(news)
         await tx.place(
-            [Item(p, m.id) for m, p in zip(messages, positions, strict=True) if p is not None]
+            [Item(p, n.message.id) for n, p in zip(news, positions, strict=True) if p is not None]
         )
         placed = [p for p in positions if p is not None]
         await tx.save(
@@ -159,7 +177,7 @@ async def test_rollback_discards_everything(store: Store) -> None:
 
     async def doomed() -> None:
         async with store.write(conversation_id) as tx:
-            await tx.insert_messages([lost], [sha256(lost.body)])
+            await tx.insert_messages([new(lost)])
             await tx.place([Item(2 * GAP, lost.id)])
             await tx.renumber(Renumbering(1, 0, 2 * GAP, (GAP,), (GAP // 2,)))
             await tx.create_snapshot(Snapshot(uuid4(), conversation_id, T0, 1), [lost.id])
@@ -184,7 +202,7 @@ async def test_rolled_back_creation_vanishes(store: Store) -> None:
     async def doomed() -> None:
         async with store.write(conversation_id, create=True) as tx:
             m = message()
-            await tx.insert_messages([m], [sha256(m.body)])
+            await tx.insert_messages([new(m)])
             await tx.place([Item(GAP, m.id)])
             raise Boom
 
@@ -236,7 +254,7 @@ async def test_database_errors_are_not_storage_unavailable(store: Store) -> None
 
     async def collide() -> None:
         async with store.write(conversation_id) as tx:
-            await tx.insert_messages([second], [sha256(second.body)])
+            await tx.insert_messages([new(second)])
             await tx.place([Item(GAP, second.id)])
 
     with pytest.raises(Exception) as raised:  # noqa: PT011 - the type is the backend's
@@ -269,7 +287,7 @@ async def test_insert_place_and_lookup(store: Store) -> None:
         assert await tx.lookup([detached.id, detached.id]) == {detached.id: None}
         # Within the transaction, its own inserts are visible at once.
         fresh = message()
-        await tx.insert_messages([fresh], [sha256(fresh.body)])
+        await tx.insert_messages([new(fresh)])
         assert await tx.lookup([fresh.id]) == {fresh.id: None}
         await tx.place([Item(30, fresh.id), Item(25, detached.id)])
         assert await tx.lookup([fresh.id, detached.id]) == {fresh.id: 30, detached.id: 25}
@@ -287,7 +305,7 @@ async def test_insert_and_place_many_at_once(store: Store) -> None:
     async with store.read() as read:
         page = await read.message_page(conversation_id, 0, 2000, frozenset(), frozenset(), BIG)
     assert page.more is False
-    assert [stored for _, stored in page.rows] == messages
+    assert page.rows == [(p, entry(m)) for p, m in zip(positions, messages, strict=True)]
 
 
 async def test_items_between_before_and_after(store: Store) -> None:
@@ -341,7 +359,7 @@ async def test_unplace_keeps_the_message_and_delete_removes_it(store: Store) -> 
         page = await read.id_page(conversation_id, 0, 10)
         assert page == Page([Item(20, a.id)], more=False)
         messages = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
-        assert messages == Page([(20, a)], more=False)
+        assert messages == Page([(20, entry(a))], more=False)
 
 
 async def test_renumber_moves_entries_and_records_the_change(store: Store) -> None:
@@ -447,17 +465,17 @@ async def _filter_fixture(store: Store) -> tuple[UUID, list[StoredMessage]]:
 
 async def test_message_page_filters(store: Store) -> None:
     conversation_id, ms = await _filter_fixture(store)
-    at = {m.body: (10 * int(m.body), m) for m in ms}
+    at = {m.body: (10 * int(m.body), entry(m)) for m in ms}
 
     async def page(
         roles: set[int], kinds: set[str], after: int = 0, limit: int = 10
-    ) -> Page[tuple[int, StoredMessage]]:
+    ) -> Page[tuple[int, bytes]]:
         async with store.read() as read:
             return await read.message_page(
                 conversation_id, after, limit, frozenset(roles), frozenset(kinds), BIG
             )
 
-    def rows(*bodies: bytes) -> list[tuple[int, StoredMessage]]:
+    def rows(*bodies: bytes) -> list[tuple[int, bytes]]:
         return [at[body] for body in bodies]
 
     assert await page(set(), set()) == Page(rows(b"1", b"2", b"3", b"4", b"5", b"6"), False)
@@ -483,20 +501,20 @@ async def test_message_page_paging(store: Store) -> None:
     everything = frozenset[int](), frozenset[str]()
     async with store.read() as read:
         first = await read.message_page(conversation_id, 0, 2, *everything, BIG)
-        assert first == Page([(10, ms[0]), (20, ms[1])], more=True)
+        assert first == Page([(10, entry(ms[0])), (20, entry(ms[1]))], more=True)
         second = await read.message_page(conversation_id, 20, 2, *everything, BIG)
-        assert second == Page([(30, ms[2]), (40, ms[3])], more=True)
+        assert second == Page([(30, entry(ms[2])), (40, entry(ms[3]))], more=True)
         third = await read.message_page(conversation_id, 40, 2, *everything, BIG)
-        assert third == Page([(50, ms[4]), (60, ms[5])], more=False)
+        assert third == Page([(50, entry(ms[4])), (60, entry(ms[5]))], more=False)
         assert await read.message_page(conversation_id, 60, 2, *everything, BIG) == Page(
             [], more=False
         )
         # `after` need not be a position in use.
         assert await read.message_page(conversation_id, 45, 1, *everything, BIG) == Page(
-            [(50, ms[4])], more=True
+            [(50, entry(ms[4]))], more=True
         )
         assert await read.message_page(conversation_id, 0, 6, *everything, BIG) == Page(
-            [(10 * (i + 1), m) for i, m in enumerate(ms)], more=False
+            [(10 * (i + 1), entry(m)) for i, m in enumerate(ms)], more=False
         )
 
 
@@ -520,7 +538,7 @@ async def _budget_page(
     after: int = 0,
     limit: int = 10,
     roles: frozenset[int] = frozenset(),
-) -> Page[tuple[int, StoredMessage]]:
+) -> Page[tuple[int, bytes]]:
     async with store.read() as read:
         return await read.message_page(conversation_id, after, limit, roles, frozenset(), budget)
 
@@ -529,31 +547,81 @@ async def test_message_page_body_budget(store: Store) -> None:
     conversation_id = await new_conversation(store)
     ms = [message(bytes([i]) * 40) for i in range(4)]
     await add(store, conversation_id, ms, [1, 2, 3, 4])
-    rows = list(zip([1, 2, 3, 4], ms, strict=True))
+    rows = [(p, entry(m)) for p, m in zip([1, 2, 3, 4], ms, strict=True)]
+    size = 40 + FRAME  # of each entry
 
-    # A row comes while the bodies before it stay under the budget.
-    assert await _budget_page(store, conversation_id, 100) == Page(rows[:3], more=True)
-    assert await _budget_page(store, conversation_id, 121) == Page(rows, more=False)
-    assert await _budget_page(store, conversation_id, 41) == Page(rows[:2], more=True)
+    # A row comes while the entries before it stay under the budget.
+    assert await _budget_page(store, conversation_id, 2 * size + size // 2) == Page(
+        rows[:3], more=True
+    )
+    assert await _budget_page(store, conversation_id, 3 * size + 1) == Page(rows, more=False)
+    assert await _budget_page(store, conversation_id, size + 1) == Page(rows[:2], more=True)
     # The first row always comes, however large.
-    assert await _budget_page(store, conversation_id, 10) == Page(rows[:1], more=True)
+    assert await _budget_page(store, conversation_id, size // 4) == Page(rows[:1], more=True)
     assert await _budget_page(store, conversation_id, 0) == Page(rows[:1], more=True)
     assert await _budget_page(store, conversation_id, 0, after=3) == Page(rows[3:], more=False)
     # The budget starts afresh after `after`; the limit still applies.
-    assert await _budget_page(store, conversation_id, 60, after=1) == Page(rows[1:3], more=True)
+    assert await _budget_page(store, conversation_id, size + size // 2, after=1) == Page(
+        rows[1:3], more=True
+    )
     assert await _budget_page(store, conversation_id, BIG, limit=2) == Page(rows[:2], more=True)
-    assert await _budget_page(store, conversation_id, 100, limit=3) == Page(rows[:3], more=True)
-    assert await _budget_page(store, conversation_id, 121, limit=4) == Page(rows, more=False)
+    assert await _budget_page(store, conversation_id, 2 * size + size // 2, limit=3) == Page(
+        rows[:3], more=True
+    )
+    assert await _budget_page(store, conversation_id, 3 * size + 1, limit=4) == Page(
+        rows, more=False
+    )
 
 
 async def test_message_page_body_budget_boundary(store: Store) -> None:
-    # Bodies before a row adding up to exactly the budget end the page.
+    # Entries before a row adding up to exactly the budget end the page.
     conversation_id = await new_conversation(store)
     ms = [message(b"x" * 40) for _ in range(4)]
     await add(store, conversation_id, ms, [1, 2, 3, 4])
-    rows = list(zip([1, 2, 3, 4], ms, strict=True))
-    assert await _budget_page(store, conversation_id, 120) == Page(rows[:3], more=True)
-    assert await _budget_page(store, conversation_id, 80) == Page(rows[:2], more=True)
+    rows = [(p, entry(m)) for p, m in zip([1, 2, 3, 4], ms, strict=True)]
+    size = 40 + FRAME
+    assert await _budget_page(store, conversation_id, 3 * size) == Page(rows[:3], more=True)
+    assert await _budget_page(store, conversation_id, 2 * size) == Page(rows[:2], more=True)
+    assert await _budget_page(store, conversation_id, size) == Page(rows[:1], more=True)
+    # One byte more lets the next row in.
+    assert await _budget_page(store, conversation_id, size + 1) == Page(rows[:2], more=True)
+    assert await _budget_page(store, conversation_id, 2 * size + 1) == Page(rows[:3], more=True)
+    assert await _budget_page(store, conversation_id, 3 * size + 1) == Page(rows, more=False)
+
+
+async def test_message_page_budget_counts_head_body_and_tail(store: Store) -> None:
+    # Heads, bodies and tails of different sizes: only their sum per entry
+    # (35, 51, 30, 3 bytes) puts the boundaries where they are.
+    conversation_id = await new_conversation(store)
+    frames = [
+        (b"H" * 30, b"b" * 5, b""),
+        (b"h", b"", b"T" * 50),
+        (b"\x00" * 10, b"\xff" * 10, b"t" * 10),
+        (b"", b"xyz", b""),
+    ]
+    news = [NewMessage(message(body), sha256(body), head, tail) for head, body, tail in frames]
+    assert [len(n.entry) for n in news] == [35, 51, 30, 3]
+    await add(store, conversation_id, news, [1, 2, 3, 4])
+    rows = [(p, n.entry) for p, n in zip([1, 2, 3, 4], news, strict=True)]
+    for budget, count in [(35, 1), (36, 2), (86, 2), (87, 3), (116, 3), (117, 4)]:
+        assert await _budget_page(store, conversation_id, budget) == Page(
+            rows[:count], more=count < 4
+        ), budget
+    assert await _budget_page(store, conversation_id, 51, after=1) == Page(rows[1:2], more=True)
+    assert await _budget_page(store, conversation_id, 52, after=1) == Page(rows[1:3], more=True)
+
+    snapshot = Snapshot(uuid4(), conversation_id, T0, 4)
+    async with store.write(conversation_id) as tx:
+        await tx.create_snapshot(snapshot, [n.message.id for n in news])
+    indexed = [(i, n.entry) for i, n in enumerate(news)]
+    async with store.read() as read:
+        for budget, count in [(35, 1), (36, 2), (86, 2), (87, 3), (116, 3), (117, 4)]:
+            assert await read.snapshot_message_page(snapshot, -1, 10, budget) == Page(
+                indexed[:count], more=count < 4
+            ), budget
+        page = read.snapshot_message_page
+        assert await page(snapshot, 0, 10, 51) == Page(indexed[1:2], more=True)
+        assert await page(snapshot, 0, 10, 52) == Page(indexed[1:3], more=True)
 
 
 async def test_message_page_budget_counts_matching_rows_only(store: Store) -> None:
@@ -566,11 +634,16 @@ async def test_message_page_budget_counts_matching_rows_only(store: Store) -> No
     ]
     await add(store, conversation_id, ms, [1, 2, 3, 4])
     users = frozenset({int(Role.USER)})
-    assert await _budget_page(store, conversation_id, 100, roles=users) == Page(
-        [(1, ms[0]), (3, ms[2]), (4, ms[3])], more=False
+    size = 40 + FRAME  # of a user entry
+    budget = 2 * size + size // 2
+    assert await _budget_page(store, conversation_id, budget, roles=users) == Page(
+        [(1, entry(ms[0])), (3, entry(ms[2])), (4, entry(ms[3]))], more=False
     )
-    assert await _budget_page(store, conversation_id, 100) == Page(
-        [(1, ms[0]), (2, ms[1])], more=True
+    assert await _budget_page(store, conversation_id, 2 * size, roles=users) == Page(
+        [(1, entry(ms[0])), (3, entry(ms[2]))], more=True
+    )
+    assert await _budget_page(store, conversation_id, budget) == Page(
+        [(1, entry(ms[0])), (2, entry(ms[1]))], more=True
     )
 
 
@@ -578,9 +651,17 @@ async def test_empty_bodies_are_bodies(store: Store) -> None:
     conversation_id = await new_conversation(store)
     ms = [message(b"") for _ in range(3)]
     await add(store, conversation_id, ms, [1, 2, 3])
-    rows = list(zip([1, 2, 3], ms, strict=True))
-    assert await _budget_page(store, conversation_id, 1) == Page(rows, more=False)
+    rows = [(p, entry(m)) for p, m in zip([1, 2, 3], ms, strict=True)]
+    assert await _budget_page(store, conversation_id, 2 * FRAME + 1) == Page(rows, more=False)
+    assert await _budget_page(store, conversation_id, 2 * FRAME) == Page(rows[:2], more=True)
     assert await _budget_page(store, conversation_id, 0) == Page(rows[:1], more=True)
+    # Entries with nothing at all in them are rows too, of size 0.
+    empty_id = await new_conversation(store)
+    empties = [NewMessage(message(b""), sha256(b""), b"", b"") for _ in range(3)]
+    await add(store, empty_id, empties, [1, 2, 3])
+    nothing = [(1, b""), (2, b""), (3, b"")]
+    assert await _budget_page(store, empty_id, 1) == Page(nothing, more=False)
+    assert await _budget_page(store, empty_id, 0) == Page(nothing[:1], more=True)
 
 
 ODD_KINDS = ["", "\x00", "a\x00b", "ünïcødé ☃ 🎉", "text\x00"]
@@ -602,28 +683,44 @@ async def test_values_round_trip_exactly(store: Store) -> None:
         )
     ]
     positions = list(range(1, len(ms) + 1))
+    # Creation times at the ends of the range are accepted; they come back
+    # only inside the entries, which the service encodes.
     await add(store, conversation_id, ms, positions)
     snapshot = Snapshot(uuid4(), conversation_id, T0, len(ms))
     async with store.write(conversation_id) as tx:
         await tx.create_snapshot(snapshot, [m.id for m in ms])
 
+    def exact(got: bytes, want: StoredMessage) -> None:
+        framed = new(want)
+        assert type(got) is bytes
+        assert got[: len(framed.wire_head)] == framed.wire_head
+        assert got[len(framed.wire_head) : len(got) - len(framed.wire_tail)] == want.body
+        assert got[len(got) - len(framed.wire_tail) :] == framed.wire_tail
+
     async with store.read() as read:
         page = await read.message_page(conversation_id, 0, 100, frozenset(), frozenset(), BIG)
-        assert page == Page(list(zip(positions, ms, strict=True)), more=False)
-        for got, want in zip(page.rows, ms, strict=True):
-            assert type(got[1].body) is bytes
-            assert type(got[1].kind) is str
-            assert type(got[1].created_at) is int
-            assert got[1] == want
+        assert page == Page([(p, entry(m)) for p, m in zip(positions, ms, strict=True)], False)
+        for (_, got), want in zip(page.rows, ms, strict=True):
+            exact(got, want)
+        assert await read.id_page(conversation_id, 0, 100) == Page(
+            [Item(p, m.id) for p, m in zip(positions, ms, strict=True)], more=False
+        )
         snapshot_page = await read.snapshot_message_page(snapshot, -1, 100, BIG)
-        assert snapshot_page == Page(list(enumerate(ms)), more=False)
-        assert all(type(stored.body) is bytes for _, stored in snapshot_page.rows)
+        assert snapshot_page == Page([(i, entry(m)) for i, m in enumerate(ms)], more=False)
+        for (_, got), want in zip(snapshot_page.rows, ms, strict=True):
+            exact(got, want)
         # Kinds match exactly: no truncation at U+0000, no normalisation.
         for kind in ODD_KINDS:
             filtered = await read.message_page(
                 conversation_id, 0, 100, frozenset(), frozenset({kind}), BIG
             )
-            assert [stored for _, stored in filtered.rows] == [m for m in ms if m.kind == kind]
+            assert [e for _, e in filtered.rows] == [entry(m) for m in ms if m.kind == kind]
+        # Roles as well.
+        for role in Role:
+            filtered = await read.message_page(
+                conversation_id, 0, 100, frozenset({int(role)}), frozenset(), BIG
+            )
+            assert [e for _, e in filtered.rows] == [entry(m) for m in ms if m.role == role]
         assert await read.snapshot(snapshot.id) == snapshot
 
 
@@ -642,13 +739,13 @@ async def test_snapshot_round_trip(store: Store) -> None:
     async with store.read() as read:
         assert await read.snapshot(snapshot.id) == snapshot
         assert await read.snapshot_message_page(snapshot, -1, 10, BIG) == Page(
-            [(0, a), (1, c), (2, a), (3, b)], more=False
+            [(0, entry(a)), (1, entry(c)), (2, entry(a)), (3, entry(b))], more=False
         )
         assert await read.snapshot_message_page(snapshot, -1, 2, BIG) == Page(
-            [(0, a), (1, c)], more=True
+            [(0, entry(a)), (1, entry(c))], more=True
         )
         assert await read.snapshot_message_page(snapshot, 1, 2, BIG) == Page(
-            [(2, a), (3, b)], more=False
+            [(2, entry(a)), (3, entry(b))], more=False
         )
         assert await read.snapshot_message_page(snapshot, 3, 2, BIG) == Page([], more=False)
         assert await read.snapshot_id_page(snapshot, -1, 3) == Page(
@@ -667,14 +764,25 @@ async def test_snapshot_survives_changes_to_the_conversation(store: Store) -> No
     snapshot = Snapshot(uuid4(), conversation_id, T0, 3)
     async with store.write(conversation_id) as tx:
         await tx.create_snapshot(snapshot, [a.id, b.id, c.id])
+    async with store.read() as read:
+        live = await read.message_page(conversation_id, 0, 1, frozenset(), frozenset(), BIG)
+    assert live == Page([(10, entry(a))], more=True)
     async with store.write(conversation_id) as tx:
         await tx.delete([a.id])
         await tx.unplace([b.id])
         await tx.renumber(Renumbering(1, 0, None, (30,), (5,)))
     async with store.read() as read:
         assert await read.snapshot_message_page(snapshot, -1, 10, BIG) == Page(
-            [(0, a), (1, b), (2, c)], more=False
+            [(0, entry(a)), (1, entry(b)), (2, entry(c))], more=False
         )
+        # The frozen copy of the deleted message is its entry as stored at
+        # insert: head, body and tail all copied, not just the body.
+        frozen = await read.snapshot_message_page(snapshot, -1, 1, BIG)
+        framed = new(a)
+        assert frozen.rows[0][1] == live.rows[0][1] == framed.wire_head + b"a" + framed.wire_tail
+        assert await read.message_page(
+            conversation_id, 0, 10, frozenset(), frozenset(), BIG
+        ) == Page([(5, entry(c))], more=False)
         assert await read.snapshot_id_page(snapshot, -1, 10) == Page(
             [(0, a.id), (1, b.id), (2, c.id)], more=False
         )
@@ -700,14 +808,15 @@ async def test_snapshots_share_frozen_messages(store: Store) -> None:
         await tx.delete([a.id, b.id, c.id, d.id])
 
     async with store.read() as read:
+        # b, c and d share a body but not their heads and tails.
         assert await read.snapshot_message_page(first, -1, 10, BIG) == Page(
-            [(0, a), (1, b), (2, c)], more=False
+            [(0, entry(a)), (1, entry(b)), (2, entry(c))], more=False
         )
         assert await read.snapshot_message_page(second, -1, 10, BIG) == Page(
-            [(0, d), (1, c), (2, b), (3, a)], more=False
+            [(0, entry(d)), (1, entry(c)), (2, entry(b)), (3, entry(a))], more=False
         )
         assert await read.snapshot_message_page(third, -1, 10, BIG) == Page(
-            [(0, d), (1, d)], more=False
+            [(0, entry(d)), (1, entry(d))], more=False
         )
         assert await read.snapshot(second.id) == second
         assert await read.snapshot(third.id) == third
@@ -731,12 +840,14 @@ async def test_snapshot_message_page_body_budget(store: Store) -> None:
     snapshot = Snapshot(uuid4(), conversation_id, T0, 4)
     async with store.write(conversation_id) as tx:
         await tx.create_snapshot(snapshot, [m.id for m in ms])
-    rows = list(enumerate(ms))
+    rows = [(i, entry(m)) for i, m in enumerate(ms)]
+    size = 40 + FRAME  # of each entry
     async with store.read() as read:
         page = read.snapshot_message_page
-        assert await page(snapshot, -1, 10, 100) == Page(rows[:3], more=True)
-        assert await page(snapshot, -1, 10, 120) == Page(rows[:3], more=True)
-        assert await page(snapshot, -1, 10, 121) == Page(rows, more=False)
+        assert await page(snapshot, -1, 10, 2 * size + size // 2) == Page(rows[:3], more=True)
+        assert await page(snapshot, -1, 10, 2 * size) == Page(rows[:2], more=True)
+        assert await page(snapshot, -1, 10, 3 * size) == Page(rows[:3], more=True)
+        assert await page(snapshot, -1, 10, 3 * size + 1) == Page(rows, more=False)
         assert await page(snapshot, -1, 10, 0) == Page(rows[:1], more=True)
         assert await page(snapshot, 2, 10, 0) == Page(rows[3:], more=False)
         assert await page(snapshot, 0, 2, BIG) == Page(rows[1:3], more=True)
@@ -774,12 +885,14 @@ async def test_rolled_back_snapshot_does_not_exist(store: Store) -> None:
 
 async def test_writers_of_one_conversation_take_turns(store: Store) -> None:
     conversation_id = await new_conversation(store)
+    made: list[StoredMessage] = []
 
     async def append_one(i: int) -> None:
         async with store.write(conversation_id) as tx:
             state = tx.state
             m = message(str(i).encode())
-            await tx.insert_messages([m], [sha256(m.body)])
+            made.append(m)
+            await tx.insert_messages([new(m)])
             # Let the other writers run: without the lock they would read
             # the same tail and collide.
             await asyncio.sleep(0.001)
@@ -800,8 +913,10 @@ async def test_writers_of_one_conversation_take_turns(store: Store) -> None:
         assert (state.message_count, state.tail_position, state.version) == (16, 16, 16)
         page = await read.message_page(conversation_id, 0, 100, frozenset(), frozenset(), BIG)
     assert [position for position, _ in page.rows] == list(range(1, 17))
-    assert sorted(int(stored.body) for _, stored in page.rows) == list(range(16))
-    assert len({stored.id for _, stored in page.rows}) == 16
+    # Each of the 16 messages (bodies 0..15, ids distinct) is listed once.
+    assert sorted(int(m.body) for m in made) == list(range(16))
+    assert len({m.id for m in made}) == 16
+    assert sorted(e for _, e in page.rows) == sorted(entry(m) for m in made)
 
 
 async def _while_writing(store: Store, held_id: UUID, check: Callable[[], Awaitable[None]]) -> None:
@@ -811,7 +926,7 @@ async def _while_writing(store: Store, held_id: UUID, check: Callable[[], Awaita
     async def hold() -> None:
         async with store.write(held_id) as tx:
             m = message()
-            await tx.insert_messages([m], [sha256(m.body)])
+            await tx.insert_messages([new(m)])
             await tx.place([Item(GAP, m.id)])
             holding.set()
             await release.wait()
@@ -862,7 +977,7 @@ async def test_concurrent_creations_make_one_conversation(store: Store) -> None:
     async def create_and_append(i: int) -> None:
         async with store.write(conversation_id, create=True) as tx:
             m = message(str(i).encode())
-            await tx.insert_messages([m], [sha256(m.body)])
+            await tx.insert_messages([new(m)])
             position = tx.state.tail_position + 1
             await tx.place([Item(position, m.id)])
             await tx.save(replace(tx.state, tail_position=position, version=tx.state.version + 1))
@@ -882,7 +997,7 @@ async def test_cancelled_transactions_roll_back(store: Store) -> None:
     async def stuck_inside() -> None:
         async with store.write(conversation_id) as tx:
             m = message()
-            await tx.insert_messages([m], [sha256(m.body)])
+            await tx.insert_messages([new(m)])
             await tx.place([Item(GAP, m.id)])
             inside.set()
             await asyncio.sleep(3600)
@@ -933,7 +1048,7 @@ async def test_read_sees_one_state(store: Store) -> None:
         assert await read.id_page(conversation_id, 0, 10) == page
         assert await read.message_page(
             conversation_id, 0, 10, frozenset(), frozenset(), BIG
-        ) == Page([(GAP, first)], more=False)
+        ) == Page([(GAP, entry(first))], more=False)
     async with store.read() as read:
         assert (await read.conversation(conversation_id)).version == state.version + 1
         assert len((await read.id_page(conversation_id, 0, 10)).rows) == 2

@@ -20,7 +20,7 @@ def _timestamp(micros: int) -> Timestamp:
 @pytest.mark.parametrize("kind", ["", "k", "x" * 200, "ü\x00" * 100])
 @pytest.mark.parametrize("body_text", ["", "a", "b" * 127, "c" * 128, "d" * 20_000])
 @pytest.mark.parametrize("created_at", [0, 1, 999_999, 1_000_000, 1_795_312_973_712_916, -5])
-def test_message_size_matches_protobuf(
+def test_message_frame_matches_protobuf(
     role: int, kind: str, body_text: str, created_at: int
 ) -> None:
     body = pb.MessageBody(text=pb.TextBody(text=body_text)).SerializeToString()
@@ -32,8 +32,28 @@ def test_message_size_matches_protobuf(
         body=pb.MessageBody.FromString(body),
         created_at=_timestamp(created_at),
     )
-    expected = message.ByteSize()
-    assert wire.message_size(role, len(kind.encode()), len(body), created_at) == expected
+    head, tail = wire.message_frame(
+        message.id, message.conversation_id, role, kind, len(body), created_at
+    )
+    listed = pb.ListConversationMessagesResponse(messages=[message]).SerializeToString()
+    assert head + body + tail == listed
+    snapshot = pb.ListSnapshotMessagesResponse(messages=[message]).SerializeToString()
+    assert wire.retagged(head + body + tail, wire.SNAPSHOT_ENTRY_TAG) == snapshot
+
+
+def test_hand_built_responses_parse_as_the_contract_says() -> None:
+    body = pb.MessageBody(
+        tool_output=pb.ToolOutputBody(
+            tool_name="t", image=pb.ToolImageOutput(external_url="u"), metadata={"b": "1", "a": ""}
+        )
+    ).SerializeToString(deterministic=True)
+    head, tail = wire.message_frame(str(uuid.uuid4()), str(uuid.uuid4()), 3, "", len(body), 7)
+    token = "tok"
+    encoded = head + body + tail + wire.field(wire.TOKEN_TAG_OF_LIST, token.encode())
+    parsed = pb.ListConversationMessagesResponse.FromString(encoded)
+    assert parsed.next_page_token == token
+    assert parsed.messages[0].body.SerializeToString(deterministic=True) == body
+    assert parsed.messages[0].created_at.nanos == 7000
 
 
 @pytest.mark.parametrize("count", [0, 1, 127, 128, 10**12])

@@ -7,8 +7,9 @@ from uuid import UUID
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from .. import wire
 from .._gen import agent_state_pb2 as pb
-from ..model import ConversationState, MessageInput, StoredMessage
+from ..model import ConversationState, MessageInput
 
 
 def timestamp(micros: int) -> Timestamp:
@@ -30,27 +31,22 @@ def message_input(message: pb.AppendMessageInput) -> MessageInput:
     )
 
 
-def message(conversation_id: UUID, stored: StoredMessage) -> pb.Message:
-    return pb.Message(
-        id=str(stored.id),
-        conversation_id=str(conversation_id),
-        role=stored.role,  # type: ignore[arg-type]
-        kind=stored.kind,
-        body=pb.MessageBody.FromString(stored.body),
-        created_at=timestamp(stored.created_at),
-    )
-
-
-def messages(conversation_id: UUID, stored: Iterable[StoredMessage]) -> list[pb.Message]:
-    return [message(conversation_id, one) for one in stored]
-
-
 def metadata(state: ConversationState) -> pb.ConversationMetadata:
     return pb.ConversationMetadata(
         conversation_id=str(state.id),
         message_count=state.message_count,
         updated_at=timestamp(state.updated_at),
     )
+
+
+def metadata_field(state: ConversationState) -> bytes:
+    """``metadata`` as field 1 of a response."""
+    return wire.field(0x0A, metadata(state).SerializeToString())
+
+
+def string_field(tag: int, value: str) -> bytes:
+    """A string field, omitted when empty (proto3)."""
+    return wire.field(tag, value.encode("utf-8")) if value else b""
 
 
 def ids(values: Iterable[UUID]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from .. import wire
 from .._gen import agent_state_pb2 as pb
 from ..service import ConversationService
 from . import convert
@@ -24,7 +25,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
 
 log = logging.getLogger("agent_state.rpc")
 
-Handler = Callable[[Any], Awaitable[Message]]
+# A handler returns a message, or the bytes of one it encoded itself.
+Handler = Callable[[Any], Awaitable[Message | bytes]]
 
 
 class _Malformed:
@@ -54,19 +56,15 @@ class AgentStateServicer:
             "CreateSnapshot": self.create_snapshot,
         }
 
-    async def append(
-        self, request: pb.AppendConversationMessagesRequest
-    ) -> pb.AppendConversationMessagesResponse:
+    async def append(self, request: pb.AppendConversationMessagesRequest) -> bytes:
         inputs = [convert.message_input(message) for message in request.messages]
         result = await self._service.append(request.conversation_id, inputs)
-        return pb.AppendConversationMessagesResponse(
-            metadata=convert.metadata(result.state),
-            appended=convert.messages(result.state.id, result.messages),
+        # AppendConversationMessagesResponse: metadata = 1, appended = 2.
+        return convert.metadata_field(result.state) + b"".join(
+            message.entry for message in result.messages
         )
 
-    async def list_messages(
-        self, request: pb.ListConversationMessagesRequest
-    ) -> pb.ListConversationMessagesResponse:
+    async def list_messages(self, request: pb.ListConversationMessagesRequest) -> bytes:
         page = await self._service.list_messages(
             request.conversation_id,
             list(request.roles),
@@ -74,10 +72,12 @@ class AgentStateServicer:
             request.page_size,
             request.page_token,
         )
-        return pb.ListConversationMessagesResponse(
-            metadata=convert.metadata(page.state),
-            messages=convert.messages(page.state.id, page.messages),
-            next_page_token=page.next_page_token,
+        # ListConversationMessagesResponse: metadata = 1, messages = 2,
+        # next_page_token = 3; the stored entries are already field 2.
+        return (
+            convert.metadata_field(page.state)
+            + b"".join(page.entries)
+            + convert.string_field(wire.TOKEN_TAG_OF_LIST, page.next_page_token)
         )
 
     async def replace_range(
@@ -122,16 +122,14 @@ class AgentStateServicer:
             message_ids=convert.ids(page.message_ids), next_page_token=page.next_page_token
         )
 
-    async def list_snapshot_messages(
-        self, request: pb.ListSnapshotMessagesRequest
-    ) -> pb.ListSnapshotMessagesResponse:
+    async def list_snapshot_messages(self, request: pb.ListSnapshotMessagesRequest) -> bytes:
         page = await self._service.list_snapshot_messages(
             request.snapshot_id, request.page_size, request.page_token
         )
-        return pb.ListSnapshotMessagesResponse(
-            messages=convert.messages(page.conversation_id, page.messages),
-            next_page_token=page.next_page_token,
-        )
+        # ListSnapshotMessagesResponse: messages = 1, next_page_token = 2.
+        return b"".join(
+            wire.retagged(entry, wire.SNAPSHOT_ENTRY_TAG) for entry in page.entries
+        ) + convert.string_field(wire.TOKEN_TAG_OF_SNAPSHOT_LIST, page.next_page_token)
 
     async def list_snapshot_message_ids(
         self, request: pb.ListSnapshotMessageIdsRequest
@@ -166,14 +164,14 @@ def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | _M
     return parse
 
 
-def _serialize(response: Message) -> bytes:
-    return response.SerializeToString()
+def _serialize(response: Message | bytes) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
 
 
 def _behaviour(
     servicer: AgentStateServicer, method: str, handler: Handler
-) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | bytes]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message | bytes:
         if isinstance(request, _Malformed):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from uuid import UUID
 
-from ..model import ConversationState, Item, Page, Renumbering, Snapshot, StoredMessage
+from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
 
 
 class ReadTransaction(ABC):
@@ -40,13 +40,14 @@ class ReadTransaction(ABC):
         roles: frozenset[int],
         kinds: frozenset[str],
         body_budget: int,
-    ) -> Page[tuple[int, StoredMessage]]:
-        """Ordered entries with position > `after`, with their messages.
+    ) -> Page[tuple[int, bytes]]:
+        """Ordered entries with position > `after`, each with its message's
+        encoding (``wire_head + body + wire_tail``).
 
         At most `limit` rows, matching `roles` and `kinds` (an empty set
-        matches everything). A row is returned only while the bodies of the
-        rows before it add up to less than `body_budget` bytes, so a page
-        stops early on large bodies; the first row always comes back.
+        matches everything). A row is returned only while the encodings of
+        the rows before it add up to less than `body_budget` bytes, so a
+        page stops early on large messages; the first row always comes back.
         `more` is True when further matching rows exist.
         """
 
@@ -61,9 +62,10 @@ class ReadTransaction(ABC):
     @abstractmethod
     async def snapshot_message_page(
         self, snapshot: Snapshot, after: int, limit: int, body_budget: int
-    ) -> Page[tuple[int, StoredMessage]]:
+    ) -> Page[tuple[int, bytes]]:
         """Items with index > `after` (indexes start at 0; pass -1 for the
-        first page), with `limit` and `body_budget` as for message_page."""
+        first page), each with the frozen message's encoding, with `limit`
+        and `body_budget` as for message_page."""
 
     @abstractmethod
     async def snapshot_id_page(
@@ -102,9 +104,7 @@ class WriteTransaction(ABC):
         """Up to `limit` entries with a position above `position`, nearest first."""
 
     @abstractmethod
-    async def insert_messages(
-        self, messages: Sequence[StoredMessage], body_sha256s: Sequence[bytes]
-    ) -> None:
+    async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
         """Store new messages (not yet in the ordering)."""
 
     @abstractmethod

@@ -38,7 +38,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
-from ..model import ConversationState, Item, Page, Renumbering, Snapshot, StoredMessage
+from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
 from . import migrations
 from .base import ReadTransaction, Store, WriteTransaction
 
@@ -172,9 +172,11 @@ ORDER BY position LIMIT %s
 """
 
 _INSERT_MESSAGES = """
-INSERT INTO messages (conversation_id, id, role, kind, body, body_sha256, created_at)
+INSERT INTO messages
+    (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
 SELECT %s, * FROM unnest(
-    %s::uuid[], %s::smallint[], %s::bytea[], %s::bytea[], %s::bytea[], %s::timestamptz[])
+    %s::uuid[], %s::smallint[], %s::bytea[], %s::bytea[], %s::bytea[], %s::timestamptz[],
+    %s::bytea[], %s::bytea[])
 """
 
 _PLACE = """
@@ -232,12 +234,13 @@ INSERT INTO snapshots (conversation_id, id, created_at, item_count) VALUES (%s, 
 # bodies once per conversation.
 _FREEZE_MESSAGES = """
 WITH frozen AS (
-    INSERT INTO snapshot_messages
-        (conversation_id, message_id, role, kind, body_sha256, created_at)
-    SELECT %(conversation)s, m.id, m.role, m.kind, m.body_sha256, m.created_at
+    INSERT INTO snapshot_messages (conversation_id, message_id, role, kind, body_sha256,
+        created_at, wire_head, wire_tail)
+    SELECT %(conversation)s, m.id, m.role, m.kind, m.body_sha256, m.created_at,
+        m.wire_head, m.wire_tail
     FROM unnest(%(ids)s::uuid[]) AS wanted(id)
     CROSS JOIN LATERAL (
-        SELECT id, role, kind, body_sha256, created_at FROM messages
+        SELECT id, role, kind, body_sha256, created_at, wire_head, wire_tail FROM messages
         WHERE conversation_id = %(conversation)s AND id = wanted.id
         OFFSET 0
     ) AS m
@@ -278,25 +281,27 @@ ORDER BY idx LIMIT %s
 """
 
 
-def _budgeted_page(columns: str, source: str, key: str) -> str:
-    """A page query that sends bodies only within the budget.
+def _budgeted_page(source: str, key: str) -> str:
+    """A page query that sends encodings only within the budget.
 
-    `before` is the size of the bodies preceding a row on the page. A row
-    carries its body when it is the first or `before` is under the budget;
-    of the rows past that, only the first comes back (bodiless) to tell the
-    caller to stop. `source` must order by `key` and end with the LIMIT.
+    `source` yields `key`, wire_head, body and wire_tail, ordered by `key`
+    and ending with the LIMIT. `before` is the size of the encodings
+    preceding a row on the page. A row carries its encoding when it is the
+    first or `before` is under the budget; of the rows past that, only the
+    first comes back (without encoding) to tell the caller to stop.
     """
     return f"""
-SELECT {key}, id, role, kind, created_at,
-       CASE WHEN n = 1 OR before < %(budget)s THEN body END
+SELECT {key}, CASE WHEN n = 1 OR before < %(budget)s THEN wire_head || body || wire_tail END
 FROM (
-    SELECT {columns},
+    SELECT {key}, wire_head, body, wire_tail,
            row_number() OVER w AS n,
-           sum(octet_length(body)) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-               AS before,
-           sum(octet_length(body)) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)
+           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before,
+           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)
                AS before_previous
-    FROM ({source}) AS candidates
+    FROM (
+        SELECT *, octet_length(wire_head) + octet_length(body) + octet_length(wire_tail) AS size
+        FROM ({source}) AS listed
+    ) AS candidates
     WINDOW w AS (ORDER BY {key})
 ) AS page
 WHERE n <= 2 OR before_previous < %(budget)s
@@ -311,16 +316,16 @@ def _message_page_query(by_role: bool, by_kind: bool) -> str:
     if by_kind:
         filters += " AND kind = ANY(%(kinds)s::bytea[])"
     source = f"""
-        SELECT i.position, m.id, m.role, m.kind, m.created_at, m.body
+        SELECT i.position, m.wire_head, m.body, m.wire_tail
         FROM conversation_items i
         CROSS JOIN LATERAL (
-            SELECT id, role, kind, created_at, body FROM messages
+            SELECT wire_head, body, wire_tail FROM messages
             WHERE conversation_id = i.conversation_id AND id = i.message_id{filters}
             OFFSET 0
         ) AS m
         WHERE i.conversation_id = %(conversation)s AND i.position > %(after)s
         ORDER BY i.position LIMIT %(limit)s"""
-    return _budgeted_page("position, id, role, kind, created_at, body", source, "position")
+    return _budgeted_page(source, "position")
 
 
 # Indexed by (filter by role, filter by kind): constant texts, so that
@@ -332,12 +337,11 @@ _MESSAGE_PAGES = {
 }
 
 _SNAPSHOT_MESSAGE_PAGE = _budgeted_page(
-    "idx, id, role, kind, created_at, body",
     """
-        SELECT si.idx, sm.message_id AS id, sm.role, sm.kind, sm.created_at, sb.body
+        SELECT si.idx, sm.wire_head, sb.body, sm.wire_tail
         FROM snapshot_items si
         CROSS JOIN LATERAL (
-            SELECT message_id, role, kind, created_at, body_sha256 FROM snapshot_messages
+            SELECT wire_head, wire_tail, body_sha256 FROM snapshot_messages
             WHERE conversation_id = si.conversation_id AND message_id = si.message_id
             OFFSET 0
         ) AS sm
@@ -362,14 +366,14 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-def _budgeted_rows(rows: list[tuple[Any, ...]], limit: int) -> Page[tuple[int, StoredMessage]]:
+def _budgeted_rows(rows: list[tuple[Any, ...]], limit: int) -> Page[tuple[int, bytes]]:
     """Rows of a _budgeted_page query as a page: it ends at the row past
-    `limit` or the first row without a body, either meaning more exist."""
-    page: list[tuple[int, StoredMessage]] = []
-    for key, message_id, role, kind, created_at, body in rows:
-        if body is None or len(page) == limit:
+    `limit` or the first row without an encoding, either meaning more exist."""
+    page: list[tuple[int, bytes]] = []
+    for key, entry in rows:
+        if entry is None or len(page) == limit:
             return Page(page, more=True)
-        page.append((key, StoredMessage(message_id, role, kind.decode(), bytes(body), created_at)))
+        page.append((key, bytes(entry)))
     return Page(page, more=False)
 
 
@@ -447,7 +451,7 @@ class _PostgresRead(ReadTransaction):
         roles: frozenset[int],
         kinds: frozenset[str],
         body_budget: int,
-    ) -> Page[tuple[int, StoredMessage]]:
+    ) -> Page[tuple[int, bytes]]:
         params: dict[str, Any] = {
             "conversation": conversation_id,
             "after": after,
@@ -480,7 +484,7 @@ class _PostgresRead(ReadTransaction):
     @_translated
     async def snapshot_message_page(
         self, snapshot: Snapshot, after: int, limit: int, body_budget: int
-    ) -> Page[tuple[int, StoredMessage]]:
+    ) -> Page[tuple[int, bytes]]:
         params = {
             "conversation": snapshot.conversation_id,
             "snapshot": snapshot.id,
@@ -545,21 +549,21 @@ class _PostgresWrite(WriteTransaction):
         return await self._items(_ITEMS_AFTER, (self._id, position, limit))
 
     @_translated
-    async def insert_messages(
-        self, messages: Sequence[StoredMessage], body_sha256s: Sequence[bytes]
-    ) -> None:
+    async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
         if not messages:
             return
         await self._run(
             _INSERT_MESSAGES,
             (
                 self._id,
-                [message.id for message in messages],
-                [message.role for message in messages],
-                [message.kind.encode() for message in messages],
-                [message.body for message in messages],
-                list(body_sha256s),
-                [_timestamp(message.created_at) for message in messages],
+                [new.message.id for new in messages],
+                [new.message.role for new in messages],
+                [new.message.kind.encode() for new in messages],
+                [new.message.body for new in messages],
+                [new.body_sha256 for new in messages],
+                [_timestamp(new.message.created_at) for new in messages],
+                [new.wire_head for new in messages],
+                [new.wire_tail for new in messages],
             ),
         )
 
@@ -668,6 +672,9 @@ class PostgresStore(Store):
             },
             configure=self._configure if self._statement_timeout_ms is not None else None,
             name="agent-state",
+            # Waiting for a connection while the database is down ends as
+            # UNAVAILABLE after this long, not the pool's default 30 s.
+            timeout=self._connect_timeout_s,
         )
         try:
             await pool.open(wait=True, timeout=self._connect_timeout_s)

@@ -20,7 +20,7 @@ from uuid import UUID
 
 from ..clock import now_micros
 from ..errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
-from ..model import ConversationState, Item, Page, Renumbering, Snapshot, StoredMessage
+from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
 from . import migrations
 from .base import ReadTransaction, Store, WriteTransaction
 
@@ -92,27 +92,19 @@ def _unpack(blob: bytes) -> tuple[int, ...]:
     return struct.unpack(f">{len(blob) // 8}q", blob)
 
 
-def _budgeted(
-    cursor: sqlite3.Cursor, limit: int, budget: int, row: Callable[[Any], tuple[int, StoredMessage]]
-) -> Page[tuple[int, StoredMessage]]:
-    """Pull rows one by one (sqlite3 cursors are lazy) until `limit` rows or
-    the body budget is reached; a row past either means there is more."""
-    rows: list[tuple[int, StoredMessage]] = []
+def _budgeted(cursor: sqlite3.Cursor, limit: int, budget: int) -> Page[tuple[int, bytes]]:
+    """Pull (key, head, body, tail) rows one by one (sqlite3 cursors are
+    lazy) until `limit` rows or the budget is reached; a row past either
+    means there is more."""
+    rows: list[tuple[int, bytes]] = []
     spent = 0
-    for raw in cursor:
+    for key, head, body, tail in cursor:
         if len(rows) == limit or (rows and spent >= budget):
             return Page(rows, more=True)
-        entry = row(raw)
-        spent += len(entry[1].body)
-        rows.append(entry)
+        entry = b"".join((head, body, tail))
+        spent += len(entry)
+        rows.append((key, entry))
     return Page(rows, more=False)
-
-
-def _message_row(raw: Any) -> tuple[int, StoredMessage]:
-    position, message_id, role, kind, body, created_at = raw
-    return position, StoredMessage(
-        UUID(bytes=message_id), role, bytes(kind).decode("utf-8"), bytes(body), created_at
-    )
 
 
 class _SqliteRead(ReadTransaction):
@@ -157,7 +149,7 @@ class _SqliteRead(ReadTransaction):
         roles: frozenset[int],
         kinds: frozenset[str],
         body_budget: int,
-    ) -> Page[tuple[int, StoredMessage]]:
+    ) -> Page[tuple[int, bytes]]:
         where = ""
         params: list[Any] = [conversation_id.bytes, after]
         if roles:
@@ -168,16 +160,16 @@ class _SqliteRead(ReadTransaction):
             params.extend(kind.encode("utf-8") for kind in sorted(kinds))
         params.append(limit + 1)
 
-        def query(db: sqlite3.Connection) -> Page[tuple[int, StoredMessage]]:
+        def query(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
             cursor = db.execute(
-                "SELECT i.position, m.id, m.role, m.kind, m.body, m.created_at"
+                "SELECT i.position, m.wire_head, m.body, m.wire_tail"
                 " FROM conversation_items i JOIN messages m"
                 " ON m.conversation_id = i.conversation_id AND m.id = i.message_id"
                 f" WHERE i.conversation_id = ? AND i.position > ?{where}"
                 " ORDER BY i.position LIMIT ?",
                 params,
             )
-            return _budgeted(cursor, limit, body_budget, _message_row)
+            return _budgeted(cursor, limit, body_budget)
 
         return await self._conn.run(query)
 
@@ -207,10 +199,10 @@ class _SqliteRead(ReadTransaction):
 
     async def snapshot_message_page(
         self, snapshot: Snapshot, after: int, limit: int, body_budget: int
-    ) -> Page[tuple[int, StoredMessage]]:
-        def query(db: sqlite3.Connection) -> Page[tuple[int, StoredMessage]]:
+    ) -> Page[tuple[int, bytes]]:
+        def query(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
             cursor = db.execute(
-                "SELECT s.idx, f.message_id, f.role, f.kind, b.body, f.created_at"
+                "SELECT s.idx, f.wire_head, b.body, f.wire_tail"
                 " FROM snapshot_items s"
                 " JOIN snapshot_messages f"
                 " ON f.conversation_id = s.conversation_id AND f.message_id = s.message_id"
@@ -220,7 +212,7 @@ class _SqliteRead(ReadTransaction):
                 " ORDER BY s.idx LIMIT ?",
                 (snapshot.conversation_id.bytes, snapshot.id.bytes, after, limit + 1),
             )
-            return _budgeted(cursor, limit, body_budget, _message_row)
+            return _budgeted(cursor, limit, body_budget)
 
         return await self._conn.run(query)
 
@@ -294,18 +286,25 @@ class _SqliteWrite(WriteTransaction):
 
         return [Item(p, UUID(bytes=mid)) for p, mid in await self._conn.run(query)]
 
-    async def insert_messages(
-        self, messages: Sequence[StoredMessage], body_sha256s: Sequence[bytes]
-    ) -> None:
+    async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
         rows = [
-            (self._key, m.id.bytes, m.role, m.kind.encode("utf-8"), m.body, sha, m.created_at)
-            for m, sha in zip(messages, body_sha256s, strict=True)
+            (
+                self._key,
+                new.message.id.bytes,
+                new.message.role,
+                new.message.kind.encode("utf-8"),
+                new.message.body,
+                new.body_sha256,
+                new.message.created_at,
+                new.wire_head,
+                new.wire_tail,
+            )
+            for new in messages
         ]
         await self._conn.run(
             lambda db: db.executemany(
-                "INSERT INTO messages"
-                " (conversation_id, id, role, kind, body, body_sha256, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (conversation_id, id, role, kind, body, body_sha256,"
+                " created_at, wire_head, wire_tail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
         )
@@ -417,10 +416,10 @@ class _SqliteWrite(WriteTransaction):
                 (self._key,),
             )
             db.execute(
-                "INSERT INTO snapshot_messages"
-                " (conversation_id, message_id, role, kind, body_sha256, created_at)"
-                " SELECT m.conversation_id, m.id, m.role, m.kind, m.body_sha256, m.created_at"
-                + fresh,
+                "INSERT INTO snapshot_messages (conversation_id, message_id, role, kind,"
+                " body_sha256, created_at, wire_head, wire_tail)"
+                " SELECT m.conversation_id, m.id, m.role, m.kind, m.body_sha256, m.created_at,"
+                " m.wire_head, m.wire_tail" + fresh,
                 (self._key,),
             )
             db.executemany(

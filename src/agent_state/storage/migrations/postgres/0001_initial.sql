@@ -26,6 +26,11 @@ CREATE TABLE messages (
     body            bytea       NOT NULL,
     body_sha256     bytea       NOT NULL,
     created_at      timestamptz NOT NULL,
+    -- The message's protobuf encoding around the body, computed once at
+    -- append: wire_head || body || wire_tail is the message as an entry of
+    -- a list response, so lists send stored bytes without re-encoding.
+    wire_head       bytea       NOT NULL,
+    wire_tail       bytea       NOT NULL,
     PRIMARY KEY (conversation_id, id)
 );
 
@@ -73,6 +78,8 @@ CREATE TABLE snapshot_messages (
     kind            bytea       NOT NULL,
     body_sha256     bytea       NOT NULL,
     created_at      timestamptz NOT NULL,
+    wire_head       bytea       NOT NULL,
+    wire_tail       bytea       NOT NULL,
     PRIMARY KEY (conversation_id, message_id)
 );
 

@@ -20,6 +20,8 @@ CREATE TABLE messages (
     body            BLOB    NOT NULL,
     body_sha256     BLOB    NOT NULL,
     created_at      INTEGER NOT NULL,
+    wire_head       BLOB    NOT NULL,
+    wire_tail       BLOB    NOT NULL,
     PRIMARY KEY (conversation_id, id)
 );
 
@@ -59,6 +61,8 @@ CREATE TABLE snapshot_messages (
     kind            BLOB    NOT NULL,
     body_sha256     BLOB    NOT NULL,
     created_at      INTEGER NOT NULL,
+    wire_head       BLOB    NOT NULL,
+    wire_tail       BLOB    NOT NULL,
     PRIMARY KEY (conversation_id, message_id)
 ) WITHOUT ROWID;
 

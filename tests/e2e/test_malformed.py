@@ -1,0 +1,48 @@
+"""Requests whose bytes do not parse as the method's message are
+INVALID_ARGUMENT (never INTERNAL), and the server keeps serving."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from agent_state._gen import agent_state_pb2 as pb
+from tests.e2e.helpers import Stub, append, new_id, text_message
+
+SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
+METHODS = [method.name for method in SERVICE.methods]
+
+MALFORMED = {
+    "truncated length": b"\x0a\x10abc",
+    "bad wire type": b"\x0f",
+    "invalid UTF-8 in a string field": b"\x0a\x02\xff\xfe",
+    "garbage": bytes(range(256)) * 4,
+}
+
+
+def _raw_call(channel: grpc.Channel, method: str, payload: bytes) -> grpc.RpcError:
+    call = channel.unary_unary(
+        f"/{SERVICE.full_name}/{method}",
+        request_serializer=lambda data: data,
+        response_deserializer=lambda data: data,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        call(payload, timeout=10)
+    error = caught.value
+    assert isinstance(error, grpc.RpcError)
+    return error
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("payload", MALFORMED.values(), ids=MALFORMED.keys())
+def test_unparsable_request_is_invalid_argument(
+    channel: grpc.Channel, stub: Stub, method: str, payload: bytes
+) -> None:
+    error = _raw_call(channel, method, payload)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert "request" in (error.details() or "")
+    # Still serving.
+    cid = new_id()
+    assert (
+        append(stub, cid, [text_message("after a malformed request")]).metadata.message_count == 1
+    )
