@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONTRACT ?= buf.build/agynio/api
 
-.PHONY: install run test lint typecheck check generate check-generated lock clean
+.PHONY: install run test lint typecheck check generate check-generated lock clean bench bench-smoke
 
 install: $(STAMP)
 
@@ -23,6 +23,13 @@ run: install
 ## test: the whole suite; the PostgreSQL half uses AGENT_STATE_TEST_POSTGRES_URL (see README)
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## bench: the benchmark (bench/README.md); PostgreSQL at AGENT_STATE_BENCH_POSTGRES_URL
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: install
+	$(BIN)/python -m bench.run --quick
 
 lint: install
 	$(BIN)/ruff check .
