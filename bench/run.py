@@ -341,6 +341,56 @@ def throughput(report: Report, address: str, url: str | None, sizes: Sizes) -> N
         )
 
 
+# -- 6. both cores -------------------------------------------------------------
+
+
+async def _turns_per_second(address: str, clients: int, seconds: float) -> float:
+    channel = grpc.aio.insecure_channel(address)
+    client: pb_grpc.AgentStateServiceStub = pb_grpc.AgentStateServiceStub(channel)  # type: ignore[no-untyped-call]
+    one, two = [text_input(BODY_TEXT)], [text_input(BODY_TEXT)] * 2
+    turns = [0] * clients
+
+    async def worker(index: int) -> None:
+        conversation = str(uuid.uuid4())
+        await client.AppendConversationMessages(
+            pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=two * 5)
+        )
+        stop_at = time.perf_counter() + seconds
+        while time.perf_counter() < stop_at:
+            await client.AppendConversationMessages(
+                pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=one)
+            )
+            await client.ListConversationMessages(
+                pb.ListConversationMessagesRequest(conversation_id=conversation, page_size=1000)
+            )
+            await client.AppendConversationMessages(
+                pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=two)
+            )
+            turns[index] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    elapsed = time.perf_counter() - started
+    await channel.close()
+    return sum(turns) / elapsed
+
+
+def both_cores(report: Report, url: str, sizes: Sizes) -> None:
+    rates = {}
+    for workers in (1, 2):
+        with Server(url, workers=workers) as server:
+            rates[workers] = asyncio.run(
+                _turns_per_second(server.address, sizes.clients, sizes.throughput_seconds)
+            )
+    report.add(
+        f"turns per second, {sizes.clients} clients: 2 workers vs 1",
+        f"{rates[2]:,.0f}/s",
+        f"{rates[1]:,.0f}/s",
+        rates[2] / rates[1],
+        ">=1.6",
+    )
+
+
 # -- 5. snapshots --------------------------------------------------------------
 
 
@@ -442,6 +492,9 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> Report:
                 started = time.perf_counter()
                 step()
                 print(f"[{backend}] {name}: {time.perf_counter() - started:.1f} s", flush=True)
+        started = time.perf_counter()
+        both_cores(report, url, sizes)
+        print(f"[{backend}] both cores: {time.perf_counter() - started:.1f} s", flush=True)
     finally:
         if context:
             context.__exit__(None, None, None)

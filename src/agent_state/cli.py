@@ -93,12 +93,25 @@ def main() -> None:
     help="Apply pending migrations at start-up [env AGENT_STATE_MIGRATE_ON_START; default on].",
 )
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR [env AGENT_STATE_LOG_LEVEL].")
+@click.option(
+    "--workers",
+    type=int,
+    help="Server processes sharing the port (SO_REUSEPORT) [env AGENT_STATE_WORKERS; default 1].",
+)
 def serve(**flags: Any) -> None:
     """Serve AgentStateService until SIGTERM or SIGINT."""
     from .server.app import serve as serve_forever
+    from .server.workers import run_workers
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
+    if settings.workers > 1:
+        if settings.grpc_address.rsplit(":", 1)[-1] == "0":
+            click.echo("agent-state: --workers needs a fixed port, not port 0", err=True)
+            sys.exit(EXIT_CONFIG)
+        if settings.migrate_on_start:
+            _run(_migrate(settings))
+        sys.exit(run_workers(settings))
     _run(serve_forever(settings))
 
 
@@ -106,15 +119,17 @@ def serve(**flags: Any) -> None:
 @_with_database_options
 def migrate(**flags: Any) -> None:
     """Apply pending schema migrations, then exit."""
-    from .server.app import store_from
-
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
 
-    async def run() -> None:
-        store = store_from(settings)
-        async with store:
-            applied = await store.migrate()
-        click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
+    _run(_migrate(settings, report=True))
 
-    _run(run())
+
+async def _migrate(settings: Settings, *, report: bool = False) -> None:
+    from .server.app import store_from
+
+    store = store_from(settings)
+    async with store:
+        applied = await store.migrate()
+    if report:
+        click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")

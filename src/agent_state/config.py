@@ -13,6 +13,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .rules import Limits
 
+# Settings read under the Go implementation's names first.
+_ENV_NAMES = {"grpc_address": "GRPC_ADDRESS", "database_url": "DATABASE_URL"}
+
+
+def setting_variables() -> set[str]:
+    """Every environment variable some setting is read from."""
+    names = {f"AGENT_STATE_{name.upper()}" for name in Settings.model_fields}
+    return names | set(_ENV_NAMES.values())
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENT_STATE_", extra="forbid")
@@ -46,6 +55,18 @@ class Settings(BaseSettings):
     max_response_bytes: Annotated[int, Field(ge=1024)] = 3 * 1024 * 1024
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
     log_level: str = "INFO"
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
+
+    def environment(self) -> dict[str, str]:
+        """These settings as the environment variables that win when read
+        back (for worker processes), with every other variable named after
+        a setting left out."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            out[_ENV_NAMES.get(name, f"AGENT_STATE_{name.upper()}")] = str(value)
+        return out
 
     def limits(self) -> Limits:
         return Limits(

@@ -77,6 +77,7 @@ class ServerProcess:
     database_url: str
     log_path: Path
     port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     _log_file: IO[bytes] | None = None
 
@@ -94,6 +95,7 @@ class ServerProcess:
             env["DATABASE_URL"] = self.database_url
         else:
             command += ["--grpc-address", self.address, "--database-url", self.database_url]
+        command += self.extra_args
         self._log_file = self.log_path.open("wb")
         self.process = subprocess.Popen(
             command,
