@@ -194,9 +194,12 @@ class ConversationService:
         if not ids:
             raise InvalidArgument("message_ids", "must name at least one message")
         async with self._store.write(conversation) as tx:
-            rules.check_snapshot_ids(conversation, ids, await tx.lookup(ids))
             snapshot = Snapshot(new_id(), conversation, self._clock(), len(ids))
-            await tx.create_snapshot(snapshot, ids)
+            if await tx.create_snapshot(snapshot, ids) != len(ids):
+                # Some id is not a message of the conversation: name it
+                # (raising rolls the snapshot back).
+                rules.check_snapshot_ids(conversation, ids, await tx.lookup(ids))
+                raise AssertionError("a snapshot item went missing")
         return snapshot
 
     # -- reads ----------------------------------------------------------

@@ -1225,3 +1225,20 @@ async def test_postgres_migrate_waits_beyond_the_statement_timeout(
 async def _write_nothing(store: Store, conversation_id: UUID) -> None:
     async with store.write(conversation_id):
         pass
+
+
+async def test_create_snapshot_counts_only_messages_of_the_conversation(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    other_id = await new_conversation(store)
+    kept, gone, elsewhere = message(b"kept"), message(b"gone"), message(b"elsewhere")
+    await add(store, conversation_id, [kept, gone], [GAP, None])
+    await add(store, other_id, [elsewhere], [GAP])
+    async with store.write(conversation_id) as tx:
+        await tx.delete([gone.id])
+    named = [kept.id, uuid4(), gone.id, elsewhere.id, kept.id]
+    async with store.write(conversation_id) as tx:
+        snapshot = Snapshot(uuid4(), conversation_id, T0, len(named))
+        assert await tx.create_snapshot(snapshot, named) == 2
+    async with store.write(conversation_id) as tx:
+        snapshot = Snapshot(uuid4(), conversation_id, T0, 2)
+        assert await tx.create_snapshot(snapshot, [kept.id, kept.id]) == 2

@@ -128,8 +128,12 @@ class WriteTransaction(ABC):
         """Write the conversation's row."""
 
     @abstractmethod
-    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> None:
-        """Freeze copies of the named messages (all existing) as a snapshot."""
+    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
+        """Freeze copies of the named messages as a snapshot, in order.
+
+        Ids that are not messages of the conversation get no item; the
+        number of items stored is returned, so that the caller can check
+        it and roll back (checking first would look every id up twice)."""
 
 
 class Store(ABC):

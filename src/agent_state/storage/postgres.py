@@ -244,6 +244,12 @@ WITH frozen AS (
         WHERE conversation_id = %(conversation)s AND id = wanted.id
         OFFSET 0
     ) AS m
+    -- Most messages were frozen by an earlier snapshot (of the same
+    -- context, one turn shorter): skip them before fetching anything.
+    WHERE NOT EXISTS (
+        SELECT 1 FROM snapshot_messages
+        WHERE conversation_id = %(conversation)s AND message_id = wanted.id
+    )
     ON CONFLICT DO NOTHING
     RETURNING message_id
 )
@@ -259,9 +265,17 @@ ON CONFLICT DO NOTHING
 """
 
 _INSERT_SNAPSHOT_ITEMS = """
-INSERT INTO snapshot_items (conversation_id, snapshot_id, idx, message_id)
-SELECT %s, %s, item.ordinality - 1, item.message_id
-FROM unnest(%s::uuid[]) WITH ORDINALITY AS item(message_id, ordinality)
+WITH stored AS (
+    INSERT INTO snapshot_items (conversation_id, snapshot_id, idx, message_id)
+    SELECT %(conversation)s, %(snapshot)s, item.ordinality - 1, item.message_id
+    FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS item(message_id, ordinality)
+    WHERE EXISTS (
+        SELECT 1 FROM messages
+        WHERE conversation_id = %(conversation)s AND id = item.message_id
+    )
+    RETURNING 1
+)
+SELECT count(*) FROM stored
 """
 
 _SNAPSHOT = """
@@ -621,16 +635,23 @@ class _PostgresWrite(WriteTransaction):
         )
 
     @_translated
-    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> None:
+    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
         if snapshot.conversation_id != self._id:
             raise ValueError("a snapshot belongs to the conversation of its transaction")
         ids = list(message_ids)
         await self._run(
             _INSERT_SNAPSHOT, (self._id, snapshot.id, _timestamp(snapshot.created_at), len(ids))
         )
-        if ids:
-            await self._run(_FREEZE_MESSAGES, {"conversation": self._id, "ids": ids})
-            await self._run(_INSERT_SNAPSHOT_ITEMS, (self._id, snapshot.id, ids))
+        if not ids:
+            return 0
+        await self._run(_FREEZE_MESSAGES, {"conversation": self._id, "ids": ids})
+        rows = await _rows(
+            self._conn,
+            _INSERT_SNAPSHOT_ITEMS,
+            {"conversation": self._id, "snapshot": snapshot.id, "ids": ids},
+        )
+        stored: int = rows[0][0]
+        return stored
 
 
 class PostgresStore(Store):

@@ -390,13 +390,13 @@ class _SqliteWrite(WriteTransaction):
             )
         )
 
-    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> None:
+    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
         items = [
-            (self._key, snapshot.id.bytes, index, message_id.bytes)
+            (self._key, snapshot.id.bytes, index, message_id.bytes, self._key, message_id.bytes)
             for index, message_id in enumerate(message_ids)
         ]
 
-        def create(db: sqlite3.Connection) -> None:
+        def create(db: sqlite3.Connection) -> int:
             db.execute(
                 "INSERT INTO snapshots (conversation_id, id, created_at, item_count)"
                 " VALUES (?, ?, ?, ?)",
@@ -422,13 +422,15 @@ class _SqliteWrite(WriteTransaction):
                 " m.wire_head, m.wire_tail" + fresh,
                 (self._key,),
             )
-            db.executemany(
+            stored = db.executemany(
                 "INSERT INTO snapshot_items (conversation_id, snapshot_id, idx, message_id)"
-                " VALUES (?, ?, ?, ?)",
+                " SELECT ?, ?, ?, ? WHERE EXISTS"
+                " (SELECT 1 FROM messages WHERE conversation_id = ? AND id = ?)",
                 items,
-            )
+            ).rowcount
+            return stored
 
-        await self._conn.run(create)
+        return await self._conn.run(create)
 
 
 def _stage_ids(db: sqlite3.Connection, ids: Sequence[UUID]) -> None:

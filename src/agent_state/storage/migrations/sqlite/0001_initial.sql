@@ -73,12 +73,11 @@ CREATE TABLE snapshot_bodies (
     PRIMARY KEY (conversation_id, sha256)
 );
 
+-- No foreign key to snapshots, as in the PostgreSQL schema.
 CREATE TABLE snapshot_items (
     conversation_id BLOB    NOT NULL,
     snapshot_id     BLOB    NOT NULL,
     idx             INTEGER NOT NULL,
     message_id      BLOB    NOT NULL,
-    PRIMARY KEY (conversation_id, snapshot_id, idx),
-    FOREIGN KEY (conversation_id, snapshot_id)
-        REFERENCES snapshots (conversation_id, id) ON DELETE CASCADE
+    PRIMARY KEY (conversation_id, snapshot_id, idx)
 ) WITHOUT ROWID;
