@@ -70,6 +70,9 @@ QUICK = Sizes(
 
 @dataclass
 class Report:
+    """One backend's figures. Targets are judged on PostgreSQL only; the
+    SQLite run reports the same ratios for information."""
+
     backend: str
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -79,9 +82,12 @@ class Report:
         if target:
             limit = float(target.lstrip("<>="))
             ok = ratio <= limit if target.startswith("<") else ratio >= limit
-            check = "ok" if ok else "MISSED"
-            if not ok:
-                self.failures.append(f"{self.backend}: {name} ratio {ratio:.2f} (target {target})")
+            if self.backend != "postgresql":
+                check = "(reported)"
+            else:
+                check = "ok" if ok else "MISSED"
+                if not ok:
+                    self.failures.append(f"{name}: ratio {ratio:.2f} (target {target})")
         self.rows.append((name, f"{ours} | {floor_or_base}", f"{ratio:.2f}", f"{target} {check}"))
 
     def note(self, name: str, value: str) -> None:

@@ -62,3 +62,15 @@ def test_unreachable_postgres_fails_without_leaking_the_password() -> None:
     assert "unavailable" in result.stderr
     assert "s3cret-pw" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_serving_without_migrating_an_unmigrated_database_refuses_to_start(
+    make_database_url: Callable[[], str],
+) -> None:
+    result = _agent_state(
+        "serve", "--no-migrate", "--grpc-address", "127.0.0.1:0", "--database-url",
+        make_database_url(),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "agent-state migrate" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1242,3 +1242,19 @@ async def test_create_snapshot_counts_only_messages_of_the_conversation(store: S
     async with store.write(conversation_id) as tx:
         snapshot = Snapshot(uuid4(), conversation_id, T0, 2)
         assert await tx.create_snapshot(snapshot, [kept.id, kept.id]) == 2
+
+
+async def test_pending_migrations_are_reported_without_applying(
+    new_database: FreshDatabase,
+) -> None:
+    store = new_database.make()
+    await store.open()
+    try:
+        everything = _versions(new_database.backend)
+        assert everything
+        assert await store.pending_migrations() == everything
+        assert await store.pending_migrations() == everything  # nothing was applied
+        assert await store.migrate() == everything
+        assert await store.pending_migrations() == []
+    finally:
+        await store.close()

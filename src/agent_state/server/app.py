@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from ..config import Settings
 from ..service import ConversationService
 from ..storage import Store, make_store
+from ..storage.migrations import MigrationError
 from .servicer import SERVICE_NAME, AgentStateServicer, register
 
 log = logging.getLogger("agent_state.server")
@@ -57,6 +58,11 @@ class Server:
                 applied = await self._store.migrate()
                 if applied:
                     log.info("applied migrations %s", applied)
+            elif pending := await self._store.pending_migrations():
+                raise MigrationError(
+                    f"the database schema lacks migrations {pending}; run `agent-state migrate`"
+                    " or start without --no-migrate"
+                )
             service = ConversationService(self._store, self._settings.limits())
             self._servicer = AgentStateServicer(service)
             register(self._grpc, self._servicer)

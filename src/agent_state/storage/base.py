@@ -152,6 +152,11 @@ class Store(ABC):
         Works on an open store; raises migrations.MigrationError on mismatch."""
 
     @abstractmethod
+    async def pending_migrations(self) -> list[int]:
+        """Versions this code has that the database lacks (after the same
+        checks as migrate), without applying anything."""
+
+    @abstractmethod
     def read(self) -> AbstractAsyncContextManager[ReadTransaction]:
         """A read-only transaction over one consistent state."""
 

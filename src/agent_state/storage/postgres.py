@@ -755,6 +755,18 @@ class PostgresStore(Store):
                     # A pooled session must not keep the lock: drop it.
                     await conn.close()
 
+    @_translated
+    async def pending_migrations(self) -> list[int]:
+        async with self._opened().connection() as conn:
+            cursor = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            row = await cursor.fetchone()
+            applied: dict[int, str] = {}
+            if row is not None and row[0]:
+                cursor = await conn.execute("SELECT version, checksum FROM schema_migrations")
+                applied = {version: checksum for version, checksum in await cursor.fetchall()}
+        known = migrations.load("postgres")
+        return [migration.version for migration in migrations.pending(known, applied)]
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:
         pool = self._opened()

@@ -510,6 +510,19 @@ class SqliteStore(Store):
                 applied_now.append(version)
         return applied_now
 
+    async def pending_migrations(self) -> list[int]:
+        def applied(db: sqlite3.Connection) -> dict[int, str]:
+            exists = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone()
+            if exists is None:
+                return {}
+            return dict(db.execute("SELECT version, checksum FROM schema_migrations"))
+
+        recorded = await self._writer.run(applied)
+        known = migrations.load("sqlite")
+        return [migration.version for migration in migrations.pending(known, recorded)]
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:
         reader = await self._readers.get()
