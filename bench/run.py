@@ -414,7 +414,7 @@ def snapshots(report: Report, address: str, url: str | None, sizes: Sizes) -> No
     if url is not None:
         with psycopg.connect(url) as conn:
             row = conn.execute(
-                "SELECT pg_total_relation_size('snapshot_items'),"
+                "SELECT pg_total_relation_size('snapshots'),"
                 " pg_total_relation_size('snapshot_messages'),"
                 " pg_total_relation_size('snapshot_bodies'),"
                 " (SELECT count(*) FROM snapshot_bodies),"
@@ -425,7 +425,7 @@ def snapshots(report: Report, address: str, url: str | None, sizes: Sizes) -> No
         report.note(
             f"snapshot storage, {sizes.snapshot_turns} turns ({items:,} items)",
             f"{(item_bytes + frozen_bytes + body_bytes) / items:.1f} bytes per item "
-            f"(items {item_bytes / items:.1f}, frozen messages {frozen_bytes:,} B, "
+            f"(snapshots {item_bytes / items:.1f}, frozen messages {frozen_bytes:,} B, "
             f"bodies {body_bytes:,} B); {bodies} bodies stored for {distinct} distinct",
         )
     thousand = ids[:1000]

@@ -129,11 +129,12 @@ class WriteTransaction(ABC):
 
     @abstractmethod
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
-        """Freeze copies of the named messages as a snapshot, in order.
+        """Store the snapshot with the named ids in order, freezing copies
+        of the messages they name.
 
-        Ids that are not messages of the conversation get no item; the
-        number of items stored is returned, so that the caller can check
-        it and roll back (checking first would look every id up twice)."""
+        Returns how many of the ids (repeats counted) are messages of the
+        conversation; when that is fewer than were named, the caller must
+        roll back. (Checking first would look every id up twice.)"""
 
 
 class Store(ABC):

@@ -85,6 +85,11 @@ def _unpack(data: bytes) -> tuple[int, ...]:
     return struct.unpack(f">{len(data) // 8}q", data)
 
 
+def _unpack_ids(data: bytes) -> list[UUID]:
+    """Packed 16-byte ids, in order."""
+    return [UUID(bytes=data[offset : offset + 16]) for offset in range(0, len(data), 16)]
+
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _S = TypeVar("_S")
@@ -227,18 +232,26 @@ WHERE id = %s
 """
 
 _INSERT_SNAPSHOT = """
-INSERT INTO snapshots (conversation_id, id, created_at, item_count) VALUES (%s, %s, %s, %s)
+INSERT INTO snapshots (conversation_id, id, created_at, item_count, message_ids)
+VALUES (%s, %s, %s, %s, %s)
 """
+
+# Long id lists travel as one bytea of 16-byte ids and are unpacked here:
+# adapting a uuid[] parameter costs psycopg more than the query itself.
+_PACKED_IDS = """(
+    SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
+    FROM generate_series(1, length(%(packed)s) / 16) AS n
+)"""
 
 # Freezes the messages no snapshot has frozen yet, and keeps each of their
 # bodies once per conversation.
-_FREEZE_MESSAGES = """
+_FREEZE_MESSAGES = f"""
 WITH frozen AS (
     INSERT INTO snapshot_messages (conversation_id, message_id, role, kind, body_sha256,
         created_at, wire_head, wire_tail)
     SELECT %(conversation)s, m.id, m.role, m.kind, m.body_sha256, m.created_at,
         m.wire_head, m.wire_tail
-    FROM unnest(%(ids)s::uuid[]) AS wanted(id)
+    FROM {_PACKED_IDS} AS wanted
     CROSS JOIN LATERAL (
         SELECT id, role, kind, body_sha256, created_at, wire_head, wire_tail FROM messages
         WHERE conversation_id = %(conversation)s AND id = wanted.id
@@ -264,18 +277,12 @@ CROSS JOIN LATERAL (
 ON CONFLICT DO NOTHING
 """
 
-_INSERT_SNAPSHOT_ITEMS = """
-WITH stored AS (
-    INSERT INTO snapshot_items (conversation_id, snapshot_id, idx, message_id)
-    SELECT %(conversation)s, %(snapshot)s, item.ordinality - 1, item.message_id
-    FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS item(message_id, ordinality)
-    WHERE EXISTS (
-        SELECT 1 FROM messages
-        WHERE conversation_id = %(conversation)s AND id = item.message_id
-    )
-    RETURNING 1
+# How many of the named ids (repeats counted) are messages of the conversation.
+_COUNT_EXISTING = f"""
+SELECT count(*) FROM {_PACKED_IDS} AS wanted
+WHERE EXISTS (
+    SELECT 1 FROM messages WHERE conversation_id = %(conversation)s AND id = wanted.id
 )
-SELECT count(*) FROM stored
 """
 
 _SNAPSHOT = """
@@ -288,10 +295,10 @@ WHERE conversation_id = %s AND position > %s
 ORDER BY position LIMIT %s
 """
 
-_SNAPSHOT_ID_PAGE = """
-SELECT idx, message_id FROM snapshot_items
-WHERE conversation_id = %s AND snapshot_id = %s AND idx > %s
-ORDER BY idx LIMIT %s
+# A slice of a snapshot's packed ids: 16 bytes per item, 1-based offsets.
+_SNAPSHOT_ID_SLICE = """
+SELECT substring(message_ids FROM %s FOR %s) FROM snapshots
+WHERE conversation_id = %s AND id = %s
 """
 
 
@@ -352,21 +359,24 @@ _MESSAGE_PAGES = {
 
 _SNAPSHOT_MESSAGE_PAGE = _budgeted_page(
     """
-        SELECT si.idx, sm.wire_head, sb.body, sm.wire_tail
-        FROM snapshot_items si
+        SELECT %(after)s + n AS idx, sm.wire_head, sb.body, sm.wire_tail
+        FROM (
+            SELECT substring(message_ids FROM %(start)s FOR %(length)s) AS ids
+            FROM snapshots WHERE conversation_id = %(conversation)s AND id = %(snapshot)s
+        ) AS slice
+        CROSS JOIN generate_series(1, length(slice.ids) / 16) AS n
         CROSS JOIN LATERAL (
             SELECT wire_head, wire_tail, body_sha256 FROM snapshot_messages
-            WHERE conversation_id = si.conversation_id AND message_id = si.message_id
+            WHERE conversation_id = %(conversation)s
+                AND message_id = encode(substring(slice.ids FROM n * 16 - 15 FOR 16), 'hex')::uuid
             OFFSET 0
         ) AS sm
         CROSS JOIN LATERAL (
             SELECT body FROM snapshot_bodies
-            WHERE conversation_id = si.conversation_id AND sha256 = sm.body_sha256
+            WHERE conversation_id = %(conversation)s AND sha256 = sm.body_sha256
             OFFSET 0
         ) AS sb
-        WHERE si.conversation_id = %(conversation)s AND si.snapshot_id = %(snapshot)s
-            AND si.idx > %(after)s
-        ORDER BY si.idx LIMIT %(limit)s""",
+        ORDER BY n LIMIT %(limit)s""",
     "idx",
 )
 
@@ -503,6 +513,8 @@ class _PostgresRead(ReadTransaction):
             "conversation": snapshot.conversation_id,
             "snapshot": snapshot.id,
             "after": after,
+            "start": (after + 1) * 16 + 1,
+            "length": (limit + 1) * 16,
             "limit": limit + 1,
             "budget": body_budget,
         }
@@ -512,9 +524,13 @@ class _PostgresRead(ReadTransaction):
     async def snapshot_id_page(
         self, snapshot: Snapshot, after: int, limit: int
     ) -> Page[tuple[int, UUID]]:
-        params = (snapshot.conversation_id, snapshot.id, after, limit + 1)
-        rows, more = _limited(await _rows(self._conn, _SNAPSHOT_ID_PAGE, params), limit)
-        return Page([(idx, message_id) for idx, message_id in rows], more)
+        params = ((after + 1) * 16 + 1, (limit + 1) * 16, snapshot.conversation_id, snapshot.id)
+        rows = await _rows(self._conn, _SNAPSHOT_ID_SLICE, params)
+        ids = _unpack_ids(bytes(rows[0][0])) if rows else []
+        return Page(
+            [(after + 1 + index, message_id) for index, message_id in enumerate(ids[:limit])],
+            more=len(ids) > limit,
+        )
 
 
 class _PostgresWrite(WriteTransaction):
@@ -639,19 +655,25 @@ class _PostgresWrite(WriteTransaction):
         if snapshot.conversation_id != self._id:
             raise ValueError("a snapshot belongs to the conversation of its transaction")
         ids = list(message_ids)
+        packed = b"".join(message_id.bytes for message_id in ids)
         await self._run(
-            _INSERT_SNAPSHOT, (self._id, snapshot.id, _timestamp(snapshot.created_at), len(ids))
+            _INSERT_SNAPSHOT,
+            (
+                self._id,
+                snapshot.id,
+                _timestamp(snapshot.created_at),
+                len(ids),
+                packed,
+            ),
         )
         if not ids:
             return 0
-        await self._run(_FREEZE_MESSAGES, {"conversation": self._id, "ids": ids})
+        await self._run(_FREEZE_MESSAGES, {"conversation": self._id, "packed": packed})
         rows = await _rows(
-            self._conn,
-            _INSERT_SNAPSHOT_ITEMS,
-            {"conversation": self._id, "snapshot": snapshot.id, "ids": ids},
+            self._conn, _COUNT_EXISTING, {"conversation": self._id, "packed": packed}
         )
-        stored: int = rows[0][0]
-        return stored
+        existing: int = rows[0][0]
+        return existing
 
 
 class PostgresStore(Store):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -92,7 +92,9 @@ def _unpack(blob: bytes) -> tuple[int, ...]:
     return struct.unpack(f">{len(blob) // 8}q", blob)
 
 
-def _budgeted(cursor: sqlite3.Cursor, limit: int, budget: int) -> Page[tuple[int, bytes]]:
+def _budgeted(
+    cursor: Iterable[tuple[int, bytes, bytes, bytes]], limit: int, budget: int
+) -> Page[tuple[int, bytes]]:
     """Pull (key, head, body, tail) rows one by one (sqlite3 cursors are
     lazy) until `limit` rows or the budget is reached; a row past either
     means there is more."""
@@ -201,34 +203,47 @@ class _SqliteRead(ReadTransaction):
         self, snapshot: Snapshot, after: int, limit: int, body_budget: int
     ) -> Page[tuple[int, bytes]]:
         def query(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
-            cursor = db.execute(
-                "SELECT s.idx, f.wire_head, b.body, f.wire_tail"
-                " FROM snapshot_items s"
-                " JOIN snapshot_messages f"
-                " ON f.conversation_id = s.conversation_id AND f.message_id = s.message_id"
-                " JOIN snapshot_bodies b"
-                " ON b.conversation_id = f.conversation_id AND b.sha256 = f.body_sha256"
-                " WHERE s.conversation_id = ? AND s.snapshot_id = ? AND s.idx > ?"
-                " ORDER BY s.idx LIMIT ?",
-                (snapshot.conversation_id.bytes, snapshot.id.bytes, after, limit + 1),
-            )
-            return _budgeted(cursor, limit, body_budget)
+            ids = _snapshot_slice(db, snapshot, after, limit + 1)
+            distinct = list(dict.fromkeys(ids))
+            marks = ",".join("?" * len(distinct))
+            frozen = {
+                message_id: (head, body, tail)
+                for message_id, head, body, tail in db.execute(
+                    "SELECT f.message_id, f.wire_head, b.body, f.wire_tail"
+                    " FROM snapshot_messages f JOIN snapshot_bodies b"
+                    " ON b.conversation_id = f.conversation_id AND b.sha256 = f.body_sha256"
+                    f" WHERE f.conversation_id = ? AND f.message_id IN ({marks})",
+                    [snapshot.conversation_id.bytes, *distinct],
+                )
+            }
+            rows = ((after + 1 + index, *frozen[key]) for index, key in enumerate(ids))
+            return _budgeted(rows, limit, body_budget)
 
         return await self._conn.run(query)
 
     async def snapshot_id_page(
         self, snapshot: Snapshot, after: int, limit: int
     ) -> Page[tuple[int, UUID]]:
-        def query(db: sqlite3.Connection) -> list[Any]:
-            return db.execute(
-                "SELECT idx, message_id FROM snapshot_items"
-                " WHERE conversation_id = ? AND snapshot_id = ? AND idx > ?"
-                " ORDER BY idx LIMIT ?",
-                (snapshot.conversation_id.bytes, snapshot.id.bytes, after, limit + 1),
-            ).fetchall()
+        def query(db: sqlite3.Connection) -> list[bytes]:
+            return _snapshot_slice(db, snapshot, after, limit + 1)
 
-        rows = [(idx, UUID(bytes=message_id)) for idx, message_id in await self._conn.run(query)]
-        return Page(rows[:limit], more=len(rows) > limit)
+        ids = await self._conn.run(query)
+        return Page(
+            [(after + 1 + index, UUID(bytes=key)) for index, key in enumerate(ids[:limit])],
+            more=len(ids) > limit,
+        )
+
+
+def _snapshot_slice(
+    db: sqlite3.Connection, snapshot: Snapshot, after: int, count: int
+) -> list[bytes]:
+    """Up to `count` packed ids of the snapshot after index `after`."""
+    row = db.execute(
+        "SELECT substr(message_ids, ?, ?) FROM snapshots WHERE conversation_id = ? AND id = ?",
+        ((after + 1) * 16 + 1, count * 16, snapshot.conversation_id.bytes, snapshot.id.bytes),
+    ).fetchone()
+    data = bytes(row[0]) if row and row[0] is not None else b""
+    return [data[offset : offset + 16] for offset in range(0, len(data), 16)]
 
 
 class _SqliteWrite(WriteTransaction):
@@ -391,16 +406,19 @@ class _SqliteWrite(WriteTransaction):
         )
 
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
-        items = [
-            (self._key, snapshot.id.bytes, index, message_id.bytes, self._key, message_id.bytes)
-            for index, message_id in enumerate(message_ids)
-        ]
+        packed = b"".join(message_id.bytes for message_id in message_ids)
 
         def create(db: sqlite3.Connection) -> int:
             db.execute(
-                "INSERT INTO snapshots (conversation_id, id, created_at, item_count)"
-                " VALUES (?, ?, ?, ?)",
-                (self._key, snapshot.id.bytes, snapshot.created_at, snapshot.item_count),
+                "INSERT INTO snapshots (conversation_id, id, created_at, item_count, message_ids)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    self._key,
+                    snapshot.id.bytes,
+                    snapshot.created_at,
+                    snapshot.item_count,
+                    packed,
+                ),
             )
             # Bodies first (only of messages not frozen yet), then the frozen rows.
             _stage_ids(db, message_ids)
@@ -422,13 +440,15 @@ class _SqliteWrite(WriteTransaction):
                 " m.wire_head, m.wire_tail" + fresh,
                 (self._key,),
             )
-            stored = db.executemany(
-                "INSERT INTO snapshot_items (conversation_id, snapshot_id, idx, message_id)"
-                " SELECT ?, ?, ?, ? WHERE EXISTS"
-                " (SELECT 1 FROM messages WHERE conversation_id = ? AND id = ?)",
-                items,
-            ).rowcount
-            return stored
+            existing = {
+                key
+                for (key,) in db.execute(
+                    "SELECT id FROM messages WHERE conversation_id = ?"
+                    " AND id IN (SELECT id FROM temp.staged_ids)",
+                    (self._key,),
+                )
+            }
+            return sum(1 for message_id in message_ids if message_id.bytes in existing)
 
         return await self._conn.run(create)
 

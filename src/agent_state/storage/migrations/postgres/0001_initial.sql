@@ -59,13 +59,19 @@ CREATE TABLE conversation_renumberings (
     PRIMARY KEY (conversation_id, layout_version)
 );
 
+-- A snapshot's items are its message ids in order, packed as 16 bytes each
+-- in one value: creating a snapshot writes one row whatever its size, and
+-- storage costs 16 bytes per item. EXTERNAL storage (no compression) lets
+-- a page read only its slice of a long list.
 CREATE TABLE snapshots (
     conversation_id uuid        NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
     id              uuid        NOT NULL,
     created_at      timestamptz NOT NULL,
     item_count      integer     NOT NULL,
+    message_ids     bytea       NOT NULL,
     PRIMARY KEY (conversation_id, id)
 );
+ALTER TABLE snapshots ALTER COLUMN message_ids SET STORAGE EXTERNAL;
 CREATE INDEX snapshots_by_id ON snapshots (id);
 
 -- Frozen copy of each message that some snapshot names. Messages are
@@ -89,15 +95,4 @@ CREATE TABLE snapshot_bodies (
     sha256          bytea NOT NULL,
     body            bytea NOT NULL,
     PRIMARY KEY (conversation_id, sha256)
-);
-
--- No foreign key to snapshots: items are written only with their snapshot,
--- in one transaction, and checking a key per item would double the cost of
--- CreateSnapshot. Removing a snapshot removes its items explicitly.
-CREATE TABLE snapshot_items (
-    conversation_id uuid    NOT NULL,
-    snapshot_id     uuid    NOT NULL,
-    idx             integer NOT NULL,
-    message_id      uuid    NOT NULL,
-    PRIMARY KEY (conversation_id, snapshot_id, idx)
 );

@@ -45,13 +45,15 @@ CREATE TABLE conversation_renumberings (
     PRIMARY KEY (conversation_id, layout_version)
 ) WITHOUT ROWID;
 
+-- message_ids: the items, 16 bytes per id, in order (see the PostgreSQL schema).
 CREATE TABLE snapshots (
     conversation_id BLOB    NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
     id              BLOB    NOT NULL,
     created_at      INTEGER NOT NULL,
     item_count      INTEGER NOT NULL,
+    message_ids     BLOB    NOT NULL,
     PRIMARY KEY (conversation_id, id)
-) WITHOUT ROWID;
+);
 CREATE INDEX snapshots_by_id ON snapshots (id);
 
 CREATE TABLE snapshot_messages (
@@ -72,12 +74,3 @@ CREATE TABLE snapshot_bodies (
     body            BLOB NOT NULL,
     PRIMARY KEY (conversation_id, sha256)
 );
-
--- No foreign key to snapshots, as in the PostgreSQL schema.
-CREATE TABLE snapshot_items (
-    conversation_id BLOB    NOT NULL,
-    snapshot_id     BLOB    NOT NULL,
-    idx             INTEGER NOT NULL,
-    message_id      BLOB    NOT NULL,
-    PRIMARY KEY (conversation_id, snapshot_id, idx)
-) WITHOUT ROWID;
