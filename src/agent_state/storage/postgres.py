@@ -258,10 +258,12 @@ WITH frozen AS (
         OFFSET 0
     ) AS m
     -- Most messages were frozen by an earlier snapshot (of the same
-    -- context, one turn shorter): skip them before fetching anything.
+    -- context, one turn shorter): skip them. OFFSET 0 keeps this a probe
+    -- of the key per id, whatever the statistics say.
     WHERE NOT EXISTS (
         SELECT 1 FROM snapshot_messages
         WHERE conversation_id = %(conversation)s AND message_id = wanted.id
+        OFFSET 0
     )
     ON CONFLICT DO NOTHING
     RETURNING message_id
@@ -280,9 +282,10 @@ ON CONFLICT DO NOTHING
 # How many of the named ids (repeats counted) are messages of the conversation.
 _COUNT_EXISTING = f"""
 SELECT count(*) FROM {_PACKED_IDS} AS wanted
-WHERE EXISTS (
+CROSS JOIN LATERAL (
     SELECT 1 FROM messages WHERE conversation_id = %(conversation)s AND id = wanted.id
-)
+    OFFSET 0
+) AS found
 """
 
 _SNAPSHOT = """
@@ -791,37 +794,31 @@ class PostgresStore(Store):
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:
-        pool = self._opened()
-        try:
-            async with pool.connection() as conn, conn.pipeline() as pipeline:
-                try:
-                    await conn.execute(_BEGIN_READ, prepare=False)
-                    yield _PostgresRead(conn)
-                except BaseException:
-                    await _abandon(conn, pipeline)
-                    raise
-                # Leaving the pipeline sends the COMMIT and waits for it.
-                await conn.execute(_COMMIT, prepare=False)
-        except PipelineAborted:
-            raise
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable() from exc
+        async with self._transaction(_BEGIN_READ) as conn:
+            yield _PostgresRead(conn)
 
     @asynccontextmanager
     async def write(
         self, conversation_id: UUID, *, create: bool = False
     ) -> AsyncIterator[WriteTransaction]:
+        async with self._transaction(_BEGIN_WRITE) as conn:
+            state = await self._lock(conn, conversation_id, create)
+            yield _PostgresWrite(conn, state)
+
+    @asynccontextmanager
+    async def _transaction(self, begin: bytes) -> AsyncIterator[_Connection]:
+        """A pooled connection in pipeline mode inside BEGIN ... COMMIT."""
         pool = self._opened()
         try:
             async with pool.connection() as conn, conn.pipeline() as pipeline:
                 try:
-                    await conn.execute(_BEGIN_WRITE, prepare=False)
-                    state = await self._lock(conn, conversation_id, create)
-                    yield _PostgresWrite(conn, state)
+                    await conn.execute(begin, prepare=False)
+                    yield conn
                 except BaseException:
                     await _abandon(conn, pipeline)
                     raise
-                # Sent together with the writes still queued in the pipeline.
+                # Sent together with the writes still queued in the pipeline;
+                # leaving the pipeline waits for it.
                 await conn.execute(_COMMIT, prepare=False)
         except PipelineAborted:
             raise
