@@ -123,6 +123,17 @@ class Server:
         self.stop()
 
 
+def settle(url: str | None) -> None:
+    """Before a timed section: statistics current and dirty pages written,
+    so that autovacuum or a checkpoint set off by the loading does not land
+    inside the measurement (for the service and the floor alike)."""
+    if url is None or not url.startswith("postgres"):
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+        conn.execute("CHECKPOINT")
+
+
 def stub(address: str) -> pb_grpc.AgentStateServiceStub:
     channel = grpc.insecure_channel(
         address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]

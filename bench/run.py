@@ -31,6 +31,7 @@ from bench.harness import (
     machine,
     median_ms,
     postgres_database,
+    settle,
     stub,
     text_input,
     timed,
@@ -142,6 +143,7 @@ def agent_turn(report: Report, address: str, url: str | None, sizes: Sizes) -> N
         conversation = str(uuid.uuid4())
         fill(client, conversation, length)
         reps = sizes.long_turns if length >= 10_000 else sizes.turns
+        settle(url)
 
         def turn(conversation: str = conversation) -> None:
             append(client, conversation, 1)
@@ -155,6 +157,7 @@ def agent_turn(report: Report, address: str, url: str | None, sizes: Sizes) -> N
         floor_id = uuid.uuid4()
         for start in range(0, length, 1000):
             floor.append(floor_conn, floor_id, [ENCODED_BODY] * min(1000, length - start))
+        settle(url)
         turn_of_floor = partial(floor_turn, floor_conn, floor_id)
         base = median_ms([timed(turn_of_floor) for _ in range(reps)])
         report.add(
@@ -200,12 +203,13 @@ def delete(
     )
 
 
-def range_operations(report: Report, address: str, sizes: Sizes) -> None:
+def range_operations(report: Report, address: str, url: str | None, sizes: Sizes) -> None:
     client = stub(address)
     results: dict[str, list[float]] = {}
     for length in sizes.range_lengths:
         conversation = str(uuid.uuid4())
         ids = fill(client, conversation, length)
+        settle(url)
         replace_s, delete_s, summary_s = [], [], []
         for rep in range(sizes.range_reps):
             # Work in the middle; keep the length steady by appending back.
@@ -429,6 +433,7 @@ def snapshots(report: Report, address: str, url: str | None, sizes: Sizes) -> No
             f"bodies {body_bytes:,} B); {bodies} bodies stored for {distinct} distinct",
         )
     thousand = ids[:1000]
+    settle(url)
     create = [
         timed(
             lambda: client.CreateSnapshot(
@@ -488,7 +493,10 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> Report:
         with Server(url) as server:
             steps: list[tuple[str, Callable[[], None]]] = [
                 ("agent turn", lambda: agent_turn(report, server.address, floor_url, sizes)),
-                ("range operations", lambda: range_operations(report, server.address, sizes)),
+                (
+                    "range operations",
+                    lambda: range_operations(report, server.address, floor_url, sizes),
+                ),
                 ("inserts at one spot", lambda: one_spot(report, server.address, sizes)),
                 ("throughput", lambda: throughput(report, server.address, floor_url, sizes)),
                 ("snapshots", lambda: snapshots(report, server.address, floor_url, sizes)),
