@@ -110,10 +110,6 @@ class ConversationService:
                 _new_message(conversation, message, digest, updated_at)
                 for message, digest in zip(inputs, digests, strict=True)
             ]
-            await tx.insert_messages(messages)
-            await tx.place(
-                [Item(slot, m.message.id) for slot, m in zip(slots, messages, strict=True)]
-            )
             state = dataclasses.replace(
                 state,
                 message_count=state.message_count + len(messages),
@@ -121,7 +117,8 @@ class ConversationService:
                 tail_position=slots[-1],
                 version=state.version + 1,
             )
-            await tx.save(state)
+            items = [Item(slot, m.message.id) for slot, m in zip(slots, messages, strict=True)]
+            await tx.append(messages, items, state)
         return Appended(state, messages)
 
     async def replace_range(

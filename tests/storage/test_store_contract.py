@@ -1258,3 +1258,17 @@ async def test_pending_migrations_are_reported_without_applying(
         assert await store.pending_migrations() == []
     finally:
         await store.close()
+
+
+async def test_append_inserts_places_and_saves_in_one_step(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    first, second = message(b"one"), message(b"two")
+    async with store.write(conversation_id) as tx:
+        saved = replace(tx.state, message_count=2, updated_at=T0, tail_position=2 * GAP, version=1)
+        await tx.append(
+            [new(first), new(second)], [Item(GAP, first.id), Item(2 * GAP, second.id)], saved
+        )
+    async with store.read() as read:
+        assert await read.conversation(conversation_id) == saved
+        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+    assert page == Page([(GAP, entry(first)), (2 * GAP, entry(second))], more=False)

@@ -107,6 +107,15 @@ class WriteTransaction(ABC):
     async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
         """Store new messages (not yet in the ordering)."""
 
+    async def append(
+        self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
+    ) -> None:
+        """insert_messages, place and save as one step, which a backend may
+        send as one statement (appends are the hot path)."""
+        await self.insert_messages(messages)
+        await self.place(items)
+        await self.save(state)
+
     @abstractmethod
     async def place(self, items: Sequence[Item]) -> None:
         """Put existing, currently detached messages into the ordering."""

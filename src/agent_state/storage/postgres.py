@@ -189,6 +189,25 @@ INSERT INTO conversation_items (conversation_id, position, message_id)
 SELECT %s, * FROM unnest(%s::bigint[], %s::uuid[])
 """
 
+# An append's three writes in one statement: the rows inserted by the
+# first two are checked against their foreign keys at the end of it.
+_APPEND = """
+WITH inserted AS (
+    INSERT INTO messages
+        (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
+    SELECT %(conversation)s, * FROM unnest(
+        %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
+        %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
+), placed AS (
+    INSERT INTO conversation_items (conversation_id, position, message_id)
+    SELECT %(conversation)s, * FROM unnest(%(positions)s::bigint[], %(placed)s::uuid[])
+)
+UPDATE conversations
+SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
+    layout_version = %(layout)s, version = %(version)s
+WHERE id = %(conversation)s
+"""
+
 _UNPLACE = """
 DELETE FROM conversation_items WHERE conversation_id = %s AND message_id = ANY(%s::uuid[])
 """
@@ -598,6 +617,32 @@ class _PostgresWrite(WriteTransaction):
                 [new.wire_head for new in messages],
                 [new.wire_tail for new in messages],
             ),
+        )
+
+    @_translated
+    async def append(
+        self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
+    ) -> None:
+        await self._run(
+            _APPEND,
+            {
+                "conversation": self._id,
+                "ids": [new.message.id for new in messages],
+                "roles": [new.message.role for new in messages],
+                "kinds": [new.message.kind.encode() for new in messages],
+                "bodies": [new.message.body for new in messages],
+                "digests": [new.body_sha256 for new in messages],
+                "times": [_timestamp(new.message.created_at) for new in messages],
+                "heads": [new.wire_head for new in messages],
+                "tails": [new.wire_tail for new in messages],
+                "positions": [item.position for item in items],
+                "placed": [item.message_id for item in items],
+                "count": state.message_count,
+                "updated_at": _timestamp(state.updated_at),
+                "tail": state.tail_position,
+                "layout": state.layout_version,
+                "version": state.version,
+            },
         )
 
     @_translated
