@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from typing import cast
+from collections.abc import Callable, Iterable, Sequence, Sized
+from typing import Protocol, TypeVar, cast
 
 import grpc
 import pytest
@@ -233,6 +233,28 @@ def list_page(
     return response
 
 
+class _Paged(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+PageT = TypeVar("PageT", bound=_Paged)
+
+
+def _pages(fetch: Callable[[str], PageT], items: Callable[[PageT], Sized]) -> list[PageT]:
+    """Every page of a list, following next_page_token from the first."""
+    pages: list[PageT] = []
+    token = ""
+    while True:
+        page = fetch(token)
+        pages.append(page)
+        assert len(pages) < 10_000, "paging does not terminate"
+        if not page.next_page_token:
+            return pages
+        assert len(items(page)), "a page with a next_page_token must not be empty"
+        token = page.next_page_token
+
+
 def list_pages(
     stub: Stub,
     conversation_id: str,
@@ -241,18 +263,12 @@ def list_pages(
     roles: Sequence[pb.Role] = (),
     kinds: Sequence[str] = (),
 ) -> list[pb.ListConversationMessagesResponse]:
-    pages: list[pb.ListConversationMessagesResponse] = []
-    token = ""
-    while True:
-        page = list_page(
+    return _pages(
+        lambda token: list_page(
             stub, conversation_id, page_size=page_size, page_token=token, roles=roles, kinds=kinds
-        )
-        pages.append(page)
-        assert len(pages) < 10_000, "paging does not terminate"
-        if not page.next_page_token:
-            return pages
-        assert page.messages, "a page with a next_page_token must not be empty"
-        token = page.next_page_token
+        ),
+        lambda page: page.messages,
+    )
 
 
 def list_all(
@@ -285,16 +301,10 @@ def ids_page(
 def ids_pages(
     stub: Stub, conversation_id: str, *, page_size: int = 0
 ) -> list[pb.ListConversationMessageIdsResponse]:
-    pages: list[pb.ListConversationMessageIdsResponse] = []
-    token = ""
-    while True:
-        page = ids_page(stub, conversation_id, page_size=page_size, page_token=token)
-        pages.append(page)
-        assert len(pages) < 10_000, "paging does not terminate"
-        if not page.next_page_token:
-            return pages
-        assert page.message_ids, "a page with a next_page_token must not be empty"
-        token = page.next_page_token
+    return _pages(
+        lambda token: ids_page(stub, conversation_id, page_size=page_size, page_token=token),
+        lambda page: page.message_ids,
+    )
 
 
 def all_ids(stub: Stub, conversation_id: str, *, page_size: int = MAX_PAGE_SIZE) -> list[str]:
@@ -361,16 +371,10 @@ def snapshot_page(
 def snapshot_pages(
     stub: Stub, snapshot_id: str, *, page_size: int = 0
 ) -> list[pb.ListSnapshotMessagesResponse]:
-    pages: list[pb.ListSnapshotMessagesResponse] = []
-    token = ""
-    while True:
-        page = snapshot_page(stub, snapshot_id, page_size=page_size, page_token=token)
-        pages.append(page)
-        assert len(pages) < 10_000, "paging does not terminate"
-        if not page.next_page_token:
-            return pages
-        assert page.messages, "a page with a next_page_token must not be empty"
-        token = page.next_page_token
+    return _pages(
+        lambda token: snapshot_page(stub, snapshot_id, page_size=page_size, page_token=token),
+        lambda page: page.messages,
+    )
 
 
 def snapshot_messages(
@@ -394,16 +398,10 @@ def snapshot_ids_page(
 def snapshot_ids_pages(
     stub: Stub, snapshot_id: str, *, page_size: int = 0
 ) -> list[pb.ListSnapshotMessageIdsResponse]:
-    pages: list[pb.ListSnapshotMessageIdsResponse] = []
-    token = ""
-    while True:
-        page = snapshot_ids_page(stub, snapshot_id, page_size=page_size, page_token=token)
-        pages.append(page)
-        assert len(pages) < 10_000, "paging does not terminate"
-        if not page.next_page_token:
-            return pages
-        assert page.message_ids, "a page with a next_page_token must not be empty"
-        token = page.next_page_token
+    return _pages(
+        lambda token: snapshot_ids_page(stub, snapshot_id, page_size=page_size, page_token=token),
+        lambda page: page.message_ids,
+    )
 
 
 def snapshot_ids(stub: Stub, snapshot_id: str, *, page_size: int = MAX_PAGE_SIZE) -> list[str]:
