@@ -179,34 +179,26 @@ ORDER BY position LIMIT %s
 _INSERT_MESSAGES = """
 INSERT INTO messages
     (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
-SELECT %s, * FROM unnest(
-    %s::uuid[], %s::smallint[], %s::bytea[], %s::bytea[], %s::bytea[], %s::timestamptz[],
-    %s::bytea[], %s::bytea[])
+SELECT %(conversation)s, * FROM unnest(
+    %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
+    %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
 """
 
 _PLACE = """
 INSERT INTO conversation_items (conversation_id, position, message_id)
-SELECT %s, * FROM unnest(%s::bigint[], %s::uuid[])
+SELECT %(conversation)s, * FROM unnest(%(positions)s::bigint[], %(placed)s::uuid[])
 """
 
-# An append's three writes in one statement: the rows inserted by the
-# first two are checked against their foreign keys at the end of it.
-_APPEND = """
-WITH inserted AS (
-    INSERT INTO messages
-        (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
-    SELECT %(conversation)s, * FROM unnest(
-        %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
-        %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
-), placed AS (
-    INSERT INTO conversation_items (conversation_id, position, message_id)
-    SELECT %(conversation)s, * FROM unnest(%(positions)s::bigint[], %(placed)s::uuid[])
-)
+_SAVE = """
 UPDATE conversations
 SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
     layout_version = %(layout)s, version = %(version)s
 WHERE id = %(conversation)s
 """
+
+# An append's three writes in one statement: the rows inserted by the
+# first two are checked against their foreign keys at the end of it.
+_APPEND = f"WITH inserted AS ({_INSERT_MESSAGES}), placed AS ({_PLACE}) {_SAVE}"
 
 _UNPLACE = """
 DELETE FROM conversation_items WHERE conversation_id = %s AND message_id = ANY(%s::uuid[])
@@ -242,12 +234,6 @@ SELECT layout_version, lower_bound, upper_bound, old_positions, new_positions
 FROM conversation_renumberings
 WHERE conversation_id = %s AND layout_version > %s
 ORDER BY layout_version
-"""
-
-_SAVE = """
-UPDATE conversations
-SET message_count = %s, updated_at = %s, tail_position = %s, layout_version = %s, version = %s
-WHERE id = %s
 """
 
 _INSERT_SNAPSHOT = """
@@ -602,57 +588,50 @@ class _PostgresWrite(WriteTransaction):
 
     @_translated
     async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
-        if not messages:
-            return
-        await self._run(
-            _INSERT_MESSAGES,
-            (
-                self._id,
-                [new.message.id for new in messages],
-                [new.message.role for new in messages],
-                [new.message.kind.encode() for new in messages],
-                [new.message.body for new in messages],
-                [new.body_sha256 for new in messages],
-                [_timestamp(new.message.created_at) for new in messages],
-                [new.wire_head for new in messages],
-                [new.wire_tail for new in messages],
-            ),
-        )
+        if messages:
+            await self._run(_INSERT_MESSAGES, self._message_params(messages))
 
     @_translated
     async def append(
         self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
     ) -> None:
-        await self._run(
-            _APPEND,
-            {
-                "conversation": self._id,
-                "ids": [new.message.id for new in messages],
-                "roles": [new.message.role for new in messages],
-                "kinds": [new.message.kind.encode() for new in messages],
-                "bodies": [new.message.body for new in messages],
-                "digests": [new.body_sha256 for new in messages],
-                "times": [_timestamp(new.message.created_at) for new in messages],
-                "heads": [new.wire_head for new in messages],
-                "tails": [new.wire_tail for new in messages],
-                "positions": [item.position for item in items],
-                "placed": [item.message_id for item in items],
-                "count": state.message_count,
-                "updated_at": _timestamp(state.updated_at),
-                "tail": state.tail_position,
-                "layout": state.layout_version,
-                "version": state.version,
-            },
-        )
+        params = self._message_params(messages) | self._place_params(items)
+        await self._run(_APPEND, params | self._save_params(state))
 
     @_translated
     async def place(self, items: Sequence[Item]) -> None:
-        if not items:
-            return
-        await self._run(
-            _PLACE,
-            (self._id, [item.position for item in items], [item.message_id for item in items]),
-        )
+        if items:
+            await self._run(_PLACE, self._place_params(items))
+
+    def _message_params(self, messages: Sequence[NewMessage]) -> dict[str, Any]:
+        return {
+            "conversation": self._id,
+            "ids": [new.message.id for new in messages],
+            "roles": [new.message.role for new in messages],
+            "kinds": [new.message.kind.encode() for new in messages],
+            "bodies": [new.message.body for new in messages],
+            "digests": [new.body_sha256 for new in messages],
+            "times": [_timestamp(new.message.created_at) for new in messages],
+            "heads": [new.wire_head for new in messages],
+            "tails": [new.wire_tail for new in messages],
+        }
+
+    def _place_params(self, items: Sequence[Item]) -> dict[str, Any]:
+        return {
+            "conversation": self._id,
+            "positions": [item.position for item in items],
+            "placed": [item.message_id for item in items],
+        }
+
+    def _save_params(self, state: ConversationState) -> dict[str, Any]:
+        return {
+            "conversation": self._id,
+            "count": state.message_count,
+            "updated_at": _timestamp(state.updated_at),
+            "tail": state.tail_position,
+            "layout": state.layout_version,
+            "version": state.version,
+        }
 
     @_translated
     async def unplace(self, message_ids: Sequence[UUID]) -> None:
@@ -686,17 +665,7 @@ class _PostgresWrite(WriteTransaction):
 
     @_translated
     async def save(self, state: ConversationState) -> None:
-        await self._run(
-            _SAVE,
-            (
-                state.message_count,
-                _timestamp(state.updated_at),
-                state.tail_position,
-                state.layout_version,
-                state.version,
-                self._id,
-            ),
-        )
+        await self._run(_SAVE, self._save_params(state))
 
     @_translated
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:

@@ -302,36 +302,47 @@ class _SqliteWrite(WriteTransaction):
         return [Item(p, UUID(bytes=mid)) for p, mid in await self._conn.run(query)]
 
     async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
-        rows = [
-            (
-                self._key,
-                new.message.id.bytes,
-                new.message.role,
-                new.message.kind.encode("utf-8"),
-                new.message.body,
-                new.body_sha256,
-                new.message.created_at,
-                new.wire_head,
-                new.wire_tail,
-            )
-            for new in messages
-        ]
-        await self._conn.run(
-            lambda db: db.executemany(
-                "INSERT INTO messages (conversation_id, id, role, kind, body, body_sha256,"
-                " created_at, wire_head, wire_tail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        )
+        await self._conn.run(lambda db: self._insert_messages(db, messages))
 
     async def place(self, items: Sequence[Item]) -> None:
-        rows = [(self._key, item.position, item.message_id.bytes) for item in items]
-        await self._conn.run(
-            lambda db: db.executemany(
-                "INSERT INTO conversation_items (conversation_id, position, message_id)"
-                " VALUES (?, ?, ?)",
-                rows,
-            )
+        await self._conn.run(lambda db: self._place(db, items))
+
+    async def append(
+        self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
+    ) -> None:
+        def append(db: sqlite3.Connection) -> None:
+            # One trip to the connection's thread for the three writes.
+            self._insert_messages(db, messages)
+            self._place(db, items)
+            self._save(db, state)
+
+        await self._conn.run(append)
+
+    def _insert_messages(self, db: sqlite3.Connection, messages: Sequence[NewMessage]) -> None:
+        db.executemany(
+            "INSERT INTO messages (conversation_id, id, role, kind, body, body_sha256,"
+            " created_at, wire_head, wire_tail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    self._key,
+                    new.message.id.bytes,
+                    new.message.role,
+                    new.message.kind.encode("utf-8"),
+                    new.message.body,
+                    new.body_sha256,
+                    new.message.created_at,
+                    new.wire_head,
+                    new.wire_tail,
+                )
+                for new in messages
+            ],
+        )
+
+    def _place(self, db: sqlite3.Connection, items: Sequence[Item]) -> None:
+        db.executemany(
+            "INSERT INTO conversation_items (conversation_id, position, message_id)"
+            " VALUES (?, ?, ?)",
+            [(self._key, item.position, item.message_id.bytes) for item in items],
         )
 
     async def unplace(self, message_ids: Sequence[UUID]) -> None:
@@ -390,19 +401,20 @@ class _SqliteWrite(WriteTransaction):
         await self._conn.run(renumber)
 
     async def save(self, state: ConversationState) -> None:
-        await self._conn.run(
-            lambda db: db.execute(
-                "UPDATE conversations SET message_count = ?, updated_at = ?,"
-                " tail_position = ?, layout_version = ?, version = ? WHERE id = ?",
-                (
-                    state.message_count,
-                    state.updated_at,
-                    state.tail_position,
-                    state.layout_version,
-                    state.version,
-                    self._key,
-                ),
-            )
+        await self._conn.run(lambda db: self._save(db, state))
+
+    def _save(self, db: sqlite3.Connection, state: ConversationState) -> None:
+        db.execute(
+            "UPDATE conversations SET message_count = ?, updated_at = ?,"
+            " tail_position = ?, layout_version = ?, version = ? WHERE id = ?",
+            (
+                state.message_count,
+                state.updated_at,
+                state.tail_position,
+                state.layout_version,
+                state.version,
+                self._key,
+            ),
         )
 
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
