@@ -97,3 +97,23 @@ def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "port 0" in result.stderr
+
+
+def test_a_stop_while_workers_start_is_clean(
+    make_database_url: Callable[[], str], tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        database_url=make_database_url(),
+        log_path=tmp_path / "early.log",
+        extra_args=["--workers", "2"],
+    ).start()
+    try:
+        assert server.process is not None
+        deadline = time.monotonic() + 20
+        while len(_children(server.process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(_children(server.process.pid)) == 2, server.describe()
+        code = server.terminate(timeout=20)  # the workers are still starting
+    finally:
+        server.terminate()
+    assert code == 0, server.describe()

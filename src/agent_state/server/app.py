@@ -36,7 +36,7 @@ def store_from(settings: Settings) -> Store:
 
 
 class Server:
-    """One running server; `start`, then `wait_for_stop_signal` or `stop`."""
+    """One running server: `start`, then `stop`."""
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self._settings = settings
@@ -108,16 +108,19 @@ class Server:
                 return
             await asyncio.sleep(_QUIET_SECONDS / 5)
 
-    async def wait_for_stop_signal(self) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        log.info("stop signal received; draining in-flight calls")
+
+def _stop_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, installed before start-up so that
+    a signal arriving while the server starts stops it cleanly afterwards."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 async def serve(settings: Settings) -> None:
+    stop = _stop_signal()
     store = store_from(settings)
     server = Server(settings, store)
     await server.start()
@@ -127,6 +130,7 @@ async def serve(settings: Settings) -> None:
         else f"sqlite file {settings.sqlite_path}"
     )
     log.info("agent-state listening on %s (%s)", settings.grpc_address, backend)
-    await server.wait_for_stop_signal()
+    await stop.wait()
+    log.info("stop signal received; draining in-flight calls")
     await server.stop()
     log.info("stopped")

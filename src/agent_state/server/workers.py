@@ -31,8 +31,7 @@ def run_workers(settings: Settings) -> int:
     environment.update(settings.model_copy(update={"workers": 1}).environment())
     environment["AGENT_STATE_MIGRATE_ON_START"] = "false"
     command = [sys.executable, "-m", "agent_state", "serve"]
-    workers = [subprocess.Popen(command, env=environment) for _ in range(settings.workers)]
-    log.info("started %d workers on %s", len(workers), settings.grpc_address)
+    workers: list[subprocess.Popen[bytes]] = []
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -42,19 +41,31 @@ def run_workers(settings: Settings) -> int:
             if worker.poll() is None:
                 worker.send_signal(signum)
 
+    # Handlers first: a stop must reach every worker that was started.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for _ in range(settings.workers):
+        if not stopping:
+            workers.append(subprocess.Popen(command, env=environment))
+    log.info("started %d workers on %s", len(workers), settings.grpc_address)
     code = 0
-    while any(worker.poll() is None for worker in workers):
+    while True:
+        running = False
         for worker in workers:
             status = worker.poll()
-            if status is not None and status != 0 and code == 0:
+            if status is None:
+                running = True
+            elif status != 0 and code == 0 and not _stopped_while_starting(status, stopping):
                 code = status if status > 0 else 1
                 if not stopping:
                     log.error("worker %d exited with %d; stopping the others", worker.pid, status)
                     forward(signal.SIGTERM, None)
+        if not running:
+            return code
         time.sleep(0.1)
-    for worker in workers:
-        if worker.returncode not in (0, None) and code == 0:
-            code = worker.returncode if worker.returncode > 0 else 1
-    return code
+
+
+def _stopped_while_starting(status: int, stopping: bool) -> bool:
+    """A worker killed by the stop signal we forwarded had not installed its
+    handler yet, so it was still starting and had no calls to drain."""
+    return stopping and -status in (signal.SIGTERM, signal.SIGINT)
