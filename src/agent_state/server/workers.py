@@ -45,8 +45,14 @@ def run_workers(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for _ in range(settings.workers):
-        if not stopping:
-            workers.append(subprocess.Popen(command, env=environment))
+        if stopping:
+            break
+        worker = subprocess.Popen(command, env=environment)
+        workers.append(worker)
+        if stopping:
+            # The stop came while this one was being started, so it may
+            # have missed it (a second signal is harmless).
+            worker.send_signal(signal.SIGTERM)
     log.info("started %d workers on %s", len(workers), settings.grpc_address)
     code = 0
     while True:
