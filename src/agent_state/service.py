@@ -102,10 +102,29 @@ class ConversationService:
         conversation = parse_uuid(conversation_id, "conversation_id")
         rules.validate_append(inputs, self._limits)
         digests = [hashlib.sha256(message.body).digest() for message in inputs]
+        # Usually the clock has moved on since the conversation's last change
+        # and its position space has room: then updated_at is simply now, the
+        # entries go one GAP apart after the tail, and the store does it all
+        # in one step. Otherwise (a clock that stood still or stepped back,
+        # positions used up) the general path below applies the full rules.
+        now = self._clock()
+        messages = [
+            _new_message(conversation, message, digest, now)
+            for message, digest in zip(inputs, digests, strict=True)
+        ]
+        fast = await self._store.append_at_tail(
+            conversation,
+            messages,
+            updated_at=now,
+            gap=positions.GAP,
+            max_position=positions.MAX_POSITION,
+        )
+        if fast is not None:
+            return Appended(fast, messages)
         async with self._store.write(conversation, create=True) as tx:
             state = tx.state
             slots = positions.append_positions(state.tail_position, len(inputs))
-            updated_at = rules.next_updated_at(state.updated_at, self._clock())
+            updated_at = rules.next_updated_at(state.updated_at, now)
             messages = [
                 _new_message(conversation, message, digest, updated_at)
                 for message, digest in zip(inputs, digests, strict=True)

@@ -1272,3 +1272,110 @@ async def test_append_inserts_places_and_saves_in_one_step(store: Store) -> None
         assert await read.conversation(conversation_id) == saved
         page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
     assert page == Page([(GAP, entry(first)), (2 * GAP, entry(second))], more=False)
+
+
+# --- append_at_tail ------------------------------------------------------------
+
+
+async def _append_at_tail(
+    store: Store, conversation_id: UUID, messages: Sequence[StoredMessage], updated_at: int
+) -> ConversationState | None:
+    return await store.append_at_tail(
+        conversation_id,
+        [new(m) for m in messages],
+        updated_at=updated_at,
+        gap=GAP,
+        max_position=MAX_POSITION,
+    )
+
+
+async def test_append_at_tail_creates_and_appends(store: Store) -> None:
+    conversation_id = uuid4()
+    first, second = message(b"one"), message(b"two")
+    state = await _append_at_tail(store, conversation_id, [first, second], T0)
+    expected = ConversationState(conversation_id, 2, T0, 2 * GAP, 0, 1)
+    assert state == expected
+    async with store.read() as read:
+        assert await read.conversation(conversation_id) == expected
+        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+    assert page == Page([(GAP, entry(first)), (2 * GAP, entry(second))], more=False)
+
+
+async def test_append_at_tail_continues_after_the_tail(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    # A detached message and an entry far out: the tail, not the count, decides.
+    await add(store, conversation_id, [message(), message()], [None, 7 * GAP])
+    async with store.write(conversation_id) as tx:
+        await tx.save(replace(tx.state, updated_at=T0, layout_version=3, version=5))
+    third = message(b"three")
+    state = await _append_at_tail(store, conversation_id, [third], T0 + 1)
+    assert state == ConversationState(conversation_id, 3, T0 + 1, 8 * GAP, 3, 6)
+    async with store.read() as read:
+        assert await read.conversation(conversation_id) == state
+        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+    assert [position for position, _ in page.rows] == [7 * GAP, 8 * GAP]
+    assert page.rows[-1][1] == entry(third)
+
+
+@pytest.mark.parametrize("updated_at", [T0, T0 - 1])
+async def test_append_at_tail_declines_unless_time_moved_on(store: Store, updated_at: int) -> None:
+    conversation_id = await new_conversation(store)
+    async with store.write(conversation_id) as tx:
+        saved = replace(tx.state, updated_at=T0)
+        await tx.save(saved)
+    assert await _append_at_tail(store, conversation_id, [message()], updated_at) is None
+    async with store.read() as read:
+        assert await read.conversation(conversation_id) == saved
+        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+    assert page.rows == []
+
+
+async def test_append_at_tail_declines_past_the_position_space(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    async with store.write(conversation_id) as tx:
+        saved = replace(tx.state, tail_position=MAX_POSITION - 2 * GAP + 1)
+        await tx.save(saved)
+    assert await _append_at_tail(store, conversation_id, [message()] * 2, T0) is None
+    fits = await _append_at_tail(store, conversation_id, [message()], T0)
+    assert fits is not None
+    assert fits.tail_position == MAX_POSITION - GAP + 1
+    async with store.read() as read:
+        assert (await read.conversation(conversation_id)).message_count == 1
+
+
+async def test_append_at_tail_waits_for_the_lock_and_rechecks(store: Store) -> None:
+    """Appends queued behind a transaction see its outcome: with one clock
+    reading between them, exactly one lands, after the holder's entry."""
+    conversation_id = await new_conversation(store)
+    started = asyncio.Event()
+    release = asyncio.Event()
+    held = message()
+
+    async def hold() -> None:
+        async with store.write(conversation_id) as tx:
+            started.set()
+            await release.wait()
+            await tx.append(
+                [new(held)],
+                [Item(GAP, held.id)],
+                replace(tx.state, message_count=1, tail_position=GAP, updated_at=T0, version=1),
+            )
+
+    holder = asyncio.create_task(hold())
+    await started.wait()
+    racers = [
+        asyncio.create_task(_append_at_tail(store, conversation_id, [message()], T0 + 1))
+        for _ in range(4)
+    ]
+    await asyncio.sleep(0.05)
+    assert not any(racer.done() for racer in racers)
+    release.set()
+    await holder
+    states = [await racer for racer in racers]
+    landed = [state for state in states if state is not None]
+    assert landed == [ConversationState(conversation_id, 2, T0 + 1, 2 * GAP, 0, 2)]
+    async with store.read() as read:
+        assert await read.conversation(conversation_id) == landed[0]
+        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+    assert [position for position, _ in page.rows] == [GAP, 2 * GAP]
+    assert page.rows[0][1] == entry(held)

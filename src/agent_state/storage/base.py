@@ -167,6 +167,27 @@ class Store(ABC):
         checks as migrate), without applying anything."""
 
     @abstractmethod
+    async def append_at_tail(
+        self,
+        conversation_id: UUID,
+        messages: Sequence[NewMessage],
+        *,
+        updated_at: int,
+        gap: int,
+        max_position: int,
+    ) -> ConversationState | None:
+        """The common append as one step, whose arithmetic the caller chose.
+
+        Creates the conversation if it is absent. Then, only if its
+        updated_at is below `updated_at` and tail_position + gap * n stays
+        within `max_position` (n = len(messages)): stores the messages at
+        positions tail_position + gap, + 2 gap, ..., adds n to message_count,
+        moves tail_position to the last of them, sets updated_at, adds 1 to
+        version, and returns the new state. Otherwise it writes nothing and
+        returns None (the caller then appends through `write`).
+        """
+
+    @abstractmethod
     def read(self) -> AbstractAsyncContextManager[ReadTransaction]:
         """A read-only transaction over one consistent state."""
 

@@ -200,6 +200,33 @@ WHERE id = %(conversation)s
 # first two are checked against their foreign keys at the end of it.
 _APPEND = f"WITH inserted AS ({_INSERT_MESSAGES}), placed AS ({_PLACE}) {_SAVE}"
 
+# A whole common append in one statement, one implicit transaction: the
+# upsert creates or locks the conversation row and moves its counters only
+# when the condition holds; its RETURNING row gates and positions the
+# inserts (no row: nothing is written).
+_APPEND_AT_TAIL = f"""
+WITH conversation AS (
+    INSERT INTO conversations AS c
+        (id, message_count, tail_position, layout_version, version, created_at, updated_at)
+    VALUES (%(conversation)s, %(count)s, %(count)s * %(gap)s, 0, 1, now(), %(updated_at)s)
+    ON CONFLICT (id) DO UPDATE
+    SET message_count = c.message_count + %(count)s,
+        tail_position = c.tail_position + %(count)s * %(gap)s,
+        version = c.version + 1,
+        updated_at = %(updated_at)s
+    WHERE c.updated_at < %(updated_at)s
+        AND c.tail_position <= %(max_position)s - %(count)s * %(gap)s
+    RETURNING message_count, updated_at, tail_position, layout_version, version
+), inserted AS (
+    {_INSERT_MESSAGES} WHERE EXISTS (SELECT FROM conversation)
+), placed AS (
+    INSERT INTO conversation_items (conversation_id, position, message_id)
+    SELECT %(conversation)s, c.tail_position - %(gap)s * (%(count)s - entry.n), entry.id
+    FROM conversation AS c, unnest(%(ids)s::uuid[]) WITH ORDINALITY AS entry(id, n)
+)
+SELECT * FROM conversation
+"""
+
 _UNPLACE = """
 DELETE FROM conversation_items WHERE conversation_id = %s AND message_id = ANY(%s::uuid[])
 """
@@ -409,6 +436,20 @@ def _budgeted_rows(rows: list[tuple[Any, ...]], limit: int) -> Page[tuple[int, b
     return Page(page, more=False)
 
 
+def _message_params(conversation_id: UUID, messages: Sequence[NewMessage]) -> dict[str, Any]:
+    return {
+        "conversation": conversation_id,
+        "ids": [new.message.id for new in messages],
+        "roles": [new.message.role for new in messages],
+        "kinds": [new.message.kind.encode() for new in messages],
+        "bodies": [new.message.body for new in messages],
+        "digests": [new.body_sha256 for new in messages],
+        "times": [_timestamp(new.message.created_at) for new in messages],
+        "heads": [new.wire_head for new in messages],
+        "tails": [new.wire_tail for new in messages],
+    }
+
+
 def _limited(rows: list[tuple[Any, ...]], limit: int) -> tuple[list[tuple[Any, ...]], bool]:
     """Rows of a query run with LIMIT limit + 1, and whether more exist."""
     return rows[:limit], len(rows) > limit
@@ -604,17 +645,7 @@ class _PostgresWrite(WriteTransaction):
             await self._run(_PLACE, self._place_params(items))
 
     def _message_params(self, messages: Sequence[NewMessage]) -> dict[str, Any]:
-        return {
-            "conversation": self._id,
-            "ids": [new.message.id for new in messages],
-            "roles": [new.message.role for new in messages],
-            "kinds": [new.message.kind.encode() for new in messages],
-            "bodies": [new.message.body for new in messages],
-            "digests": [new.body_sha256 for new in messages],
-            "times": [_timestamp(new.message.created_at) for new in messages],
-            "heads": [new.wire_head for new in messages],
-            "tails": [new.wire_tail for new in messages],
-        }
+        return _message_params(self._id, messages)
 
     def _place_params(self, items: Sequence[Item]) -> dict[str, Any]:
         return {
@@ -805,6 +836,30 @@ class PostgresStore(Store):
                 applied = {version: checksum for version, checksum in await cursor.fetchall()}
         known = migrations.load("postgres")
         return [migration.version for migration in migrations.pending(known, applied)]
+
+    async def append_at_tail(
+        self,
+        conversation_id: UUID,
+        messages: Sequence[NewMessage],
+        *,
+        updated_at: int,
+        gap: int,
+        max_position: int,
+    ) -> ConversationState | None:
+        params = _message_params(conversation_id, messages) | {
+            "count": len(messages),
+            "updated_at": _timestamp(updated_at),
+            "gap": gap,
+            "max_position": max_position,
+        }
+        try:
+            # An autocommit connection outside a pipeline: one round trip.
+            async with self._opened().connection() as conn:
+                cursor = await conn.execute(_APPEND_AT_TAIL, params, binary=True)
+                row = await cursor.fetchone()
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable() from exc
+        return None if row is None else _state(conversation_id, row)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:

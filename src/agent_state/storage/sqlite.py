@@ -246,6 +246,34 @@ def _snapshot_slice(
     return [data[offset : offset + 16] for offset in range(0, len(data), 16)]
 
 
+def _insert_messages(db: sqlite3.Connection, key: bytes, messages: Sequence[NewMessage]) -> None:
+    db.executemany(
+        "INSERT INTO messages (conversation_id, id, role, kind, body, body_sha256,"
+        " created_at, wire_head, wire_tail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                key,
+                new.message.id.bytes,
+                new.message.role,
+                new.message.kind.encode("utf-8"),
+                new.message.body,
+                new.body_sha256,
+                new.message.created_at,
+                new.wire_head,
+                new.wire_tail,
+            )
+            for new in messages
+        ],
+    )
+
+
+def _place(db: sqlite3.Connection, key: bytes, items: Sequence[Item]) -> None:
+    db.executemany(
+        "INSERT INTO conversation_items (conversation_id, position, message_id) VALUES (?, ?, ?)",
+        [(key, item.position, item.message_id.bytes) for item in items],
+    )
+
+
 class _SqliteWrite(WriteTransaction):
     def __init__(self, conn: _Connection, state: ConversationState) -> None:
         self._conn = conn
@@ -302,48 +330,21 @@ class _SqliteWrite(WriteTransaction):
         return [Item(p, UUID(bytes=mid)) for p, mid in await self._conn.run(query)]
 
     async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
-        await self._conn.run(lambda db: self._insert_messages(db, messages))
+        await self._conn.run(lambda db: _insert_messages(db, self._key, messages))
 
     async def place(self, items: Sequence[Item]) -> None:
-        await self._conn.run(lambda db: self._place(db, items))
+        await self._conn.run(lambda db: _place(db, self._key, items))
 
     async def append(
         self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
     ) -> None:
         def append(db: sqlite3.Connection) -> None:
             # One trip to the connection's thread for the three writes.
-            self._insert_messages(db, messages)
-            self._place(db, items)
+            _insert_messages(db, self._key, messages)
+            _place(db, self._key, items)
             self._save(db, state)
 
         await self._conn.run(append)
-
-    def _insert_messages(self, db: sqlite3.Connection, messages: Sequence[NewMessage]) -> None:
-        db.executemany(
-            "INSERT INTO messages (conversation_id, id, role, kind, body, body_sha256,"
-            " created_at, wire_head, wire_tail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    self._key,
-                    new.message.id.bytes,
-                    new.message.role,
-                    new.message.kind.encode("utf-8"),
-                    new.message.body,
-                    new.body_sha256,
-                    new.message.created_at,
-                    new.wire_head,
-                    new.wire_tail,
-                )
-                for new in messages
-            ],
-        )
-
-    def _place(self, db: sqlite3.Connection, items: Sequence[Item]) -> None:
-        db.executemany(
-            "INSERT INTO conversation_items (conversation_id, position, message_id)"
-            " VALUES (?, ?, ?)",
-            [(self._key, item.position, item.message_id.bytes) for item in items],
-        )
 
     async def unplace(self, message_ids: Sequence[UUID]) -> None:
         rows = [(self._key, message_id.bytes) for message_id in message_ids]
@@ -554,6 +555,55 @@ class SqliteStore(Store):
         recorded = await self._writer.run(applied)
         known = migrations.load("sqlite")
         return [migration.version for migration in migrations.pending(known, recorded)]
+
+    async def append_at_tail(
+        self,
+        conversation_id: UUID,
+        messages: Sequence[NewMessage],
+        *,
+        updated_at: int,
+        gap: int,
+        max_position: int,
+    ) -> ConversationState | None:
+        key = conversation_id.bytes
+        count = len(messages)
+
+        def append(db: sqlite3.Connection) -> Any:
+            # One trip to the writer's thread for the whole transaction.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT OR IGNORE INTO conversations (id, created_at, updated_at)"
+                    " VALUES (?, ?, 0)",
+                    (key, now_micros()),
+                )
+                row = db.execute(
+                    "UPDATE conversations SET message_count = message_count + ?,"
+                    " tail_position = tail_position + ?, version = version + 1, updated_at = ?"
+                    " WHERE id = ? AND updated_at < ? AND tail_position <= ?"
+                    f" RETURNING {_CONVERSATION_COLUMNS}",
+                    (count, count * gap, updated_at, key, updated_at, max_position - count * gap),
+                ).fetchone()
+                if row is not None:
+                    tail = row[3]
+                    _insert_messages(db, key, messages)
+                    _place(
+                        db,
+                        key,
+                        [
+                            Item(tail - gap * (count - 1 - index), new.message.id)
+                            for index, new in enumerate(messages)
+                        ],
+                    )
+                db.execute("COMMIT")
+                return row
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        async with self._write_lock:
+            row = await self._writer.run(append)
+        return None if row is None else _state(row)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:
