@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONTRACT ?= buf.build/agynio/api
 
-.PHONY: install run test lint typecheck check generate check-generated lock clean bench bench-smoke
+.PHONY: install run test lint lint-deploy typecheck check generate check-generated lock clean bench bench-smoke
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ bench-smoke: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+## lint-deploy: hadolint on the Dockerfile, then the checks of the Dockerfile, compose and Kubernetes files
+lint-deploy: install
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/pytest -q tests/packaging
 
 typecheck: install
 	$(BIN)/mypy

@@ -55,6 +55,28 @@ def postgres_url_from_conninfo(
     return f"postgresql://{auth}@{target_host}:{target_port}/{dbname}"
 
 
+def run_agent_state(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m agent_state ARGS`` with output captured (so stdout is no
+    TTY), in an environment holding no setting except those in `env`."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("AGENT_STATE_") and name not in ("DATABASE_URL", "GRPC_ADDRESS")
+    }
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "agent_state", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        input=stdin,
+    )
+
+
 def health_check(
     channel: grpc.Channel, service: str, *, timeout: float
 ) -> health_pb2.HealthCheckResponse:
@@ -78,6 +100,9 @@ class ServerProcess:
     log_path: Path
     port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    # How wait_ready reaches a server that serves TLS.
+    credentials: grpc.ChannelCredentials | None = None
     process: subprocess.Popen[bytes] | None = None
     _log_file: IO[bytes] | None = None
 
@@ -96,6 +121,7 @@ class ServerProcess:
         else:
             command += ["--grpc-address", self.address, "--database-url", self.database_url]
         command += self.extra_args
+        env.update(self.env)
         self._log_file = self.log_path.open("wb")
         self.process = subprocess.Popen(
             command,
@@ -123,7 +149,12 @@ class ServerProcess:
         assert self.process is not None, "start() first"
         deadline = time.monotonic() + timeout
         last_error = "no health answer yet"
-        with grpc.insecure_channel(self.address) as channel:
+        channel = (
+            grpc.insecure_channel(self.address)
+            if self.credentials is None
+            else grpc.secure_channel(self.address, self.credentials)
+        )
+        with channel:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise AssertionError(f"server exited before it was ready: {self.describe()}")

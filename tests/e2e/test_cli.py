@@ -3,33 +3,20 @@ end with one clear line and the documented exit code."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-
-def _agent_state(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GRPC_ADDRESS")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "agent_state", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-    )
+from .server_process import run_agent_state
 
 
 def test_migrate_applies_once(make_database_url: Callable[[], str]) -> None:
     url = make_database_url()
-    first = _agent_state("migrate", "--database-url", url)
+    first = run_agent_state("migrate", "--database-url", url)
     assert first.returncode == 0, first.stderr
     assert "applied migrations: [1]" in first.stdout
-    again = _agent_state("migrate", "--database-url", url)
+    again = run_agent_state("migrate", "--database-url", url)
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout
 
@@ -38,14 +25,14 @@ def test_migrate_applies_once(make_database_url: Callable[[], str]) -> None:
     "url", ["mysql://root@localhost/db", "sqlite://relative.db", "file:///tmp/x.db"]
 )
 def test_unsupported_database_urls_are_refused(url: str) -> None:
-    result = _agent_state("migrate", "--database-url", url)
+    result = run_agent_state("migrate", "--database-url", url)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert "URL" in result.stderr
 
 
 def test_a_bad_setting_names_itself(tmp_path: Path) -> None:
-    result = _agent_state(
+    result = run_agent_state(
         "serve", "--sqlite-path", str(tmp_path / "x.db"), env={"AGENT_STATE_MAX_PAGE_SIZE": "lots"}
     )
     assert result.returncode == 2
@@ -55,7 +42,7 @@ def test_a_bad_setting_names_itself(tmp_path: Path) -> None:
 
 def test_unreachable_postgres_fails_without_leaking_the_password() -> None:
     # Nothing listens on port 1.
-    result = _agent_state(
+    result = run_agent_state(
         "migrate", "--database-url", "postgresql://someone:s3cret-pw@127.0.0.1:1/db"
     )
     assert result.returncode == 1
@@ -67,7 +54,7 @@ def test_unreachable_postgres_fails_without_leaking_the_password() -> None:
 def test_serving_without_migrating_an_unmigrated_database_refuses_to_start(
     make_database_url: Callable[[], str],
 ) -> None:
-    result = _agent_state(
+    result = run_agent_state(
         "serve", "--no-migrate", "--grpc-address", "127.0.0.1:0", "--database-url",
         make_database_url(),
     )  # fmt: skip

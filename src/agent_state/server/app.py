@@ -6,15 +6,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
+from .. import logs
 from ..config import Settings
 from ..service import ConversationService
 from ..storage import Store, make_store
 from ..storage.migrations import MigrationError
+from . import tracing
+from .auth import ReadAuthInterceptor, Tokens
+from .observe import Metrics, Observer
 from .servicer import SERVICE_NAME, AgentStateServicer, register
 
 log = logging.getLogger("agent_state.server")
@@ -42,14 +48,20 @@ class Server:
         self._settings = settings
         self._store = store
         self._health = health.aio.HealthServicer()
+        tokens = Tokens(settings.tokens())
+        self._tokens = tokens or None
         self._grpc = grpc.aio.server(
+            interceptors=[ReadAuthInterceptor(tokens, f"/{SERVICE_NAME}/")] if tokens else [],
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 ("grpc.max_send_message_length", -1),
-            ]
+            ],
         )
         self.port = 0
+        self.metrics_port = 0
         self._servicer: AgentStateServicer | None = None
+        self._metrics = Metrics(store) if settings.metrics_address else None
+        self._metrics_server: WSGIServer | None = None
 
     async def start(self) -> None:
         await self._store.open()
@@ -65,21 +77,49 @@ class Server:
                 )
             service = ConversationService(self._store, self._settings.limits())
             self._servicer = AgentStateServicer(service)
-            register(self._grpc, self._servicer)
+            register(self._grpc, self._servicer, Observer(self._metrics), self._tokens)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
             )
-            self.port = self._grpc.add_insecure_port(self._settings.grpc_address)
-            if not self.port:
-                raise OSError(f"cannot listen on {self._settings.grpc_address}")
+            self.port = self._listen()
+            if self._metrics is not None and self._settings.metrics_address:
+                host, _, port = self._settings.metrics_address.rpartition(":")
+                self._metrics_server, _thread = start_http_server(
+                    int(port), host.strip("[]"), registry=self._metrics.registry
+                )
+                self.metrics_port = self._metrics_server.server_port
             await self._grpc.start()
         except BaseException:
+            self._stop_metrics()
             await self._store.close()
             raise
         serving = health_pb2.HealthCheckResponse.SERVING
         await self._health.set("", serving)
         await self._health.set(SERVICE_NAME, serving)
+
+    def _listen(self) -> int:
+        settings = self._settings
+        address = settings.grpc_address
+        if settings.tls_cert_file is None or settings.tls_key_file is None:
+            port = self._grpc.add_insecure_port(address)
+        else:
+            ca = settings.tls_client_ca_file
+            credentials = grpc.ssl_server_credentials(
+                [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+                root_certificates=ca.read_bytes() if ca is not None else None,
+                require_client_auth=ca is not None,
+            )
+            port = self._grpc.add_secure_port(address, credentials)
+        if not port:
+            raise OSError(f"cannot listen on {address}")
+        return port
+
+    def _stop_metrics(self) -> None:
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     async def stop(self) -> None:
         """Report NOT_SERVING, drain, refuse new calls, close the database.
@@ -95,7 +135,9 @@ class Server:
         await self._health.enter_graceful_shutdown()
         await self._wait_until_quiet(min(grace, _DISPATCH_SECONDS))
         await self._grpc.stop(grace)
+        self._stop_metrics()
         await self._store.close()
+        tracing.shutdown()
 
     async def _wait_until_quiet(self, limit: float) -> None:
         loop = asyncio.get_running_loop()
@@ -129,7 +171,17 @@ async def serve(settings: Settings) -> None:
         if settings.database_url
         else f"sqlite file {settings.sqlite_path}"
     )
-    log.info("agent-state listening on %s (%s)", settings.grpc_address, backend)
+    log.info(
+        "agent-state listening on %s",
+        settings.grpc_address,
+        extra=logs.fields(
+            port=server.port,
+            storage=backend,
+            tls="mtls" if settings.tls_client_ca_file else bool(settings.tls_cert_file),
+            auth="tokens" if settings.tokens() else "none",
+            metrics_port=server.metrics_port or None,
+        ),
+    )
     await stop.wait()
     log.info("stop signal received; draining in-flight calls")
     await server.stop()

@@ -9,6 +9,7 @@ failure) and every method shares one error path.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,8 +18,11 @@ from google.protobuf.message import DecodeError, Message
 
 from .. import wire
 from .._gen import agent_state_pb2 as pb
+from ..errors import InvalidArgument
 from ..service import ConversationService
-from . import convert
+from . import convert, observe, tracing
+from .auth import Refusal, Tokens
+from .observe import Observer
 from .status import status_of
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
@@ -168,34 +172,92 @@ def _serialize(response: Message | bytes) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
 
 
+# The methods that change data: a read-only token may not call them.
+WRITES = frozenset(
+    {
+        "AppendConversationMessages",
+        "ReplaceConversationMessagesRange",
+        "DeleteConversationMessagesRange",
+        "CreateSnapshot",
+    }
+)
+
+
+def _target(request: Any) -> tuple[str, str] | None:
+    """The id a call is about, for its log line."""
+    for name in ("conversation_id", "snapshot_id"):
+        value = getattr(request, name, None)
+        if value:
+            return name, value
+    return None
+
+
 def _behaviour(
-    servicer: AgentStateServicer, method: str, handler: Handler
+    servicer: AgentStateServicer,
+    method: str,
+    handler: Handler,
+    observer: Observer,
+    tokens: Tokens | None,
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | bytes]]:
+    write = method in WRITES
+
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message | bytes:
-        if isinstance(request, _Malformed):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"request: not a valid {request.type_name} message",
-            )
+        started = time.perf_counter()
+        metadata = context.invocation_metadata()
+        request_id = observe.request_id(metadata)
+        context.set_trailing_metadata(((observe.REQUEST_ID, request_id),))
+        # Cancelled (the client went away) unless we get to set the outcome.
+        code, text = grpc.StatusCode.CANCELLED, ""
+        response: Message | bytes = b""
+        observer.started()
         servicer.in_flight += 1
         try:
-            return await handler(request)
-        except Exception as error:
-            code, text = status_of(error)
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception("%s failed unexpectedly", method)
-            elif code is grpc.StatusCode.UNAVAILABLE:
-                log.warning("%s: storage unavailable: %r", method, error.__cause__)
-            await context.abort(code, text)
-            raise AssertionError("abort returns only by raising") from error
+            with tracing.span(method) as span:
+                try:
+                    if tokens is not None:
+                        tokens.check(metadata, write=write)
+                    if isinstance(request, _Malformed):
+                        raise InvalidArgument("request", f"not a valid {request.type_name} message")
+                    response = await handler(request)
+                    code = grpc.StatusCode.OK
+                except Refusal as refusal:
+                    code, text = refusal.code, refusal.text
+                except Exception as error:
+                    code, text = status_of(error)
+                    if code is grpc.StatusCode.INTERNAL:
+                        log.exception("%s failed unexpectedly", method)
+                    elif code is grpc.StatusCode.UNAVAILABLE:
+                        log.warning("%s: storage unavailable: %r", method, error.__cause__)
+                finally:
+                    tracing.finish(span, code)
         finally:
+            # Recorded before the answer leaves, so that a client that has
+            # its answer finds the call in the log and the metrics.
             servicer.in_flight -= 1
+            observer.finished(
+                method,
+                code,
+                time.perf_counter() - started,
+                request_id,
+                None if isinstance(request, _Malformed) else _target(request),
+                text or None,
+            )
+        if code is grpc.StatusCode.OK:
+            return response
+        await context.abort(code, text)
+        raise AssertionError("abort returns only by raising")
 
     return call
 
 
-def register(server: grpc.aio.Server, servicer: AgentStateServicer) -> None:
-    """Serve every method of the contract's AgentStateService on `server`."""
+def register(
+    server: grpc.aio.Server,
+    servicer: AgentStateServicer,
+    observer: Observer,
+    tokens: Tokens | None,
+) -> None:
+    """Serve every method of the contract's AgentStateService on `server`,
+    checking `tokens` (None: no auth) and reporting calls to `observer`."""
     service = pb.DESCRIPTOR.services_by_name["AgentStateService"]
     handlers = servicer.handlers()
     missing = {method.name for method in service.methods} ^ set(handlers)
@@ -203,7 +265,7 @@ def register(server: grpc.aio.Server, servicer: AgentStateServicer) -> None:
         raise RuntimeError(f"servicer and contract disagree on methods: {sorted(missing)}")
     method_handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
-            _behaviour(servicer, method.name, handlers[method.name]),
+            _behaviour(servicer, method.name, handlers[method.name], observer, tokens),
             request_deserializer=_deserializer(getattr(pb, method.input_type.name)),
             response_serializer=_serialize,
         )

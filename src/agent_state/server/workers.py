@@ -6,7 +6,7 @@ starts the workers with the same settings (through their environment),
 forwards SIGTERM and SIGINT so they drain, and exits with the first
 failure's code. A worker that dies stops the others: the supervisor of the
 whole service (systemd, Kubernetes) is the one to restart it, with a clean
-slate.
+slate. Worker i serves its metrics on the metrics port + i.
 """
 
 from __future__ import annotations
@@ -44,9 +44,13 @@ def run_workers(settings: Settings) -> int:
     # Handlers first: a stop must reach every worker that was started.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for _ in range(settings.workers):
+    for index in range(settings.workers):
         if stopping:
             break
+        if settings.metrics_address:
+            # One metrics port per worker: port, port + 1, ...
+            host, _, port = settings.metrics_address.rpartition(":")
+            environment["AGENT_STATE_METRICS_ADDRESS"] = f"{host}:{int(port) + index}"
         worker = subprocess.Popen(command, env=environment)
         workers.append(worker)
         if stopping:

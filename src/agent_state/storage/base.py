@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from uuid import UUID
 
 from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
@@ -146,8 +147,21 @@ class WriteTransaction(ABC):
         roll back. (Checking first would look every id up twice.)"""
 
 
+@dataclass(frozen=True)
+class PoolStats:
+    """The store's connections right now, for metrics."""
+
+    open: int
+    idle: int
+    waiting: int
+    max: int
+
+
 class Store(ABC):
     """A database holding conversations. Open before use, close after."""
+
+    @abstractmethod
+    def pool_stats(self) -> PoolStats: ...
 
     @abstractmethod
     async def open(self) -> None: ...

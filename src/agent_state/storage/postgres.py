@@ -40,7 +40,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ..errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
 from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
 from . import migrations
-from .base import ReadTransaction, Store, WriteTransaction
+from .base import PoolStats, ReadTransaction, Store, WriteTransaction
 
 __all__ = ["PostgresStore"]
 
@@ -773,6 +773,17 @@ class PostgresStore(Store):
             await pool.close()
             raise StorageUnavailable() from exc
         self._pool = pool
+
+    def pool_stats(self) -> PoolStats:
+        if self._pool is None:
+            return PoolStats(0, 0, 0, self._max_size)
+        stats = self._pool.get_stats()
+        return PoolStats(
+            open=stats.get("pool_size", 0),
+            idle=stats.get("pool_available", 0),
+            waiting=stats.get("requests_waiting", 0),
+            max=self._max_size,
+        )
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -22,7 +22,7 @@ from ..clock import now_micros
 from ..errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
 from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
 from . import migrations
-from .base import ReadTransaction, Store, WriteTransaction
+from .base import PoolStats, ReadTransaction, Store, WriteTransaction
 
 T = TypeVar("T")
 
@@ -555,6 +555,18 @@ class SqliteStore(Store):
         recorded = await self._writer.run(applied)
         known = migrations.load("sqlite")
         return [migration.version for migration in migrations.pending(known, recorded)]
+
+    def pool_stats(self) -> PoolStats:
+        # One writer connection and the readers; a waiting writer queues
+        # on the write lock.
+        readers = len(self._all_readers)
+        writer_idle = 0 if self._write_lock.locked() else 1
+        return PoolStats(
+            open=readers + 1 if readers else 0,
+            idle=self._readers.qsize() + writer_idle if readers else 0,
+            waiting=0,
+            max=self._reader_count + 1,
+        )
 
     async def append_at_tail(
         self,
