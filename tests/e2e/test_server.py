@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.e2e.helpers import (
@@ -30,6 +32,7 @@ from tests.e2e.helpers import (
 from tests.e2e.server_process import (
     ServerProcess,
     TcpProxy,
+    free_port,
     health_check,
     postgres_url_from_conninfo,
 )
@@ -100,8 +103,11 @@ def test_reflection_describes_the_service(channel: grpc.Channel, stub: Stub) -> 
     ]
 
 
-def _start(url: str, log: Path, *, via_environment: bool = False) -> ServerProcess:
-    process = ServerProcess(database_url=url, log_path=log).start(via_environment=via_environment)
+def _start(
+    url: str, log: Path, *, via_environment: bool = False, extra_args: Sequence[str] = ()
+) -> ServerProcess:
+    process = ServerProcess(database_url=url, log_path=log, extra_args=list(extra_args))
+    process.start(via_environment=via_environment)
     try:
         process.wait_ready()
     except BaseException:
@@ -268,7 +274,10 @@ def test_storage_outage_is_unavailable_and_leaks_nothing(
     proxy.start()
     password = "pw-" + new_id().replace("-", "")
     url = postgres_url_from_conninfo(conninfo, host="127.0.0.1", port=proxy.port, password=password)
-    process = _start(url, tmp_path / "outage.log")
+    metrics_port = free_port()
+    process = _start(
+        url, tmp_path / "outage.log", extra_args=["--metrics-address", f"127.0.0.1:{metrics_port}"]
+    )
     try:
         with grpc.insecure_channel(process.address) as chan:
             stub = make_stub(chan)
@@ -319,6 +328,21 @@ def test_storage_outage_is_unavailable_and_leaks_nothing(
             assert count == 1
             append(stub, cid, [text_message("after the outage")])
             assert get(stub, cid).message_count == 2
+        # The outage shows in the metrics: every UNAVAILABLE was a storage error.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+            samples = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(response.read().decode())
+                for sample in family.samples
+            }
+        append_method = (("method", "AppendConversationMessages"),)
+        get_method = (("method", "GetConversation"),)
+        assert samples[("agent_state_storage_errors_total", append_method)] == 1
+        assert samples.get(("agent_state_storage_errors_total", get_method), 0) == len(codes)
+        unavailable = (("code", "UNAVAILABLE"), *append_method)
+        assert samples[("agent_state_rpc_requests_total", unavailable)] == 1
+        ok = (("code", "OK"), *append_method)
+        assert samples[("agent_state_rpc_requests_total", ok)] == 2
     finally:
         proxy.stop()
         process.terminate()
