@@ -1,0 +1,1 @@
+"""Reliability: model-based, hostile-input, fault and load tests."""
