@@ -42,6 +42,7 @@ _HELP = {
     "max_page_size": "page size at most",
     "max_response_bytes": "list response size at most",
     "shutdown_grace_seconds": "time in-flight calls get on SIGTERM",
+    "idempotency_window_seconds": "how long an idempotency-key replays its response",
     "workers": "server processes sharing the port (SO_REUSEPORT)",
     "tls_cert_file": "PEM server certificate (chain); enables TLS",
     "tls_key_file": "PEM private key of tls_cert_file",

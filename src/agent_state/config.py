@@ -135,6 +135,7 @@ class Settings(BaseSettings):
     max_page_size: Annotated[int, Field(ge=1)] = 1000
     max_response_bytes: Annotated[int, Field(ge=1024)] = 3 * 1024 * 1024
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
+    idempotency_window_seconds: Annotated[int, Field(ge=1)] = 24 * 3600
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -254,6 +255,7 @@ class Settings(BaseSettings):
             default_page_size=self.default_page_size,
             max_page_size=self.max_page_size,
             max_response_bytes=self.max_response_bytes,
+            idempotency_window_seconds=self.idempotency_window_seconds,
         )
 
 

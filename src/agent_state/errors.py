@@ -41,6 +41,11 @@ class MessageNotFound(NotFound):
     ordering, where the rule asks for that)."""
 
 
+class FailedPrecondition(AgentStateError):
+    """The request conflicts with what an earlier request established (an
+    idempotency key reused for a different request)."""
+
+
 class ResourceExhausted(AgentStateError):
     """A storage limit of one conversation was reached."""
 

@@ -108,6 +108,16 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class RememberedCall:
+    """What an idempotency key recorded: the request's fingerprint, the
+    response sent, and when."""
+
+    fingerprint: bytes
+    response: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """Rows of one page; `more` tells whether rows exist past the last one."""
 

@@ -30,6 +30,8 @@ class Limits:
     default_page_size: int = 100
     max_page_size: int = 1000
     max_response_bytes: int = 3 * 1024 * 1024
+    # How long a mutating call's idempotency key replays its response.
+    idempotency_window_seconds: int = 24 * 3600
 
 
 def next_updated_at(previous: int, now: int) -> int:

@@ -13,11 +13,12 @@ import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from uuid import UUID
 
 from . import paging, positions, rules, wire
 from .clock import now_micros
-from .errors import InvalidArgument
+from .errors import FailedPrecondition, InvalidArgument
 from .ids import new_id, parse_uuid
 from .model import (
     ConversationState,
@@ -25,6 +26,7 @@ from .model import (
     MessageInput,
     NewMessage,
     Page,
+    RememberedCall,
     Renumbering,
     Snapshot,
     StoredMessage,
@@ -76,6 +78,28 @@ class Deleted:
     deleted: list[UUID]
 
 
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An idempotency key sent with a mutating call.
+
+    `fingerprint` identifies the method and request exactly; `encode`
+    turns the call's result into the response bytes that a retry replays.
+    """
+
+    key: str
+    fingerprint: bytes
+    encode: Callable[[Any], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The response an earlier call with the same idempotency key sent."""
+
+    response: bytes
+
+
+_R = TypeVar("_R")
+
 # How many neighbours to fetch at first when a gap is used up; the window
 # search widens from there by a factor of 8 per fetch.
 _FIRST_WINDOW_FETCH = 64
@@ -98,7 +122,12 @@ class ConversationService:
 
     # -- writes ---------------------------------------------------------
 
-    async def append(self, conversation_id: str, inputs: Sequence[MessageInput]) -> Appended:
+    async def append(
+        self,
+        conversation_id: str,
+        inputs: Sequence[MessageInput],
+        idempotency: Idempotency | None = None,
+    ) -> Appended | Replay:
         conversation = parse_uuid(conversation_id, "conversation_id")
         rules.validate_append(inputs, self._limits)
         digests = [hashlib.sha256(message.body).digest() for message in inputs]
@@ -112,16 +141,22 @@ class ConversationService:
             _new_message(conversation, message, digest, now)
             for message, digest in zip(inputs, digests, strict=True)
         ]
-        fast = await self._store.append_at_tail(
-            conversation,
-            messages,
-            updated_at=now,
-            gap=positions.GAP,
-            max_position=positions.MAX_POSITION,
+        fast = (
+            None
+            if idempotency is not None
+            else await self._store.append_at_tail(
+                conversation,
+                messages,
+                updated_at=now,
+                gap=positions.GAP,
+                max_position=positions.MAX_POSITION,
+            )
         )
         if fast is not None:
             return Appended(fast, messages)
         async with self._store.write(conversation, create=True) as tx:
+            if replay := await self._recall(tx, idempotency, now):
+                return replay
             state = tx.state
             slots = positions.append_positions(state.tail_position, len(inputs))
             updated_at = rules.next_updated_at(state.updated_at, now)
@@ -138,13 +173,21 @@ class ConversationService:
             )
             items = [Item(slot, m.message.id) for slot, m in zip(slots, messages, strict=True)]
             await tx.append(messages, items, state)
-        return Appended(state, messages)
+            return await self._remember(tx, idempotency, now, Appended(state, messages))
 
     async def replace_range(
-        self, conversation_id: str, from_id: str, to_id: str, new_ids: Sequence[str]
-    ) -> Replaced:
+        self,
+        conversation_id: str,
+        from_id: str,
+        to_id: str,
+        new_ids: Sequence[str],
+        idempotency: Idempotency | None = None,
+    ) -> Replaced | Replay:
         request = rules.parse_range(conversation_id, from_id, to_id, new_ids)
+        now = self._clock()
         async with self._store.write(request.conversation_id) as tx:
+            if replay := await self._recall(tx, idempotency, now):
+                return replay
             state = tx.state
             places = await tx.lookup(request.named)
             ends = rules.check_range(request, places)
@@ -179,17 +222,27 @@ class ConversationService:
             state = dataclasses.replace(
                 state,
                 message_count=state.message_count - len(removed) + len(request.new_ids),
-                updated_at=rules.next_updated_at(state.updated_at, self._clock()),
+                updated_at=rules.next_updated_at(state.updated_at, now),
                 tail_position=tail,
                 layout_version=layout_version,
                 version=state.version + 1,
             )
             await tx.save(state)
-        return Replaced(state, [item.message_id for item in replaced], list(request.new_ids))
+            result = Replaced(state, [item.message_id for item in replaced], list(request.new_ids))
+            return await self._remember(tx, idempotency, now, result)
 
-    async def delete_range(self, conversation_id: str, from_id: str, to_id: str) -> Deleted:
+    async def delete_range(
+        self,
+        conversation_id: str,
+        from_id: str,
+        to_id: str,
+        idempotency: Idempotency | None = None,
+    ) -> Deleted | Replay:
         request = rules.parse_range(conversation_id, from_id, to_id, None)
+        now = self._clock()
         async with self._store.write(request.conversation_id) as tx:
+            if replay := await self._recall(tx, idempotency, now):
+                return replay
             state = tx.state
             ends = rules.check_range(request, await tx.lookup(request.named))
             items = await tx.items_between(ends.from_position or 0, ends.to_position)
@@ -198,25 +251,74 @@ class ConversationService:
             state = dataclasses.replace(
                 state,
                 message_count=state.message_count - len(deleted),
-                updated_at=rules.next_updated_at(state.updated_at, self._clock()),
+                updated_at=rules.next_updated_at(state.updated_at, now),
                 version=state.version + 1,
             )
             await tx.save(state)
-        return Deleted(state, deleted)
+            return await self._remember(tx, idempotency, now, Deleted(state, deleted))
 
-    async def create_snapshot(self, conversation_id: str, message_ids: Sequence[str]) -> Snapshot:
+    async def create_snapshot(
+        self,
+        conversation_id: str,
+        message_ids: Sequence[str],
+        idempotency: Idempotency | None = None,
+    ) -> Snapshot | Replay:
         conversation = parse_uuid(conversation_id, "conversation_id")
         ids = rules.parse_ids(message_ids, "message_ids")
         if not ids:
             raise InvalidArgument("message_ids", "must name at least one message")
+        now = self._clock()
         async with self._store.write(conversation) as tx:
-            snapshot = Snapshot(new_id(), conversation, self._clock(), len(ids))
+            if replay := await self._recall(tx, idempotency, now):
+                return replay
+            snapshot = Snapshot(new_id(), conversation, now, len(ids))
             if await tx.create_snapshot(snapshot, ids) != len(ids):
                 # Some id is not a message of the conversation: name it
                 # (raising rolls the snapshot back).
                 rules.check_snapshot_ids(conversation, ids, await tx.lookup(ids))
                 raise AssertionError("a snapshot item went missing")
-        return snapshot
+            return await self._remember(tx, idempotency, now, snapshot)
+
+    # -- idempotency keys -------------------------------------------------
+
+    async def _recall(
+        self, tx: WriteTransaction, idempotency: Idempotency | None, now: int
+    ) -> Replay | None:
+        """The earlier response for this key, if it is recent enough.
+        Runs under the conversation's lock, so concurrent duplicates see
+        each other: the first applies, the rest replay it."""
+        if idempotency is None:
+            return None
+        earlier = await tx.recall(idempotency.key)
+        window = self._limits.idempotency_window_seconds * 1_000_000
+        if earlier is None or earlier.created_at <= now - window:
+            return None
+        if earlier.fingerprint != idempotency.fingerprint:
+            raise FailedPrecondition(
+                "idempotency-key",
+                "was already used with a different request on this conversation",
+            )
+        return Replay(earlier.response)
+
+    async def _remember(
+        self, tx: WriteTransaction, idempotency: Idempotency | None, now: int, result: _R
+    ) -> _R:
+        if idempotency is not None:
+            response = idempotency.encode(result)
+            await tx.remember(
+                idempotency.key, RememberedCall(idempotency.fingerprint, response, now)
+            )
+        return result
+
+    async def forget_expired_keys(self, batch: int = 1000) -> int:
+        """Delete idempotency keys past the window; returns how many."""
+        window = self._limits.idempotency_window_seconds * 1_000_000
+        forgotten = 0
+        while True:
+            count = await self._store.forget_calls(self._clock() - window, batch)
+            forgotten += count
+            if count < batch:
+                return forgotten
 
     # -- reads ----------------------------------------------------------
 

@@ -15,7 +15,7 @@ def test_migrate_applies_once(make_database_url: Callable[[], str]) -> None:
     url = make_database_url()
     first = run_agent_state("migrate", "--database-url", url)
     assert first.returncode == 0, first.stderr
-    assert "applied migrations: [1]" in first.stdout
+    assert "applied migrations: [1, 2]" in first.stdout
     again = run_agent_state("migrate", "--database-url", url)
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout

@@ -4,14 +4,23 @@ steps back)."""
 
 from __future__ import annotations
 
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 from agent_state._gen import agent_state_pb2 as pb
 from agent_state.model import MessageInput
-from agent_state.service import ConversationService
+from agent_state.service import ConversationService, Replay
 from agent_state.storage.base import Store
 
 from .._gen_helpers import text_body
+
+T = TypeVar("T")
+
+
+def applied(result: T | Replay) -> T:
+    """The result of a call made without an idempotency key (never a replay)."""
+    assert not isinstance(result, Replay)
+    return result
 
 
 def _text(i: int) -> MessageInput:
@@ -39,7 +48,7 @@ async def _all_ids(
 
 async def _insert_after(service: ConversationService, conversation: str, anchor: UUID) -> UUID:
     """Append a message, then move it right after `anchor`."""
-    new = (await service.append(conversation, [_text(0)])).messages[0].message.id
+    new = applied(await service.append(conversation, [_text(0)])).messages[0].message.id
     await service.replace_range(conversation, str(anchor), "", [str(new)])
     return new
 
@@ -47,7 +56,7 @@ async def _insert_after(service: ConversationService, conversation: str, anchor:
 async def test_inserting_at_one_spot_keeps_the_order_exact(store: Store) -> None:
     service = ConversationService(store)
     conversation = str(uuid4())
-    first, last = (await service.append(conversation, [_text(1), _text(2)])).messages
+    first, last = applied(await service.append(conversation, [_text(1), _text(2)])).messages
     inserted = [await _insert_after(service, conversation, first.message.id) for _ in range(150)]
     assert await _all_ids(service, conversation) == [
         first.message.id,
@@ -62,7 +71,7 @@ async def test_inserting_at_one_spot_keeps_the_order_exact(store: Store) -> None
 async def _insert_first(service: ConversationService, conversation: str) -> UUID:
     """Append a message, then move it to the head of the ordering."""
     first = (await service.list_message_ids(conversation, 1, "")).message_ids[0]
-    new = (await service.append(conversation, [_text(0)])).messages[0].message.id
+    new = applied(await service.append(conversation, [_text(0)])).messages[0].message.id
     await service.replace_range(conversation, "", str(first), [str(new)])
     return new
 
@@ -101,12 +110,14 @@ async def test_updated_at_increases_even_when_the_clock_steps_back(store: Store)
     readings = iter([5_000_000, 4_000_000, 4_000_000, 1])
     service = ConversationService(store, clock=lambda: next(readings))
     conversation = str(uuid4())
-    a = await service.append(conversation, [_text(1)])
-    b = await service.append(conversation, [_text(2)])
-    c = await service.replace_range(
-        conversation, str(b.messages[0].message.id), "", [str(a.messages[0].message.id)]
+    a = applied(await service.append(conversation, [_text(1)]))
+    b = applied(await service.append(conversation, [_text(2)]))
+    c = applied(
+        await service.replace_range(
+            conversation, str(b.messages[0].message.id), "", [str(a.messages[0].message.id)]
+        )
     )
-    d = await service.delete_range(conversation, str(a.messages[0].message.id), "")
+    d = applied(await service.delete_range(conversation, str(a.messages[0].message.id), ""))
     stamps = [a.state.updated_at, b.state.updated_at, c.state.updated_at, d.state.updated_at]
     assert stamps == [5_000_000, 5_000_001, 5_000_002, 5_000_003]
     assert (await service.get_conversation(conversation)).updated_at == 5_000_003

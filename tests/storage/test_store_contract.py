@@ -27,6 +27,7 @@ from agent_state.model import (
     Item,
     NewMessage,
     Page,
+    RememberedCall,
     Renumbering,
     Role,
     Snapshot,
@@ -1379,3 +1380,60 @@ async def test_append_at_tail_waits_for_the_lock_and_rechecks(store: Store) -> N
         page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
     assert [position for position, _ in page.rows] == [GAP, 2 * GAP]
     assert page.rows[0][1] == entry(held)
+
+
+# --- idempotency keys ------------------------------------------------------------
+
+
+async def test_remember_and_recall_a_call(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    other = await new_conversation(store)
+    call = RememberedCall(sha256(b"request"), b"\x00response\xff", T0)
+    async with store.write(conversation_id) as tx:
+        assert await tx.recall("key-1") is None
+        await tx.remember("key-1", call)
+        assert await tx.recall("key-1") == call
+    async with store.write(conversation_id) as tx:
+        assert await tx.recall("key-1") == call
+        assert await tx.recall("key-2") is None
+    # Keys belong to their conversation.
+    async with store.write(other) as tx:
+        assert await tx.recall("key-1") is None
+
+
+async def test_remember_replaces_and_rolls_back(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    first = RememberedCall(sha256(b"one"), b"first", T0)
+    second = RememberedCall(sha256(b"two"), b"second", T0 + 5)
+    async with store.write(conversation_id) as tx:
+        await tx.remember("key", first)
+    async with store.write(conversation_id) as tx:
+        await tx.remember("key", second)
+
+    async def doomed() -> None:
+        async with store.write(conversation_id) as tx:
+            await tx.remember("key", first)
+            await tx.remember("other", first)
+            raise Boom
+
+    with pytest.raises(Boom):
+        await doomed()
+    async with store.write(conversation_id) as tx:
+        assert await tx.recall("key") == second
+        assert await tx.recall("other") is None
+
+
+async def test_forget_calls_deletes_only_old_keys_in_batches(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    # Far in the past, so that keys other tests left (at T0) are newer.
+    old = T0 - 10**12
+    async with store.write(conversation_id) as tx:
+        for index in range(5):
+            await tx.remember(f"old-{index}", RememberedCall(b"f", b"r", old + index))
+        await tx.remember("recent", RememberedCall(b"f", b"r", old + 100))
+    assert await store.forget_calls(old + 50, 3) == 3
+    assert await store.forget_calls(old + 50, 3) == 2
+    assert await store.forget_calls(old + 50, 3) == 0
+    async with store.write(conversation_id) as tx:
+        assert await tx.recall("old-4") is None
+        assert await tx.recall("recent") == RememberedCall(b"f", b"r", old + 100)

@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 
 from .. import logs
 from ..config import Settings
+from ..errors import StorageUnavailable
 from ..service import ConversationService
 from ..storage import Store, make_store
 from ..storage.migrations import MigrationError
@@ -29,6 +30,8 @@ log = logging.getLogger("agent_state.server")
 # _DISPATCH_SECONDS, before it stops the server.
 _QUIET_SECONDS = 0.2
 _DISPATCH_SECONDS = 1.5
+# How often expired idempotency keys are deleted, at most.
+_SWEEP_SECONDS = 600.0
 
 
 def store_from(settings: Settings) -> Store:
@@ -62,6 +65,7 @@ class Server:
         self._servicer: AgentStateServicer | None = None
         self._metrics = Metrics(store) if settings.metrics_address else None
         self._metrics_server: WSGIServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._store.open()
@@ -76,6 +80,7 @@ class Server:
                     " or start without --no-migrate"
                 )
             service = ConversationService(self._store, self._settings.limits())
+            self._sweeper = asyncio.create_task(_sweep_expired_keys(service))
             self._servicer = AgentStateServicer(service)
             register(self._grpc, self._servicer, Observer(self._metrics), self._tokens)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
@@ -91,6 +96,8 @@ class Server:
                 self.metrics_port = self._metrics_server.server_port
             await self._grpc.start()
         except BaseException:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
             self._stop_metrics()
             await self._store.close()
             raise
@@ -135,6 +142,8 @@ class Server:
         await self._health.enter_graceful_shutdown()
         await self._wait_until_quiet(min(grace, _DISPATCH_SECONDS))
         await self._grpc.stop(grace)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self._stop_metrics()
         await self._store.close()
         tracing.shutdown()
@@ -149,6 +158,21 @@ class Server:
             elif loop.time() - quiet_since >= _QUIET_SECONDS:
                 return
             await asyncio.sleep(_QUIET_SECONDS / 5)
+
+
+async def _sweep_expired_keys(service: ConversationService) -> None:
+    """Deletes idempotency keys past their window, now and then. A key is
+    ignored once expired anyway; this only keeps the table small."""
+    period = min(_SWEEP_SECONDS, service.limits.idempotency_window_seconds)
+    while True:
+        try:
+            forgotten = await service.forget_expired_keys()
+        except StorageUnavailable:
+            log.warning("could not delete expired idempotency keys: database unavailable")
+        else:
+            if forgotten:
+                log.info("deleted %d expired idempotency keys", forgotten)
+        await asyncio.sleep(period)
 
 
 def _stop_signal() -> asyncio.Event:

@@ -8,6 +8,7 @@ failure) and every method shares one error path.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,8 @@ from google.protobuf.message import DecodeError, Message
 from .. import wire
 from .._gen import agent_state_pb2 as pb
 from ..errors import InvalidArgument
-from ..service import ConversationService
+from ..model import Snapshot
+from ..service import Appended, ConversationService, Deleted, Idempotency, Replaced, Replay
 from . import convert, observe, tracing
 from .auth import Refusal, Tokens
 from .observe import Observer
@@ -29,8 +31,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
 
 log = logging.getLogger("agent_state.rpc")
 
-# A handler returns a message, or the bytes of one it encoded itself.
-Handler = Callable[[Any], Awaitable[Message | bytes]]
+# A handler returns a message, or the bytes of one it encoded itself. The
+# handlers of WRITES also take the call's idempotency key.
+Handler = Callable[..., Awaitable[Message | bytes]]
 
 
 class _Malformed:
@@ -60,13 +63,12 @@ class AgentStateServicer:
             "CreateSnapshot": self.create_snapshot,
         }
 
-    async def append(self, request: pb.AppendConversationMessagesRequest) -> bytes:
+    async def append(
+        self, request: pb.AppendConversationMessagesRequest, key: Idempotency | None
+    ) -> bytes:
         inputs = [convert.message_input(message) for message in request.messages]
-        result = await self._service.append(request.conversation_id, inputs)
-        # AppendConversationMessagesResponse: metadata = 1, appended = 2.
-        return convert.metadata_field(result.state) + b"".join(
-            message.entry for message in result.messages
-        )
+        result = await self._service.append(request.conversation_id, inputs, key)
+        return result.response if isinstance(result, Replay) else _appended(result)
 
     async def list_messages(self, request: pb.ListConversationMessagesRequest) -> bytes:
         page = await self._service.list_messages(
@@ -85,30 +87,24 @@ class AgentStateServicer:
         )
 
     async def replace_range(
-        self, request: pb.ReplaceConversationMessagesRangeRequest
-    ) -> pb.ReplaceConversationMessagesRangeResponse:
+        self, request: pb.ReplaceConversationMessagesRangeRequest, key: Idempotency | None
+    ) -> bytes:
         result = await self._service.replace_range(
             request.conversation_id,
             request.from_message_id,
             request.to_message_id,
             list(request.new_message_ids),
+            key,
         )
-        return pb.ReplaceConversationMessagesRangeResponse(
-            metadata=convert.metadata(result.state),
-            replaced_message_ids=convert.ids(result.replaced),
-            inserted_message_ids=convert.ids(result.inserted),
-        )
+        return result.response if isinstance(result, Replay) else _replaced(result)
 
     async def delete_range(
-        self, request: pb.DeleteConversationMessagesRangeRequest
-    ) -> pb.DeleteConversationMessagesRangeResponse:
+        self, request: pb.DeleteConversationMessagesRangeRequest, key: Idempotency | None
+    ) -> bytes:
         result = await self._service.delete_range(
-            request.conversation_id, request.from_message_id, request.to_message_id
+            request.conversation_id, request.from_message_id, request.to_message_id, key
         )
-        return pb.DeleteConversationMessagesRangeResponse(
-            metadata=convert.metadata(result.state),
-            deleted_message_ids=convert.ids(result.deleted),
-        )
+        return result.response if isinstance(result, Replay) else _deleted(result)
 
     async def get_conversation(
         self, request: pb.GetConversationRequest
@@ -145,17 +141,77 @@ class AgentStateServicer:
             message_ids=convert.ids(page.message_ids), next_page_token=page.next_page_token
         )
 
-    async def create_snapshot(self, request: pb.CreateSnapshotRequest) -> pb.CreateSnapshotResponse:
-        snapshot = await self._service.create_snapshot(
-            request.conversation_id, list(request.message_ids)
+    async def create_snapshot(
+        self, request: pb.CreateSnapshotRequest, key: Idempotency | None
+    ) -> bytes:
+        result = await self._service.create_snapshot(
+            request.conversation_id, list(request.message_ids), key
         )
-        return pb.CreateSnapshotResponse(
-            snapshot=pb.ContextSnapshot(
-                snapshot_id=str(snapshot.id),
-                conversation_id=str(snapshot.conversation_id),
-                created_at=convert.timestamp(snapshot.created_at),
-            )
+        return result.response if isinstance(result, Replay) else _snapshot(result)
+
+
+# Responses of the mutating calls as bytes: what the client gets, and what
+# an idempotency key replays.
+
+
+def _appended(result: Appended) -> bytes:
+    # AppendConversationMessagesResponse: metadata = 1, appended = 2.
+    return convert.metadata_field(result.state) + b"".join(
+        message.entry for message in result.messages
+    )
+
+
+def _replaced(result: Replaced) -> bytes:
+    return pb.ReplaceConversationMessagesRangeResponse(
+        metadata=convert.metadata(result.state),
+        replaced_message_ids=convert.ids(result.replaced),
+        inserted_message_ids=convert.ids(result.inserted),
+    ).SerializeToString()
+
+
+def _deleted(result: Deleted) -> bytes:
+    return pb.DeleteConversationMessagesRangeResponse(
+        metadata=convert.metadata(result.state),
+        deleted_message_ids=convert.ids(result.deleted),
+    ).SerializeToString()
+
+
+def _snapshot(snapshot: Snapshot) -> bytes:
+    return pb.CreateSnapshotResponse(
+        snapshot=pb.ContextSnapshot(
+            snapshot_id=str(snapshot.id),
+            conversation_id=str(snapshot.conversation_id),
+            created_at=convert.timestamp(snapshot.created_at),
         )
+    ).SerializeToString()
+
+
+# Method -> the response encoder its idempotency key replays.
+_ENCODERS: dict[str, Callable[[Any], bytes]] = {
+    "AppendConversationMessages": _appended,
+    "ReplaceConversationMessagesRange": _replaced,
+    "DeleteConversationMessagesRange": _deleted,
+    "CreateSnapshot": _snapshot,
+}
+WRITES = frozenset(_ENCODERS)
+"""The methods that change data: a read-only token may not call them."""
+
+IDEMPOTENCY_KEY = "idempotency-key"
+
+
+def _idempotency(method: str, request: Message, metadata: Any) -> Idempotency | None:
+    """The call's idempotency key, if it sent one, with the fingerprint of
+    exactly this method and request."""
+    for key, value in metadata or ():
+        if key != IDEMPOTENCY_KEY:
+            continue
+        readable = isinstance(value, str) and value.isascii() and value.isprintable()
+        if not (readable and 0 < len(value) <= 256):
+            raise InvalidArgument(IDEMPOTENCY_KEY, "must be 1 to 256 printable ASCII characters")
+        digest = hashlib.sha256(method.encode())
+        digest.update(b"\n" + request.SerializeToString(deterministic=True))
+        return Idempotency(value, digest.digest(), _ENCODERS[method])
+    return None
 
 
 def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | _Malformed]:
@@ -170,17 +226,6 @@ def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | _M
 
 def _serialize(response: Message | bytes) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
-
-
-# The methods that change data: a read-only token may not call them.
-WRITES = frozenset(
-    {
-        "AppendConversationMessages",
-        "ReplaceConversationMessagesRange",
-        "DeleteConversationMessagesRange",
-        "CreateSnapshot",
-    }
-)
 
 
 def _target(request: Any) -> tuple[str, str] | None:
@@ -218,7 +263,10 @@ def _behaviour(
                         tokens.check(metadata, write=write)
                     if isinstance(request, _Malformed):
                         raise InvalidArgument("request", f"not a valid {request.type_name} message")
-                    response = await handler(request)
+                    if write:
+                        response = await handler(request, _idempotency(method, request, metadata))
+                    else:
+                        response = await handler(request)
                     code = grpc.StatusCode.OK
                 except Refusal as refusal:
                     code, text = refusal.code, refusal.text

@@ -10,6 +10,7 @@ import grpc
 
 from ..errors import (
     AgentStateError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
@@ -19,6 +20,7 @@ from ..errors import (
 _CODES: list[tuple[type[AgentStateError], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
 ]

@@ -16,7 +16,15 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from uuid import UUID
 
-from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
+from ..model import (
+    ConversationState,
+    Item,
+    NewMessage,
+    Page,
+    RememberedCall,
+    Renumbering,
+    Snapshot,
+)
 
 
 class ReadTransaction(ABC):
@@ -138,6 +146,15 @@ class WriteTransaction(ABC):
         """Write the conversation's row."""
 
     @abstractmethod
+    async def recall(self, key: str) -> RememberedCall | None:
+        """What `remember` stored for this idempotency key of the conversation."""
+
+    @abstractmethod
+    async def remember(self, key: str, call: RememberedCall) -> None:
+        """Store `call` under this idempotency key of the conversation,
+        replacing what the key held before."""
+
+    @abstractmethod
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
         """Store the snapshot with the named ids in order, freezing copies
         of the messages they name.
@@ -200,6 +217,11 @@ class Store(ABC):
         version, and returns the new state. Otherwise it writes nothing and
         returns None (the caller then appends through `write`).
         """
+
+    @abstractmethod
+    async def forget_calls(self, created_before: int, limit: int) -> int:
+        """Delete up to `limit` idempotency keys created before
+        `created_before` (any conversation); return how many went."""
 
     @abstractmethod
     def read(self) -> AbstractAsyncContextManager[ReadTransaction]:

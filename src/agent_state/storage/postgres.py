@@ -38,7 +38,15 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
-from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
+from ..model import (
+    ConversationState,
+    Item,
+    NewMessage,
+    Page,
+    RememberedCall,
+    Renumbering,
+    Snapshot,
+)
 from . import migrations
 from .base import PoolStats, ReadTransaction, Store, WriteTransaction
 
@@ -261,6 +269,26 @@ SELECT layout_version, lower_bound, upper_bound, old_positions, new_positions
 FROM conversation_renumberings
 WHERE conversation_id = %s AND layout_version > %s
 ORDER BY layout_version
+"""
+
+_RECALL = """
+SELECT fingerprint, response, created_at FROM idempotency_keys
+WHERE conversation_id = %s AND key = %s
+"""
+
+_REMEMBER = """
+INSERT INTO idempotency_keys (conversation_id, key, fingerprint, response, created_at)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (conversation_id, key) DO UPDATE
+SET fingerprint = excluded.fingerprint, response = excluded.response,
+    created_at = excluded.created_at
+"""
+
+_FORGET_CALLS = """
+DELETE FROM idempotency_keys
+WHERE (conversation_id, key) IN (
+    SELECT conversation_id, key FROM idempotency_keys WHERE created_at < %s LIMIT %s
+)
 """
 
 _INSERT_SNAPSHOT = """
@@ -699,6 +727,18 @@ class _PostgresWrite(WriteTransaction):
         await self._run(_SAVE, self._save_params(state))
 
     @_translated
+    async def recall(self, key: str) -> RememberedCall | None:
+        rows = await _rows(self._conn, _RECALL, (self._id, key))
+        return RememberedCall(*rows[0]) if rows else None
+
+    @_translated
+    async def remember(self, key: str, call: RememberedCall) -> None:
+        await self._run(
+            _REMEMBER,
+            (self._id, key, call.fingerprint, call.response, _timestamp(call.created_at)),
+        )
+
+    @_translated
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
         if snapshot.conversation_id != self._id:
             raise ValueError("a snapshot belongs to the conversation of its transaction")
@@ -871,6 +911,14 @@ class PostgresStore(Store):
         except _UNAVAILABLE as exc:
             raise StorageUnavailable() from exc
         return None if row is None else _state(conversation_id, row)
+
+    async def forget_calls(self, created_before: int, limit: int) -> int:
+        try:
+            async with self._opened().connection() as conn:
+                cursor = await conn.execute(_FORGET_CALLS, (_timestamp(created_before), limit))
+                return cursor.rowcount
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable() from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:

@@ -20,7 +20,15 @@ from uuid import UUID
 
 from ..clock import now_micros
 from ..errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
-from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
+from ..model import (
+    ConversationState,
+    Item,
+    NewMessage,
+    Page,
+    RememberedCall,
+    Renumbering,
+    Snapshot,
+)
 from . import migrations
 from .base import PoolStats, ReadTransaction, Store, WriteTransaction
 
@@ -418,6 +426,29 @@ class _SqliteWrite(WriteTransaction):
             ),
         )
 
+    async def recall(self, key: str) -> RememberedCall | None:
+        def query(db: sqlite3.Connection) -> Any:
+            return db.execute(
+                "SELECT fingerprint, response, created_at FROM idempotency_keys"
+                " WHERE conversation_id = ? AND key = ?",
+                (self._key, key),
+            ).fetchone()
+
+        row = await self._conn.run(query)
+        return None if row is None else RememberedCall(bytes(row[0]), bytes(row[1]), row[2])
+
+    async def remember(self, key: str, call: RememberedCall) -> None:
+        await self._conn.run(
+            lambda db: db.execute(
+                "INSERT INTO idempotency_keys"
+                " (conversation_id, key, fingerprint, response, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (conversation_id, key) DO UPDATE"
+                " SET fingerprint = excluded.fingerprint, response = excluded.response,"
+                " created_at = excluded.created_at",
+                (self._key, key, call.fingerprint, call.response, call.created_at),
+            )
+        )
+
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
         packed = b"".join(message_id.bytes for message_id in message_ids)
 
@@ -567,6 +598,19 @@ class SqliteStore(Store):
             waiting=0,
             max=self._reader_count + 1,
         )
+
+    async def forget_calls(self, created_before: int, limit: int) -> int:
+        def forget(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "DELETE FROM idempotency_keys WHERE (conversation_id, key) IN ("
+                " SELECT conversation_id, key FROM idempotency_keys"
+                " WHERE created_at < ? LIMIT ?)",
+                (created_before, limit),
+            )
+            return cursor.rowcount
+
+        async with self._write_lock:
+            return await self._writer.run(forget)
 
     async def append_at_tail(
         self,
