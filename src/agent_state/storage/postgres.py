@@ -806,6 +806,10 @@ class PostgresStore(Store):
             # Waiting for a connection while the database is down ends as
             # UNAVAILABLE after this long, not the pool's default 30 s.
             timeout=self._connect_timeout_s,
+            # Background reconnection backs off exponentially; giving it up
+            # this soon lets the next call try at once, so the service is
+            # back seconds after the database, however long the outage.
+            reconnect_timeout=self._connect_timeout_s,
         )
         try:
             await pool.open(wait=True, timeout=self._connect_timeout_s)
