@@ -1437,3 +1437,14 @@ async def test_forget_calls_deletes_only_old_keys_in_batches(store: Store) -> No
     async with store.write(conversation_id) as tx:
         assert await tx.recall("old-4") is None
         assert await tx.recall("recent") == RememberedCall(b"f", b"r", old + 100)
+
+
+async def test_message_page_filter_with_many_kinds(store: Store) -> None:
+    conversation_id, messages = await _filter_fixture(store)
+    wanted = {m.kind for m in messages[:2]}
+    # Far more kinds than fit in one SQL statement's parameters inline.
+    kinds = frozenset(wanted | {f"unused-{i}" for i in range(2000)})
+    async with store.read() as read:
+        page = await read.message_page(conversation_id, 0, 100, frozenset(), kinds, BIG)
+    assert page.rows
+    assert {entry for _, entry in page.rows} == {entry(m) for m in messages if m.kind in wanted}

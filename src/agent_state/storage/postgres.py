@@ -502,6 +502,18 @@ async def _rows(
     return await cursor.fetchall()
 
 
+def _drop(conn: _Connection) -> None:
+    """Close a connection whose call was cancelled (its client gave up).
+
+    The cancellation may have cut the conversation with the server short:
+    a transaction could stay open, holding the conversation's lock, with
+    the server waiting for the rest of it. Closing ends that session at
+    once (its transaction rolls back) and the pool replaces the connection.
+    psycopg has already asked the server to cancel a running statement.
+    """
+    conn.pgconn.finish()
+
+
 async def _abandon(conn: _Connection, pipeline: AsyncPipeline) -> None:
     """Roll back after a failure, as far as the connection still allows.
 
@@ -910,8 +922,13 @@ class PostgresStore(Store):
         try:
             # An autocommit connection outside a pipeline: one round trip.
             async with self._opened().connection() as conn:
-                cursor = await conn.execute(_APPEND_AT_TAIL, params, binary=True)
-                row = await cursor.fetchone()
+                try:
+                    cursor = await conn.execute(_APPEND_AT_TAIL, params, binary=True)
+                    row = await cursor.fetchone()
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):
+                        _drop(conn)
+                    raise
         except _UNAVAILABLE as exc:
             raise StorageUnavailable() from exc
         return None if row is None else _state(conversation_id, row)
@@ -946,8 +963,11 @@ class PostgresStore(Store):
                 try:
                     await conn.execute(begin, prepare=False)
                     yield conn
-                except BaseException:
+                except Exception:
                     await _abandon(conn, pipeline)
+                    raise
+                except BaseException:
+                    _drop(conn)
                     raise
                 # Sent together with the writes still queued in the pipeline;
                 # leaving the pipeline waits for it.

@@ -34,6 +34,9 @@ from .base import PoolStats, ReadTransaction, Store, WriteTransaction
 
 T = TypeVar("T")
 
+# Kinds of a list filter passed as parameters; more go through a table.
+_MAX_INLINE_KINDS = 500
+
 _CONVERSATION_COLUMNS = "id, message_count, updated_at, tail_position, layout_version, version"
 
 
@@ -165,12 +168,25 @@ class _SqliteRead(ReadTransaction):
         if roles:
             where += f" AND m.role IN ({','.join('?' * len(roles))})"
             params.extend(sorted(roles))
-        if kinds:
+        encoded_kinds = sorted(kind.encode("utf-8") for kind in kinds)
+        # A long filter goes through a temporary table: SQLite limits the
+        # number of parameters of one statement.
+        staged = len(encoded_kinds) > _MAX_INLINE_KINDS
+        if staged:
+            where += " AND m.kind IN (SELECT kind FROM temp.filter_kinds)"
+        elif kinds:
             where += f" AND m.kind IN ({','.join('?' * len(kinds))})"
-            params.extend(kind.encode("utf-8") for kind in sorted(kinds))
+            params.extend(encoded_kinds)
         params.append(limit + 1)
 
         def query(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
+            if staged:
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS filter_kinds (kind BLOB PRIMARY KEY)")
+                db.execute("DELETE FROM temp.filter_kinds")
+                db.executemany(
+                    "INSERT INTO temp.filter_kinds (kind) VALUES (?)",
+                    [(kind,) for kind in encoded_kinds],
+                )
             cursor = db.execute(
                 "SELECT i.position, m.wire_head, m.body, m.wire_tail"
                 " FROM conversation_items i JOIN messages m"
@@ -626,6 +642,7 @@ class SqliteStore(Store):
 
         def append(db: sqlite3.Connection) -> Any:
             # One trip to the writer's thread for the whole transaction.
+            _end_transaction(db)  # one a cancelled call may have left open
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute(
@@ -665,11 +682,14 @@ class SqliteStore(Store):
     async def read(self) -> AsyncIterator[ReadTransaction]:
         reader = await self._readers.get()
         try:
-            await reader.run(lambda db: db.execute("BEGIN"))
+            # A call cancelled while BEGIN waits for the thread still has
+            # it run there, so the transaction is ended in any case, after
+            # it (the thread runs one operation at a time, in order).
             try:
+                await reader.run(_begin_read)
                 yield _SqliteRead(reader)
             finally:
-                await reader.run(lambda db: db.execute("ROLLBACK"))
+                await asyncio.shield(reader.run(_end_transaction))
         finally:
             self._readers.put_nowait(reader)
 
@@ -680,6 +700,7 @@ class SqliteStore(Store):
         key = conversation_id.bytes
 
         def begin(db: sqlite3.Connection) -> Any:
+            _end_transaction(db)  # one a cancelled call may have left open
             db.execute("BEGIN IMMEDIATE")
             try:
                 if create:
@@ -696,7 +717,13 @@ class SqliteStore(Store):
                 raise
 
         async with self._write_lock:
-            row = await self._writer.run(begin)
+            try:
+                row = await self._writer.run(begin)
+            except BaseException:
+                # Cancelled while BEGIN was queued or running: it still
+                # runs, so end it after it, before releasing the lock.
+                await asyncio.shield(self._writer.run(_end_transaction))
+                raise
             if row is None:
                 await self._writer.run(lambda db: db.execute("ROLLBACK"))
                 raise ConversationNotFound(
@@ -705,9 +732,26 @@ class SqliteStore(Store):
             try:
                 yield _SqliteWrite(self._writer, _state(row))
             except BaseException:
-                await self._writer.run(lambda db: db.execute("ROLLBACK"))
+                await asyncio.shield(self._writer.run(_end_transaction))
                 raise
-            await self._writer.run(lambda db: db.execute("COMMIT"))
+            try:
+                await self._writer.run(lambda db: db.execute("COMMIT"))
+            except BaseException:
+                # Cancelled around COMMIT: whether it ran or not, leave no
+                # transaction open on the one writer connection.
+                await asyncio.shield(self._writer.run(_end_transaction))
+                raise
+
+
+def _begin_read(db: sqlite3.Connection) -> None:
+    _end_transaction(db)
+    db.execute("BEGIN")
+
+
+def _end_transaction(db: sqlite3.Connection) -> None:
+    """Roll back the connection's transaction, if one is open."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def _statements(script: str) -> list[str]:
