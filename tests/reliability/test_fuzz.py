@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.e2e import conftest as e2e
+from tests.e2e.conftest import database_url_for
 from tests.e2e.helpers import (
     ASSISTANT,
     INVALID_ARGUMENT,
@@ -75,12 +75,6 @@ from tests.e2e.helpers import (
     tool_text_message,
 )
 from tests.e2e.server_process import ServerProcess, health_check
-
-# The e2e session fixtures (one server per backend), registered here.
-backend = e2e.backend
-server = e2e.server
-channel = e2e.channel
-live_server = e2e.live_server
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
 METHODS = [method.name for method in SERVICE.methods]
@@ -1078,7 +1072,7 @@ def own_server(
     """A server of the test's own on a fresh database, for tests that may
     leave it broken or need other settings."""
     process = ServerProcess(
-        database_url=e2e.database_url_for(backend_name, request, directory),
+        database_url=database_url_for(backend_name, request, directory),
         log_path=directory / "own-server.log",
         extra_args=list(args),
     ).start()

@@ -47,7 +47,6 @@ import pytest
 from google.protobuf.message import Message
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.e2e import conftest as e2e
 from tests.e2e.helpers import (
     ASSISTANT,
     INVALID_ARGUMENT,
@@ -60,10 +59,6 @@ from tests.e2e.helpers import (
     tool_text_message,
 )
 from tests.e2e.server_process import ServerProcess
-
-# The e2e fixtures: the backend parameter and fresh databases of it.
-backend = e2e.backend
-make_database_url = e2e.make_database_url
 
 SOAK_SECONDS = float(os.environ.get("AGENT_STATE_SOAK_SECONDS", "10"))
 SOAK_CLIENTS = int(os.environ.get("AGENT_STATE_SOAK_CLIENTS", "64"))
