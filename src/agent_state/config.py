@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
     tracing: bool = False
+    _tokens: dict[str, Access] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -194,7 +195,9 @@ class Settings(BaseSettings):
             raise ValueError("pool_min_size exceeds pool_max_size")
         if self.default_page_size > self.max_page_size:
             raise ValueError("default_page_size exceeds max_page_size")
-        self.tokens()  # parses them: a bad entry is a bad setting
+        # Read and parsed once: a bad entry is a bad setting, and every
+        # later use sees the same tokens even if the file changes.
+        self._tokens = self._read_tokens()
         return self
 
     def check_listening(self) -> None:
@@ -209,6 +212,9 @@ class Settings(BaseSettings):
 
     def tokens(self) -> dict[str, Access]:
         """Bearer tokens from auth_tokens and auth_tokens_file together."""
+        return dict(self._tokens)
+
+    def _read_tokens(self) -> dict[str, Access]:
         tokens: dict[str, Access] = {}
         if self.auth_tokens is not None:
             tokens |= parse_tokens(self.auth_tokens.get_secret_value(), "auth_tokens")

@@ -120,6 +120,10 @@ class ConversationService:
     def limits(self) -> rules.Limits:
         return self._limits
 
+    @property
+    def _idempotency_window_us(self) -> int:
+        return self._limits.idempotency_window_seconds * 1_000_000
+
     # -- writes ---------------------------------------------------------
 
     async def append(
@@ -290,8 +294,7 @@ class ConversationService:
         if idempotency is None:
             return None
         earlier = await tx.recall(idempotency.key)
-        window = self._limits.idempotency_window_seconds * 1_000_000
-        if earlier is None or earlier.created_at <= now - window:
+        if earlier is None or earlier.created_at <= now - self._idempotency_window_us:
             return None
         if earlier.fingerprint != idempotency.fingerprint:
             raise FailedPrecondition(
@@ -312,10 +315,10 @@ class ConversationService:
 
     async def forget_expired_keys(self, batch: int = 1000) -> int:
         """Delete idempotency keys past the window; returns how many."""
-        window = self._limits.idempotency_window_seconds * 1_000_000
         forgotten = 0
         while True:
-            count = await self._store.forget_calls(self._clock() - window, batch)
+            cutoff = self._clock() - self._idempotency_window_us
+            count = await self._store.forget_calls(cutoff, batch)
             forgotten += count
             if count < batch:
                 return forgotten
