@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -1067,12 +1069,16 @@ def test_compressed_requests(fz: Fuzzer, world: World) -> None:
 
 @contextlib.contextmanager
 def own_server(
-    backend_name: str, request: pytest.FixtureRequest, directory: Path, *args: str
+    backend_name: str,
+    request: pytest.FixtureRequest,
+    directory: Path,
+    *args: str,
+    database_url: str | None = None,
 ) -> Iterator[grpc.Channel]:
-    """A server of the test's own on a fresh database, for tests that may
-    leave it broken or need other settings."""
+    """A server of the test's own on a fresh database (or `database_url`),
+    for tests that may leave it broken or need other settings."""
     process = ServerProcess(
-        database_url=database_url_for(backend_name, request, directory),
+        database_url=database_url or database_url_for(backend_name, request, directory),
         log_path=directory / "own-server.log",
         extra_args=list(args),
     ).start()
@@ -1128,23 +1134,9 @@ def outcomes(fz: Fuzzer, calls: Sequence[Abandoned]) -> list[str]:
     return problems
 
 
-def _known_postgres_bug(backend: str, request: pytest.FixtureRequest) -> None:
-    """Known open bug (docs/reliability.md): now and then abandoned calls
-    leave a PostgreSQL session mid-statement, holding a conversation's
-    lock. Intermittent, so the expected failure is not strict."""
-    if backend == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="open bug: abandoned calls can leave a session holding a lock",
-                strict=False,
-            )
-        )
-
-
 def test_abandoned_calls(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Calls the client cancels or lets expire while the server works on
     them leave every method answering as before."""
-    _known_postgres_bug(backend, request)
     with own_server(backend, request, tmp_path) as chan:
         fz = Fuzzer(chan, backend)
         world = build_world(chan)
@@ -1168,9 +1160,9 @@ def test_abandoned_writes_to_one_conversation(
     """Abandoned appends racing replaces and snapshots of the same
     conversation (so some wait for its lock when abandoned) leave the
     conversation writable. Rounds grow with AGENT_STATE_FUZZ_EXAMPLES."""
-    _known_postgres_bug(backend, request)
     rounds = max(4, EXAMPLES // 10)
-    with own_server(backend, request, tmp_path) as chan:
+    url = database_url_for(backend, request, tmp_path)
+    with own_server(backend, request, tmp_path, database_url=url) as chan:
         fz = Fuzzer(chan, backend)
         stub = make_stub(chan)
         cid = new_id()
@@ -1194,12 +1186,32 @@ def test_abandoned_writes_to_one_conversation(
             ]
             problems = outcomes(fz, started)
             assert not problems, (round_number, problems[:5])
+            if backend == "postgres":
+                left = busy_sessions_after_settling(url)
+                assert not left, f"round {round_number}: sessions left busy: {left}"
             for method, payload in writes.items():
                 outcome = fz.call(method, payload, timeout=10, allowed=ALL_CODES)
                 assert outcome.code == OK, (
                     f"round {round_number}: after abandoned writes, {method} answers "
                     f"{outcome.code.name} ({outcome.details})"
                 )
+
+
+def busy_sessions_after_settling(url: str, patience_s: float = 10.0) -> list[tuple[object, ...]]:
+    """The database's sessions that are not idle, once the server has had
+    `patience_s` to finish what its abandoned calls started. A session left
+    inside a statement or transaction by a lost connection never settles."""
+    deadline = time.monotonic() + patience_s
+    with psycopg.connect(url, autocommit=True) as admin:
+        while True:
+            busy = admin.execute(
+                "SELECT state, wait_event, left(query, 60) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND state <> 'idle'"
+            ).fetchall()
+            if not busy or time.monotonic() > deadline:
+                return busy
+            time.sleep(0.05)
 
 
 def test_unknown_methods_are_unimplemented(fz: Fuzzer, world: World) -> None:

@@ -14,8 +14,10 @@ import hashlib
 import itertools
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
@@ -1226,6 +1228,148 @@ async def test_postgres_migrate_waits_beyond_the_statement_timeout(
 async def _write_nothing(store: Store, conversation_id: UUID) -> None:
     async with store.write(conversation_id):
         pass
+
+
+async def _sessions_waiting_for_a_lock(admin: psycopg.AsyncConnection[Any]) -> int:
+    cursor = await admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.postgres
+async def test_postgres_write_cancelled_while_committing_leaves_no_session_behind(
+    make_postgres_database: Callable[[], str],
+) -> None:
+    """A write cancelled while its queued statements and COMMIT are on the
+    wire must not hand its connection on half-way through: the next call
+    on it would run inside the leftover pipeline, be answered, and never
+    be committed, holding the conversation's lock."""
+    url = make_postgres_database()
+    async with _one_connection_store(url) as (store, admin, conversation_id):
+        # The queued insert waits for this lock when the COMMIT is sent.
+        blocker = await psycopg.AsyncConnection.connect(url)
+        await blocker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+
+        async def write_behind_the_lock() -> None:
+            async with store.write(conversation_id) as tx:
+                await tx.insert_messages([new(message(b"never"))])
+
+        cancelled = asyncio.create_task(write_behind_the_lock())
+        deadline = time.monotonic() + 10
+        while await _sessions_waiting_for_a_lock(admin) == 0:
+            assert time.monotonic() < deadline, "the write never reached the lock"
+            await asyncio.sleep(0.01)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await blocker.rollback()
+        await blocker.close()
+
+        landed = message(b"landed")
+        state = await _append_at_tail(store, conversation_id, [landed], T0)
+        assert state is not None
+        assert state.message_count == 1
+        await _assert_committed_and_nothing_open(admin, conversation_id, [b"landed"])
+        async with store.write(conversation_id) as tx:
+            assert tx.state == state
+
+
+@pytest.mark.postgres
+async def test_postgres_write_cancelled_at_any_step_leaves_its_connection_clean(
+    make_postgres_database: Callable[[], str],
+) -> None:
+    """Cancel a write at each of its suspension points in turn, entering
+    pipeline mode included; after each, an append on the same pooled
+    connection is committed and no session is left inside a transaction."""
+    async with _one_connection_store(make_postgres_database()) as (
+        store,
+        admin,
+        conversation_id,
+    ):
+
+        async def write() -> None:
+            async with store.write(conversation_id) as tx:
+                await tx.insert_messages([new(message(b"cancelled"))])
+                await tx.save(tx.state)
+
+        # First each event-loop turn of the write's start (where no I/O is
+        # awaited), then deadlines across its round trips, then one long
+        # enough for the write to finish.
+        turns = [(steps, 0.0) for steps in range(12)]
+        delays = [(0, 0.0005 * step) for step in range(1, 30)] + [(0, 2.0)]
+        bodies: list[bytes] = []
+        completed = 0
+        for case, (steps, delay) in enumerate(turns + delays):
+            # A blocking stretch first (on purpose): psycopg then gives the
+            # event loop a turn even after a step that did not wait, one more
+            # place for the cancellation to land.
+            time.sleep(0.01)  # noqa: ASYNC251
+            task = asyncio.create_task(write())
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            if delay:
+                await asyncio.sleep(delay)
+            task.cancel()
+            try:
+                await task
+                completed += 1
+            except asyncio.CancelledError:
+                pass
+            body = f"case {case}".encode()
+            state = await _append_at_tail(store, conversation_id, [message(body)], T0 + case)
+            assert state is not None, case
+            bodies.append(body)
+            await _assert_committed_and_nothing_open(
+                admin, conversation_id, bodies, cancelled_writes=(completed, case + 1)
+            )
+        # The last write had time to finish: the sweep reached past its end.
+        assert completed > 0
+
+
+@asynccontextmanager
+async def _one_connection_store(
+    url: str,
+) -> AsyncIterator[tuple[PostgresStore, psycopg.AsyncConnection[Any], UUID]]:
+    """A migrated store whose pool holds one connection, so a call after a
+    cancelled one gets the same connection; an admin session; a conversation."""
+    store = PostgresStore(url, min_size=1, max_size=1)
+    await store.open()
+    admin = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    try:
+        await store.migrate()
+        yield store, admin, await new_conversation(store)
+    finally:
+        await admin.close()
+        await store.close()
+
+
+async def _assert_committed_and_nothing_open(
+    admin: psycopg.AsyncConnection[Any],
+    conversation_id: UUID,
+    bodies: Sequence[bytes],
+    cancelled_writes: tuple[int, int] = (0, 0),
+) -> None:
+    """Another session sees exactly these appended bodies, and between
+    `cancelled_writes` messages of the writes that were cancelled (at least
+    those that finished first, at most one a write: a write cancelled just
+    after its COMMIT landed anyway); no session of the database is inside a
+    statement or transaction."""
+    cursor = await admin.execute(
+        "SELECT body FROM messages WHERE conversation_id = %s", (conversation_id,)
+    )
+    seen = [row[0] for row in await cursor.fetchall()]
+    assert sorted(body for body in seen if body != b"cancelled") == sorted(bodies)
+    low, high = cancelled_writes
+    assert low <= seen.count(b"cancelled") <= high
+    cursor = await admin.execute(
+        "SELECT state, wait_event, left(query, 40) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'"
+    )
+    assert await cursor.fetchall() == []
 
 
 async def test_create_snapshot_counts_only_messages_of_the_conversation(store: Store) -> None:

@@ -514,6 +514,15 @@ def _drop(conn: _Connection) -> None:
     conn.pgconn.finish()
 
 
+async def _refuse_pipeline_mode(conn: _Connection) -> None:
+    """Run by the pool on every returned connection; raising makes the pool
+    close it. A connection still in pipeline mode would run the next call's
+    plain statements without their Sync: answered, never committed, and
+    holding their locks."""
+    if conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        raise psycopg.ProgrammingError("connection returned in pipeline mode")
+
+
 async def _abandon(conn: _Connection, pipeline: AsyncPipeline) -> None:
     """Roll back after a failure, as far as the connection still allows.
 
@@ -814,6 +823,7 @@ class PostgresStore(Store):
                 "connect_timeout": max(1, math.ceil(self._connect_timeout_s)),
             },
             configure=self._configure if self._statement_timeout_ms is not None else None,
+            reset=_refuse_pipeline_mode,
             name="agent-state",
             # Waiting for a connection while the database is down ends as
             # UNAVAILABLE after this long, not the pool's default 30 s.
@@ -959,19 +969,30 @@ class PostgresStore(Store):
         """A pooled connection in pipeline mode inside BEGIN ... COMMIT."""
         pool = self._opened()
         try:
-            async with pool.connection() as conn, conn.pipeline() as pipeline:
+            async with pool.connection() as conn:
                 try:
-                    await conn.execute(begin, prepare=False)
-                    yield conn
-                except Exception:
-                    await _abandon(conn, pipeline)
+                    async with conn.pipeline() as pipeline:
+                        try:
+                            await conn.execute(begin, prepare=False)
+                            yield conn
+                        except Exception:
+                            await _abandon(conn, pipeline)
+                            raise
+                        except BaseException:
+                            # Dropped before leaving the pipeline, which
+                            # would wait for the queued statements.
+                            _drop(conn)
+                            raise
+                        # Sent together with the writes still queued in the
+                        # pipeline; leaving the pipeline waits for it.
+                        await conn.execute(_COMMIT, prepare=False)
+                except BaseException as exc:
+                    # Cancelled while entering or leaving pipeline mode: the
+                    # connection may be left in it, where the next call's
+                    # statements would never be committed.
+                    if not isinstance(exc, Exception):
+                        _drop(conn)
                     raise
-                except BaseException:
-                    _drop(conn)
-                    raise
-                # Sent together with the writes still queued in the pipeline;
-                # leaving the pipeline waits for it.
-                await conn.execute(_COMMIT, prepare=False)
         except PipelineAborted:
             raise
         except _UNAVAILABLE as exc:
