@@ -1090,8 +1090,12 @@ async def test_concurrent_migrations_both_succeed(new_database: FreshDatabase) -
         await store.open()
     try:
         results = await asyncio.gather(*(store.migrate() for store in stores))
+        # Each migration applied once, by one of them.
         assert sorted(results[0] + results[1]) == _versions(new_database.backend)
-        assert [] in results
+        if new_database.backend == "postgres":
+            # The migration lock is held for the whole run there; SQLite
+            # takes its lock per migration, so two runs may interleave.
+            assert [] in results
         for store in stores:
             await new_conversation(store)
     finally:
