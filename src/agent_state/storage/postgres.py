@@ -867,6 +867,20 @@ class PostgresStore(Store):
             raise RuntimeError("the store is not open")
         return self._pool
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_Connection]:
+        """A pooled connection, closed instead of returned when its call is
+        cancelled: wherever the cancellation landed (mid-statement, or while
+        entering or leaving pipeline mode) the connection's state is
+        unknown, and the next call on it could run without being committed."""
+        async with self._opened().connection() as conn:
+            try:
+                yield conn
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    _drop(conn)
+                raise
+
     @_translated
     async def migrate(self) -> list[int]:
         async with self._opened().connection() as conn:
@@ -931,21 +945,16 @@ class PostgresStore(Store):
         }
         try:
             # An autocommit connection outside a pipeline: one round trip.
-            async with self._opened().connection() as conn:
-                try:
-                    cursor = await conn.execute(_APPEND_AT_TAIL, params, binary=True)
-                    row = await cursor.fetchone()
-                except BaseException as exc:
-                    if not isinstance(exc, Exception):
-                        _drop(conn)
-                    raise
+            async with self._connection() as conn:
+                cursor = await conn.execute(_APPEND_AT_TAIL, params, binary=True)
+                row = await cursor.fetchone()
         except _UNAVAILABLE as exc:
             raise StorageUnavailable() from exc
         return None if row is None else _state(conversation_id, row)
 
     async def forget_calls(self, created_before: int, limit: int) -> int:
         try:
-            async with self._opened().connection() as conn:
+            async with self._connection() as conn:
                 cursor = await conn.execute(_FORGET_CALLS, (_timestamp(created_before), limit))
                 return cursor.rowcount
         except _UNAVAILABLE as exc:
@@ -967,32 +976,22 @@ class PostgresStore(Store):
     @asynccontextmanager
     async def _transaction(self, begin: bytes) -> AsyncIterator[_Connection]:
         """A pooled connection in pipeline mode inside BEGIN ... COMMIT."""
-        pool = self._opened()
         try:
-            async with pool.connection() as conn:
+            async with self._connection() as conn, conn.pipeline() as pipeline:
                 try:
-                    async with conn.pipeline() as pipeline:
-                        try:
-                            await conn.execute(begin, prepare=False)
-                            yield conn
-                        except Exception:
-                            await _abandon(conn, pipeline)
-                            raise
-                        except BaseException:
-                            # Dropped before leaving the pipeline, which
-                            # would wait for the queued statements.
-                            _drop(conn)
-                            raise
-                        # Sent together with the writes still queued in the
-                        # pipeline; leaving the pipeline waits for it.
-                        await conn.execute(_COMMIT, prepare=False)
-                except BaseException as exc:
-                    # Cancelled while entering or leaving pipeline mode: the
-                    # connection may be left in it, where the next call's
-                    # statements would never be committed.
-                    if not isinstance(exc, Exception):
-                        _drop(conn)
+                    await conn.execute(begin, prepare=False)
+                    yield conn
+                except Exception:
+                    await _abandon(conn, pipeline)
                     raise
+                except BaseException:
+                    # Dropped before leaving the pipeline, which would wait
+                    # for the queued statements.
+                    _drop(conn)
+                    raise
+                # Sent together with the writes still queued in the pipeline;
+                # leaving the pipeline waits for it.
+                await conn.execute(_COMMIT, prepare=False)
         except PipelineAborted:
             raise
         except _UNAVAILABLE as exc:
