@@ -10,8 +10,8 @@ spot that keeps filling up gets room that lasts longer each time. The cost of
 an insertion therefore depends on how crowded that one spot is, never on the
 conversation's length.
 
-Pure functions only; the service fetches the entries and storage applies
-the plan.
+Pure functions only: `plan_room` says which neighbours it needs, the
+service fetches them and asks again, and storage applies the plan.
 """
 
 from __future__ import annotations
@@ -60,11 +60,78 @@ def spread(lower: int, upper: int | None, count: int) -> list[int] | None:
 
 
 @dataclass(frozen=True, slots=True)
-class WindowPlan:
+class Room:
+    """Where entries being inserted go, and what moves to make room."""
+
     positions: list[int]
     """Positions for the entries being inserted, in order."""
-    renumbering: Renumbering
-    """How the existing entries of the window move."""
+    renumbering: Renumbering | None
+    """How the existing entries of a window move; None when the gap had room."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchNeighbours:
+    """What the planner needs to look at next: up to `limit` entries below
+    position `below` and up to `limit` above position `above`, each side
+    nearest first."""
+
+    below: int
+    above: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbours:
+    """The entries a FetchNeighbours asked for."""
+
+    asked: FetchNeighbours
+    before: list[Item]
+    after: list[Item]
+
+
+FIRST_WINDOW_FETCH = 64
+"""How many neighbours on each side are fetched at first when a gap is used
+up; every further fetch takes _FETCH_GROWTH times as many."""
+
+_FETCH_GROWTH = 8
+
+
+def plan_room(
+    lower: int,
+    upper: int | None,
+    count: int,
+    layout_version: int,
+    neighbours: Neighbours | None = None,
+) -> Room | FetchNeighbours:
+    """Positions for `count` entries between `lower` and `upper` (None: the
+    open tail), or the neighbours to fetch before it can tell.
+
+    The caller starts without neighbours. While the gap has room, the answer
+    comes at once. Otherwise the planner asks for the entries around the gap
+    and searches windows of 1, 2, 4, ... entries each side of it within what
+    was fetched; when none is sparse enough, it asks for more. The window's
+    renumbering gets layout version ``layout_version + 1``.
+    """
+    if neighbours is None:
+        slots = spread(lower, upper, count)
+        if slots is not None:
+            return Room(slots, None)
+        reach = FIRST_WINDOW_FETCH
+    else:
+        # Each side holds up to reach + 1 entries: the window and the bound
+        # outside it.
+        fetched = neighbours.asked.limit - 1
+        level = 0
+        while (1 << level) <= fetched:
+            plan = plan_window(
+                neighbours.before, neighbours.after, 1 << level, count, level, layout_version + 1
+            )
+            if plan is not None:
+                return plan
+            level += 1
+        reach = fetched * _FETCH_GROWTH
+    assert upper is not None  # the open tail always has room
+    return FetchNeighbours(below=lower + 1, above=upper - 1, limit=reach + 1)
 
 
 def plan_window(
@@ -74,7 +141,7 @@ def plan_window(
     count: int,
     level: int,
     layout_version: int,
-) -> WindowPlan | None:
+) -> Room | None:
     """Spread a window around a used-up gap, or None if it is still too dense.
 
     `before` holds the entries preceding the gap, nearest first, and `after`
@@ -98,7 +165,7 @@ def plan_window(
         slots = [lower + step * (i + 1) for i in range(total)]
     existing = window_before + window_after
     existing_slots = slots[: len(window_before)] + slots[len(window_before) + count :]
-    return WindowPlan(
+    return Room(
         positions=slots[len(window_before) : len(window_before) + count],
         renumbering=Renumbering(
             layout_version=layout_version,

@@ -175,6 +175,32 @@ def check_range(request: RangeRequest, places: dict[UUID, int | None]) -> RangeE
     return RangeEnds(from_position, to_position)
 
 
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """An edge of a gap that storage must find: the nearest entry below
+    `anchor` (for the lower edge) or above it (for the upper edge)."""
+
+    anchor: int
+
+
+def gap_edges(ends: RangeEnds) -> tuple[int | Neighbour, int | Neighbour]:
+    """The free interval a Replace puts its new entries into, once the
+    range's own entries are out of the ordering.
+
+    Its lower edge is the entry before the range (0 when none: the head),
+    its upper edge the entry after it (None when none: the open tail). An
+    anchor that stays in the ordering is itself an edge, known without a
+    lookup: with only from_message_id set the entries go right after it,
+    with only to_message_id set right before it.
+    """
+    if ends.to_position is None:
+        assert ends.from_position is not None
+        return ends.from_position, Neighbour(ends.from_position)
+    if ends.from_position is None:
+        return Neighbour(ends.to_position), ends.to_position
+    return Neighbour(ends.from_position), Neighbour(ends.to_position)
+
+
 def _ordering_position(
     message_id: UUID | None, field: str, places: dict[UUID, int | None]
 ) -> int | None:

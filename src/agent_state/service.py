@@ -27,7 +27,6 @@ from .model import (
     NewMessage,
     Page,
     RememberedCall,
-    Renumbering,
     Snapshot,
     StoredMessage,
 )
@@ -99,10 +98,6 @@ class Replay:
 
 
 _R = TypeVar("_R")
-
-# How many neighbours to fetch at first when a gap is used up; the window
-# search widens from there by a factor of 8 per fetch.
-_FIRST_WINDOW_FETCH = 64
 
 
 class ConversationService:
@@ -212,17 +207,15 @@ class ConversationService:
             layout_version = state.layout_version
             if request.new_ids:
                 lower, upper = await _gap(tx, ends)
-                slots, renumbering = await _make_room(
-                    tx, lower, upper, len(request.new_ids), layout_version
-                )
-                if renumbering is not None:
-                    await tx.renumber(renumbering)
-                    layout_version = renumbering.layout_version
-                    tail = max([tail, *renumbering.new_positions])
+                room = await _make_room(tx, lower, upper, len(request.new_ids), layout_version)
+                if room.renumbering is not None:
+                    await tx.renumber(room.renumbering)
+                    layout_version = room.renumbering.layout_version
+                    tail = max([tail, *room.renumbering.new_positions])
                 await tx.place(
-                    [Item(slot, m) for slot, m in zip(slots, request.new_ids, strict=True)]
+                    [Item(slot, m) for slot, m in zip(room.positions, request.new_ids, strict=True)]
                 )
-                tail = max(tail, slots[-1])
+                tail = max(tail, room.positions[-1])
             state = dataclasses.replace(
                 state,
                 message_count=state.message_count - len(removed) + len(request.new_ids),
@@ -456,40 +449,29 @@ async def _resume(rx: ReadTransaction, state: ConversationState, cursor: Cursor 
 async def _gap(tx: WriteTransaction, ends: rules.RangeEnds) -> tuple[int, int | None]:
     """The free interval new entries go into (after removals): between the
     entry before it (0 at the head) and the one after it (None at the tail)."""
-    if ends.from_position is not None and ends.to_position is None:
-        lower = ends.from_position
-    else:
-        anchor = ends.from_position if ends.from_position is not None else ends.to_position
-        assert anchor is not None
-        before = await tx.items_before(anchor, 1)
+    lower, upper = rules.gap_edges(ends)
+    if isinstance(lower, rules.Neighbour):
+        before = await tx.items_before(lower.anchor, 1)
         lower = before[0].position if before else 0
-    if ends.to_position is not None and ends.from_position is None:
-        return lower, ends.to_position
-    anchor = ends.to_position if ends.to_position is not None else ends.from_position
-    assert anchor is not None
-    after = await tx.items_after(anchor, 1)
-    return lower, after[0].position if after else None
+    if isinstance(upper, rules.Neighbour):
+        after = await tx.items_after(upper.anchor, 1)
+        return lower, after[0].position if after else None
+    return lower, upper
 
 
 async def _make_room(
     tx: WriteTransaction, lower: int, upper: int | None, count: int, layout_version: int
-) -> tuple[list[int], Renumbering | None]:
+) -> positions.Room:
     """Positions for `count` entries between `lower` and `upper`, and the
-    renumbering that makes room for them if the gap is used up."""
-    slots = positions.spread(lower, upper, count)
-    if slots is not None:
-        return slots, None
-    assert upper is not None  # the open tail always has room
-    fetch = _FIRST_WINDOW_FETCH
+    renumbering that makes room for them if the gap is used up: fetches
+    what the planner asks for until it has a plan."""
+    neighbours: positions.Neighbours | None = None
     while True:
-        before = await tx.items_before(lower + 1, fetch + 1)
-        after = await tx.items_after(upper - 1, fetch + 1)
-        level = 0
-        while (1 << level) <= fetch:
-            plan = positions.plan_window(
-                before, after, 1 << level, count, level, layout_version + 1
-            )
-            if plan is not None:
-                return plan.positions, plan.renumbering
-            level += 1
-        fetch *= 8
+        step = positions.plan_room(lower, upper, count, layout_version, neighbours)
+        if isinstance(step, positions.Room):
+            return step
+        neighbours = positions.Neighbours(
+            step,
+            await tx.items_before(step.below, step.limit),
+            await tx.items_after(step.above, step.limit),
+        )

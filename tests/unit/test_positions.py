@@ -1,5 +1,6 @@
-"""Sparse positions: table tests, and a simulation of the service's window
-search over an in-memory ordering checking order, bounds and cursors."""
+"""Sparse positions: table tests, and the room planner driven over an
+in-memory ordering as the service drives it over storage, checking order,
+bounds and cursors."""
 
 from __future__ import annotations
 
@@ -41,6 +42,51 @@ def test_spread(lower: int, upper: int | None, count: int, expected: list[int] |
     assert positions.spread(lower, upper, count) == expected
 
 
+def test_a_gap_with_room_is_planned_without_neighbours() -> None:
+    assert positions.plan_room(0, 10, 4, 3) == positions.Room([2, 4, 6, 8], None)
+    assert positions.plan_room(7, None, 1, 3) == positions.Room([7 + GAP], None)
+
+
+def test_a_used_up_gap_asks_for_its_neighbours() -> None:
+    first = positions.FIRST_WINDOW_FETCH
+    assert positions.plan_room(10, 11, 1, 3) == positions.FetchNeighbours(
+        below=11, above=10, limit=first + 1
+    )
+
+
+def test_a_window_spread_from_the_head_to_the_open_tail() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    asked = positions.FetchNeighbours(below=11, above=10, limit=2)
+    neighbours = positions.Neighbours(asked, [Item(10, a)], [Item(11, b)])
+    assert positions.plan_room(10, 11, 1, 3, neighbours) == positions.Room(
+        [2 * GAP], Renumbering(4, 0, None, (10, 11), (GAP, 3 * GAP))
+    )
+
+
+def test_a_window_too_dense_within_what_was_fetched_asks_for_more() -> None:
+    ids = [uuid.uuid4() for _ in range(4)]
+    asked = positions.FetchNeighbours(below=11, above=10, limit=2)
+    before = [Item(10, ids[1]), Item(9, ids[0])]
+    after = [Item(11, ids[2]), Item(12, ids[3])]
+    neighbours = positions.Neighbours(asked, before, after)
+    assert positions.plan_room(10, 11, 1, 3, neighbours) == positions.FetchNeighbours(
+        below=11, above=10, limit=9
+    )
+
+
+def test_the_first_window_sparse_enough_for_its_size_wins() -> None:
+    ids = [uuid.uuid4() for _ in range(6)]
+    asked = positions.FetchNeighbours(below=1001, above=1000, limit=3)
+    # One entry each side: 3 slots between 999 and 1002 is too dense; two
+    # each side: 5 slots between 0 and 10_000 is sparse enough (step 1666).
+    before = [Item(1000, ids[2]), Item(999, ids[1]), Item(0, ids[0])]
+    after = [Item(1001, ids[3]), Item(1002, ids[4]), Item(10_000, ids[5])]
+    neighbours = positions.Neighbours(asked, before, after)
+    assert positions.plan_room(1000, 1001, 1, 0, neighbours) == positions.Room(
+        [4998], Renumbering(1, 0, 10_000, (999, 1000, 1001, 1002), (1666, 3332, 6664, 8330))
+    )
+
+
 def test_follow_maps_cursors_through_a_renumbering() -> None:
     change = Renumbering(
         1, lower=100, upper=200, old_positions=(110, 111, 112), new_positions=(120, 150, 180)
@@ -73,32 +119,23 @@ class _Ordering:
         return self.items[index : index + limit]
 
     def insert_after(self, index: int, count: int) -> list[uuid.UUID]:
-        """Insert `count` new entries right after entry `index` (-1: head)."""
+        """Insert `count` new entries right after entry `index` (-1: head),
+        fetching what the planner asks for as the service does."""
         lower = self.items[index].position if index >= 0 else 0
         upper = self.items[index + 1].position if index + 1 < len(self.items) else None
-        slots = positions.spread(lower, upper, count)
-        if slots is None:
-            assert upper is not None
-            slots = self._make_room(lower, upper, count)
-        new = [Item(slot, uuid.uuid4()) for slot in slots]
+        neighbours: positions.Neighbours | None = None
+        while True:
+            step = positions.plan_room(lower, upper, count, self.layout_version, neighbours)
+            if isinstance(step, positions.Room):
+                break
+            neighbours = positions.Neighbours(
+                step, self.before(step.below, step.limit), self.after(step.above, step.limit)
+            )
+        if step.renumbering is not None:
+            self._apply(step.renumbering)
+        new = [Item(slot, uuid.uuid4()) for slot in step.positions]
         self.items = sorted(self.items + new, key=lambda item: item.position)
         return [item.message_id for item in new]
-
-    def _make_room(self, lower: int, upper: int, count: int) -> list[int]:
-        fetch = 4
-        while True:
-            before = self.before(lower + 1, fetch + 1)
-            after = self.after(upper - 1, fetch + 1)
-            level = 0
-            while (1 << level) <= fetch:
-                plan = positions.plan_window(
-                    before, after, 1 << level, count, level, self.layout_version + 1
-                )
-                if plan is not None:
-                    self._apply(plan.renumbering)
-                    return plan.positions
-                level += 1
-            fetch *= 8
 
     def _apply(self, change: Renumbering) -> None:
         moves = dict(zip(change.old_positions, change.new_positions, strict=True))

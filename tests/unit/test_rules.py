@@ -119,3 +119,20 @@ def test_range_checks_come_in_the_promised_order() -> None:
     # a detached inserted id is fine
     ends = rules.check_range(request, {a: 1, b: 5, d: None})
     assert (ends.from_position, ends.to_position) == (1, 5)
+
+
+@pytest.mark.parametrize(
+    ("ends", "edges"),
+    [
+        # Only from_message_id: right after it, before its next neighbour.
+        (rules.RangeEnds(5, None), (5, rules.Neighbour(5))),
+        # Only to_message_id: right before it, after its previous neighbour.
+        (rules.RangeEnds(None, 7), (rules.Neighbour(7), 7)),
+        # Both: where the range was, between its outer neighbours.
+        (rules.RangeEnds(5, 7), (rules.Neighbour(5), rules.Neighbour(7))),
+    ],
+)
+def test_gap_edges(
+    ends: rules.RangeEnds, edges: tuple[int | rules.Neighbour, int | rules.Neighbour]
+) -> None:
+    assert rules.gap_edges(ends) == edges
