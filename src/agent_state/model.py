@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NewType, TypeVar
 from uuid import UUID
 
 T = TypeVar("T")
@@ -49,7 +49,7 @@ class StoredMessage:
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message as stored at append: with the SHA-256 of its body and its
-    encoding around the body (see wire.message_frame)."""
+    encoding around the body, as the service's codec framed it."""
 
     message: StoredMessage
     body_sha256: bytes
@@ -59,6 +59,16 @@ class NewMessage:
     @property
     def entry(self) -> bytes:
         return self.wire_head + self.message.body + self.wire_tail
+
+
+EncodedMessage = NewType("EncodedMessage", bytes)
+"""A stored message's encoding (``wire_head + body + wire_tail``), as an
+entry of a list response. Made by the codec at the gRPC edge; the service
+and storage keep and return it without looking inside."""
+
+EncodedResponse = NewType("EncodedResponse", bytes)
+"""A mutating call's response as the codec encoded it, which an idempotency
+key replays. Opaque to the service and storage, as EncodedMessage."""
 
 
 @dataclass(frozen=True, slots=True)

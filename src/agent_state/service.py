@@ -4,7 +4,9 @@ Each method validates the request (rules.py), opens one storage
 transaction, asks storage only for what the decision needs (never the whole
 conversation, except where the caller asked for all of it), and writes the
 outcome. It knows nothing of gRPC: the server layer maps its values and
-errors to the wire.
+errors to the wire, and gives it a Codec for the few bytes of the wire
+format it must store (each message's encoding, the responses idempotency
+keys replay) or count (a page's size).
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar, cast
 from uuid import UUID
 
-from . import paging, positions, rules, wire
+from . import paging, positions, rules
 from .clock import now_micros
 from .errors import FailedPrecondition, InvalidArgument
 from .ids import new_id, parse_uuid
 from .model import (
     ConversationState,
+    EncodedMessage,
+    EncodedResponse,
     Item,
     MessageInput,
     NewMessage,
@@ -42,11 +46,10 @@ class Appended:
 
 @dataclass(frozen=True, slots=True)
 class MessagePage:
-    """`entries` are the messages' encodings as entries of a repeated field
-    with tag wire.LIST_ENTRY_TAG."""
+    """`entries` are the listed messages as the codec framed them."""
 
     state: ConversationState
-    entries: list[bytes]
+    entries: list[EncodedMessage]
     next_page_token: str
 
 
@@ -60,7 +63,7 @@ class IdPage:
 class SnapshotMessagePage:
     """`entries` as in MessagePage."""
 
-    entries: list[bytes]
+    entries: list[EncodedMessage]
     next_page_token: str
 
 
@@ -81,20 +84,55 @@ class Deleted:
 class Idempotency:
     """An idempotency key sent with a mutating call.
 
-    `fingerprint` identifies the method and request exactly; `encode`
-    turns the call's result into the response bytes that a retry replays.
+    `fingerprint` identifies the method and request exactly; a retry with
+    the same key and fingerprint gets the first call's response again.
     """
 
     key: str
     fingerprint: bytes
-    encode: Callable[[Any], bytes]
 
 
 @dataclass(frozen=True, slots=True)
 class Replay:
     """The response an earlier call with the same idempotency key sent."""
 
-    response: bytes
+    response: EncodedResponse
+
+
+class Codec(Protocol):
+    """The wire format, as far as the service must store or count it.
+
+    Implemented at the gRPC edge (server/wire.py). What it returns, the
+    service stores and hands back without looking inside.
+    """
+
+    def frame(self, conversation_id: UUID, message: StoredMessage) -> tuple[bytes, bytes]:
+        """The message's encoding before and after its body (head, tail),
+        which together with the body make an EncodedMessage. Computed once,
+        at append, and stored."""
+        ...
+
+    def message_page_header_size(self, state: ConversationState) -> int:
+        """Bytes a conversation's message page takes besides its entries
+        and its page token."""
+        ...
+
+    def snapshot_page_header_size(self) -> int:
+        """Bytes a snapshot's message page takes besides its entries and
+        its page token."""
+        ...
+
+    def token_field_size(self, token_length: int) -> int:
+        """Bytes a page token of `token_length` characters adds to a page."""
+        ...
+
+    def appended(self, result: Appended) -> EncodedResponse: ...
+
+    def replaced(self, result: Replaced) -> EncodedResponse: ...
+
+    def deleted(self, result: Deleted) -> EncodedResponse: ...
+
+    def snapshot_created(self, snapshot: Snapshot) -> EncodedResponse: ...
 
 
 _R = TypeVar("_R")
@@ -104,12 +142,16 @@ class ConversationService:
     def __init__(
         self,
         store: Store,
+        codec: Codec,
         limits: rules.Limits | None = None,
         clock: Callable[[], int] = now_micros,
     ) -> None:
         self._store = store
+        self._codec = codec
         self._limits = limits or rules.Limits()
         self._clock = clock
+        # Every page token has the same length.
+        self._token_field_size = codec.token_field_size(paging.token_length())
 
     @property
     def limits(self) -> rules.Limits:
@@ -137,7 +179,7 @@ class ConversationService:
         # positions used up) the general path below applies the full rules.
         now = self._clock()
         messages = [
-            _new_message(conversation, message, digest, now)
+            self._new_message(conversation, message, digest, now)
             for message, digest in zip(inputs, digests, strict=True)
         ]
         fast = (
@@ -160,7 +202,7 @@ class ConversationService:
             slots = positions.append_positions(state.tail_position, len(inputs))
             updated_at = rules.next_updated_at(state.updated_at, now)
             messages = [
-                _new_message(conversation, message, digest, updated_at)
+                self._new_message(conversation, message, digest, updated_at)
                 for message, digest in zip(inputs, digests, strict=True)
             ]
             state = dataclasses.replace(
@@ -172,7 +214,9 @@ class ConversationService:
             )
             items = [Item(slot, m.message.id) for slot, m in zip(slots, messages, strict=True)]
             await tx.append(messages, items, state)
-            return await self._remember(tx, idempotency, now, Appended(state, messages))
+            return await self._remember(
+                tx, idempotency, now, Appended(state, messages), self._codec.appended
+            )
 
     async def replace_range(
         self,
@@ -226,7 +270,7 @@ class ConversationService:
             )
             await tx.save(state)
             result = Replaced(state, [item.message_id for item in replaced], list(request.new_ids))
-            return await self._remember(tx, idempotency, now, result)
+            return await self._remember(tx, idempotency, now, result, self._codec.replaced)
 
     async def delete_range(
         self,
@@ -252,7 +296,9 @@ class ConversationService:
                 version=state.version + 1,
             )
             await tx.save(state)
-            return await self._remember(tx, idempotency, now, Deleted(state, deleted))
+            return await self._remember(
+                tx, idempotency, now, Deleted(state, deleted), self._codec.deleted
+            )
 
     async def create_snapshot(
         self,
@@ -274,7 +320,9 @@ class ConversationService:
                 # (raising rolls the snapshot back).
                 rules.check_snapshot_ids(conversation, ids, await tx.lookup(ids))
                 raise AssertionError("a snapshot item went missing")
-            return await self._remember(tx, idempotency, now, snapshot)
+            return await self._remember(
+                tx, idempotency, now, snapshot, self._codec.snapshot_created
+            )
 
     # -- idempotency keys -------------------------------------------------
 
@@ -294,13 +342,20 @@ class ConversationService:
                 "idempotency-key",
                 "was already used with a different request on this conversation",
             )
-        return Replay(earlier.response)
+        return Replay(EncodedResponse(earlier.response))
 
     async def _remember(
-        self, tx: WriteTransaction, idempotency: Idempotency | None, now: int, result: _R
+        self,
+        tx: WriteTransaction,
+        idempotency: Idempotency | None,
+        now: int,
+        result: _R,
+        encode: Callable[[_R], EncodedResponse],
     ) -> _R:
+        """Keep `result`'s response under the call's idempotency key, if it
+        sent one, for retries to replay."""
         if idempotency is not None:
-            response = idempotency.encode(result)
+            response = encode(result)
             await tx.remember(
                 idempotency.key, RememberedCall(idempotency.fingerprint, response, now)
             )
@@ -344,16 +399,13 @@ class ConversationService:
             page = await rx.message_page(
                 conversation, after, limit, role_set, kind_set, self._limits.max_response_bytes
             )
-        header = wire.length_delimited_size(
-            wire.metadata_size(state.message_count, state.updated_at)
-        )
-        rows, more = self._fit(page, header)
+        rows, more = self._fit(page, self._codec.message_page_header_size(state))
         token = ""
         if more:
             token = paging.encode(
                 listed, conversation, fingerprint, Cursor(rows[-1][0], state.layout_version)
             )
-        return MessagePage(state, [entry for _, entry in rows], token)
+        return MessagePage(state, _entries(rows), token)
 
     async def list_message_ids(
         self, conversation_id: str, page_size: int, page_token: str
@@ -389,11 +441,11 @@ class ConversationService:
             page = await rx.snapshot_message_page(
                 snapshot, after, limit, self._limits.max_response_bytes
             )
-        rows, more = self._fit(page, 0)
+        rows, more = self._fit(page, self._codec.snapshot_page_header_size())
         token = ""
         if more:
             token = paging.encode(listed, snapshot_key, paging.NO_FILTER, Cursor(rows[-1][0]))
-        return SnapshotMessagePage([entry for _, entry in rows], token)
+        return SnapshotMessagePage(_entries(rows), token)
 
     async def list_snapshot_message_ids(
         self, snapshot_id: str, page_size: int, page_token: str
@@ -416,22 +468,25 @@ class ConversationService:
         """The leading rows whose encoding, with `header` bytes and a page
         token, stays within the response limit (at least one row)."""
         budget = self._limits.max_response_bytes
-        total = header + wire.length_delimited_size(paging.token_length())
+        total = header + self._token_field_size
         for count, (_, entry) in enumerate(page.rows):
             total += len(entry)
             if count and total > budget:
                 return page.rows[:count], True
         return page.rows, page.more
 
+    def _new_message(
+        self, conversation: UUID, message: MessageInput, digest: bytes, created_at: int
+    ) -> NewMessage:
+        stored = StoredMessage(new_id(), message.role, message.kind, message.body, created_at)
+        head, tail = self._codec.frame(conversation, stored)
+        return NewMessage(stored, digest, head, tail)
 
-def _new_message(
-    conversation: UUID, message: MessageInput, digest: bytes, created_at: int
-) -> NewMessage:
-    stored = StoredMessage(new_id(), message.role, message.kind, message.body, created_at)
-    head, tail = wire.message_frame(
-        str(stored.id), str(conversation), stored.role, stored.kind, len(stored.body), created_at
-    )
-    return NewMessage(stored, digest, head, tail)
+
+def _entries(rows: list[tuple[int, bytes]]) -> list[EncodedMessage]:
+    """The encodings of a page's rows: storage returns what the codec framed
+    at append. (Only named so: nothing is converted, per row or at all.)"""
+    return cast(list[EncodedMessage], [entry for _, entry in rows])
 
 
 async def _resume(rx: ReadTransaction, state: ConversationState, cursor: Cursor | None) -> int:

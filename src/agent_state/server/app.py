@@ -23,6 +23,7 @@ from . import tracing
 from .auth import ReadAuthInterceptor, Tokens
 from .observe import Metrics, Observer
 from .servicer import SERVICE_NAME, AgentStateServicer, register
+from .wire import WireCodec
 
 log = logging.getLogger("agent_state.server")
 
@@ -79,7 +80,7 @@ class Server:
                     f"the database schema lacks migrations {pending}; run `agent-state migrate`"
                     " or start without --no-migrate"
                 )
-            service = ConversationService(self._store, self._settings.limits())
+            service = ConversationService(self._store, WireCodec(), self._settings.limits())
             self._sweeper = asyncio.create_task(_sweep_expired_keys(service))
             self._servicer = AgentStateServicer(service)
             register(self._grpc, self._servicer, Observer(self._metrics), self._tokens)

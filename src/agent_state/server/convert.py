@@ -7,7 +7,6 @@ from uuid import UUID
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .. import wire
 from .._gen import agent_state_pb2 as pb
 from ..model import ConversationState, MessageInput
 
@@ -37,16 +36,6 @@ def metadata(state: ConversationState) -> pb.ConversationMetadata:
         message_count=state.message_count,
         updated_at=timestamp(state.updated_at),
     )
-
-
-def metadata_field(state: ConversationState) -> bytes:
-    """``metadata`` as field 1 of a response."""
-    return wire.field(0x0A, metadata(state).SerializeToString())
-
-
-def string_field(tag: int, value: str) -> bytes:
-    """A string field, omitted when empty (proto3)."""
-    return wire.field(tag, value.encode("utf-8")) if value else b""
 
 
 def ids(values: Iterable[UUID]) -> list[str]:

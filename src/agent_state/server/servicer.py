@@ -12,20 +12,20 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from .. import wire
 from .._gen import agent_state_pb2 as pb
 from ..errors import InvalidArgument
-from ..model import Snapshot
-from ..service import Appended, ConversationService, Deleted, Idempotency, Replaced, Replay
+from ..model import EncodedResponse
+from ..service import ConversationService, Idempotency, Replay
 from . import convert, observe, tracing
 from .auth import Refusal, Tokens
 from .observe import Observer
 from .status import status_of
+from .wire import WireCodec
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
 
@@ -34,6 +34,8 @@ log = logging.getLogger("agent_state.rpc")
 # A handler returns a message, or the bytes of one it encoded itself. The
 # handlers of WRITES also take the call's idempotency key.
 Handler = Callable[..., Awaitable[Message | bytes]]
+
+_R = TypeVar("_R")
 
 
 class _Malformed:
@@ -46,6 +48,9 @@ class _Malformed:
 class AgentStateServicer:
     def __init__(self, service: ConversationService) -> None:
         self._service = service
+        # The encoding of what the service answers; stateless, like the one
+        # the service was given.
+        self._codec = WireCodec()
         self.in_flight = 0
         """Calls whose handler is running; the graceful stop watches it."""
 
@@ -68,7 +73,7 @@ class AgentStateServicer:
     ) -> bytes:
         inputs = [convert.message_input(message) for message in request.messages]
         result = await self._service.append(request.conversation_id, inputs, key)
-        return result.response if isinstance(result, Replay) else _appended(result)
+        return _response(result, self._codec.appended)
 
     async def list_messages(self, request: pb.ListConversationMessagesRequest) -> bytes:
         page = await self._service.list_messages(
@@ -78,13 +83,7 @@ class AgentStateServicer:
             request.page_size,
             request.page_token,
         )
-        # ListConversationMessagesResponse: metadata = 1, messages = 2,
-        # next_page_token = 3; the stored entries are already field 2.
-        return (
-            convert.metadata_field(page.state)
-            + b"".join(page.entries)
-            + convert.string_field(wire.TOKEN_TAG_OF_LIST, page.next_page_token)
-        )
+        return self._codec.message_page(page)
 
     async def replace_range(
         self, request: pb.ReplaceConversationMessagesRangeRequest, key: Idempotency | None
@@ -96,7 +95,7 @@ class AgentStateServicer:
             list(request.new_message_ids),
             key,
         )
-        return result.response if isinstance(result, Replay) else _replaced(result)
+        return _response(result, self._codec.replaced)
 
     async def delete_range(
         self, request: pb.DeleteConversationMessagesRangeRequest, key: Idempotency | None
@@ -104,7 +103,7 @@ class AgentStateServicer:
         result = await self._service.delete_range(
             request.conversation_id, request.from_message_id, request.to_message_id, key
         )
-        return result.response if isinstance(result, Replay) else _deleted(result)
+        return _response(result, self._codec.deleted)
 
     async def get_conversation(
         self, request: pb.GetConversationRequest
@@ -126,10 +125,7 @@ class AgentStateServicer:
         page = await self._service.list_snapshot_messages(
             request.snapshot_id, request.page_size, request.page_token
         )
-        # ListSnapshotMessagesResponse: messages = 1, next_page_token = 2.
-        return b"".join(
-            wire.retagged(entry, wire.SNAPSHOT_ENTRY_TAG) for entry in page.entries
-        ) + convert.string_field(wire.TOKEN_TAG_OF_SNAPSHOT_LIST, page.next_page_token)
+        return self._codec.snapshot_message_page(page)
 
     async def list_snapshot_message_ids(
         self, request: pb.ListSnapshotMessageIdsRequest
@@ -147,54 +143,25 @@ class AgentStateServicer:
         result = await self._service.create_snapshot(
             request.conversation_id, list(request.message_ids), key
         )
-        return result.response if isinstance(result, Replay) else _snapshot(result)
+        return _response(result, self._codec.snapshot_created)
 
 
-# Responses of the mutating calls as bytes: what the client gets, and what
-# an idempotency key replays.
+def _response(result: _R | Replay, encode: Callable[[_R], EncodedResponse]) -> bytes:
+    """What a mutating call answers: the response its idempotency key
+    replays, or its result encoded."""
+    return result.response if isinstance(result, Replay) else encode(result)
 
 
-def _appended(result: Appended) -> bytes:
-    # AppendConversationMessagesResponse: metadata = 1, appended = 2.
-    return convert.metadata_field(result.state) + b"".join(
-        message.entry for message in result.messages
-    )
-
-
-def _replaced(result: Replaced) -> bytes:
-    return pb.ReplaceConversationMessagesRangeResponse(
-        metadata=convert.metadata(result.state),
-        replaced_message_ids=convert.ids(result.replaced),
-        inserted_message_ids=convert.ids(result.inserted),
-    ).SerializeToString()
-
-
-def _deleted(result: Deleted) -> bytes:
-    return pb.DeleteConversationMessagesRangeResponse(
-        metadata=convert.metadata(result.state),
-        deleted_message_ids=convert.ids(result.deleted),
-    ).SerializeToString()
-
-
-def _snapshot(snapshot: Snapshot) -> bytes:
-    return pb.CreateSnapshotResponse(
-        snapshot=pb.ContextSnapshot(
-            snapshot_id=str(snapshot.id),
-            conversation_id=str(snapshot.conversation_id),
-            created_at=convert.timestamp(snapshot.created_at),
-        )
-    ).SerializeToString()
-
-
-# Method -> the response encoder its idempotency key replays.
-_ENCODERS: dict[str, Callable[[Any], bytes]] = {
-    "AppendConversationMessages": _appended,
-    "ReplaceConversationMessagesRange": _replaced,
-    "DeleteConversationMessagesRange": _deleted,
-    "CreateSnapshot": _snapshot,
-}
-WRITES = frozenset(_ENCODERS)
-"""The methods that change data: a read-only token may not call them."""
+WRITES = frozenset(
+    {
+        "AppendConversationMessages",
+        "ReplaceConversationMessagesRange",
+        "DeleteConversationMessagesRange",
+        "CreateSnapshot",
+    }
+)
+"""The methods that change data: a read-only token may not call them, and
+they take an idempotency key."""
 
 IDEMPOTENCY_KEY = "idempotency-key"
 
@@ -210,7 +177,7 @@ def _idempotency(method: str, request: Message, metadata: Any) -> Idempotency | 
             raise InvalidArgument(IDEMPOTENCY_KEY, "must be 1 to 256 printable ASCII characters")
         digest = hashlib.sha256(method.encode())
         digest.update(b"\n" + request.SerializeToString(deterministic=True))
-        return Idempotency(value, digest.digest(), _ENCODERS[method])
+        return Idempotency(value, digest.digest())
     return None
 
 

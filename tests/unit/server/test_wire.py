@@ -1,0 +1,167 @@
+"""The hand-written encoding and the size arithmetic must equal what the
+protobuf runtime encodes."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agent_state._gen import agent_state_pb2 as pb
+from agent_state.model import (
+    ConversationState,
+    EncodedMessage,
+    NewMessage,
+    Snapshot,
+    StoredMessage,
+)
+from agent_state.server import wire
+from agent_state.service import Appended, Deleted, MessagePage, Replaced, SnapshotMessagePage
+
+from ..._gen_helpers import text_body
+
+CODEC = wire.WireCodec()
+
+
+def _timestamp(micros: int) -> Timestamp:
+    seconds, rest = divmod(micros, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=rest * 1000)
+
+
+def _entry(conversation_id: uuid.UUID, message: StoredMessage) -> EncodedMessage:
+    head, tail = CODEC.frame(conversation_id, message)
+    return EncodedMessage(head + message.body + tail)
+
+
+def _state(message_count: int = 3, updated_at: int = 1_795_312_973_712_916) -> ConversationState:
+    return ConversationState(uuid.uuid4(), message_count, updated_at, 0, 0, 0)
+
+
+@pytest.mark.parametrize("role", [1, 2, 3, 77])
+@pytest.mark.parametrize("kind", ["", "k", "x" * 200, "ü\x00" * 100])
+@pytest.mark.parametrize("body_text", ["", "a", "b" * 127, "c" * 128, "d" * 20_000])
+@pytest.mark.parametrize("created_at", [0, 1, 999_999, 1_000_000, 1_795_312_973_712_916, -5])
+def test_message_frame_matches_protobuf(
+    role: int, kind: str, body_text: str, created_at: int
+) -> None:
+    body = pb.MessageBody(text=pb.TextBody(text=body_text)).SerializeToString()
+    stored = StoredMessage(uuid.uuid4(), role, kind, body, created_at)
+    conversation_id = uuid.uuid4()
+    message = pb.Message(
+        id=str(stored.id),
+        conversation_id=str(conversation_id),
+        role=role,  # type: ignore[arg-type]
+        kind=kind,
+        body=pb.MessageBody.FromString(body),
+        created_at=_timestamp(created_at),
+    )
+    entry = _entry(conversation_id, stored)
+    listed = pb.ListConversationMessagesResponse(messages=[message]).SerializeToString()
+    assert entry == listed
+    snapshot = pb.ListSnapshotMessagesResponse(messages=[message]).SerializeToString()
+    assert wire.retagged(entry, wire.SNAPSHOT_ENTRY_TAG) == snapshot
+
+
+def test_hand_built_responses_parse_as_the_contract_says() -> None:
+    body = pb.MessageBody(
+        tool_output=pb.ToolOutputBody(
+            tool_name="t", image=pb.ToolImageOutput(external_url="u"), metadata={"b": "1", "a": ""}
+        )
+    ).SerializeToString(deterministic=True)
+    entry = _entry(uuid.uuid4(), StoredMessage(uuid.uuid4(), 3, "", body, 7))
+    token = "tok"
+    encoded = entry + wire.field(wire.TOKEN_TAG_OF_LIST, token.encode())
+    parsed = pb.ListConversationMessagesResponse.FromString(encoded)
+    assert parsed.next_page_token == token
+    assert parsed.messages[0].body.SerializeToString(deterministic=True) == body
+    assert parsed.messages[0].created_at.nanos == 7000
+
+
+@pytest.mark.parametrize("count", [0, 1, 127, 128, 10**12])
+@pytest.mark.parametrize("updated_at", [0, 1_795_312_973_712_916, 1_795_312_973_000_000])
+def test_metadata_size_matches_protobuf(count: int, updated_at: int) -> None:
+    metadata = pb.ConversationMetadata(
+        conversation_id=str(uuid.uuid4()),
+        message_count=count,
+        updated_at=_timestamp(updated_at),
+    )
+    assert wire.metadata_size(count, updated_at) == metadata.ByteSize()
+
+
+def test_varint_of_zero() -> None:
+    # Protobuf omits a zero scalar, so it cannot be compared there.
+    assert wire.varint(0) == b"\x00"
+    assert wire.varint_size(0) == 1
+
+
+@pytest.mark.parametrize("value", [1, 127, 128, 16383, 16384, 2**35, 2**63 - 1, -1, -(2**63)])
+def test_varint_matches_protobuf(value: int) -> None:
+    # message_count is field 2 of ConversationMetadata, an int64: its tag
+    # byte, then the value as a varint.
+    encoded = pb.ConversationMetadata(message_count=value).SerializeToString()
+    assert encoded == b"\x10" + wire.varint(value)
+    assert wire.varint_size(value) == len(encoded) - 1
+
+
+@pytest.mark.parametrize("message_count", [0, 5, 300])
+@pytest.mark.parametrize("token", ["", "t" * 44])
+def test_message_page_sizes_match_what_is_sent(message_count: int, token: str) -> None:
+    state = _state(message_count)
+    messages = [StoredMessage(uuid.uuid4(), 1, "k", text_body("x" * n), n) for n in (1, 200)]
+    entries = [_entry(state.id, message) for message in messages]
+    encoded = CODEC.message_page(MessagePage(state, entries, token))
+    parsed = pb.ListConversationMessagesResponse.FromString(encoded)
+    assert parsed.metadata.message_count == message_count
+    assert [message.id for message in parsed.messages] == [str(m.id) for m in messages]
+    assert parsed.next_page_token == token
+    token_size = CODEC.token_field_size(len(token)) if token else 0
+    expected = CODEC.message_page_header_size(state) + sum(map(len, entries)) + token_size
+    assert len(encoded) == expected == parsed.ByteSize()
+
+
+@pytest.mark.parametrize("token", ["", "t" * 44])
+def test_snapshot_page_sizes_match_what_is_sent(token: str) -> None:
+    conversation_id = uuid.uuid4()
+    messages = [StoredMessage(uuid.uuid4(), 2, "", text_body("y" * n), n) for n in (1, 60)]
+    entries = [_entry(conversation_id, message) for message in messages]
+    encoded = CODEC.snapshot_message_page(SnapshotMessagePage(entries, token))
+    parsed = pb.ListSnapshotMessagesResponse.FromString(encoded)
+    assert [message.id for message in parsed.messages] == [str(m.id) for m in messages]
+    assert parsed.next_page_token == token
+    token_size = CODEC.token_field_size(len(token)) if token else 0
+    expected = CODEC.snapshot_page_header_size() + sum(map(len, entries)) + token_size
+    assert len(encoded) == expected == parsed.ByteSize()
+
+
+def test_responses_of_the_mutating_calls() -> None:
+    state = _state()
+    stored = StoredMessage(uuid.uuid4(), 1, "k", text_body("hi"), 9)
+    head, tail = CODEC.frame(state.id, stored)
+    appended = pb.AppendConversationMessagesResponse.FromString(
+        CODEC.appended(Appended(state, [NewMessage(stored, b"", head, tail)]))
+    )
+    assert appended.metadata.conversation_id == str(state.id)
+    assert appended.metadata.message_count == state.message_count
+    assert [message.id for message in appended.appended] == [str(stored.id)]
+    assert appended.appended[0].body.text.text == "hi"
+
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    replaced = pb.ReplaceConversationMessagesRangeResponse.FromString(
+        CODEC.replaced(Replaced(state, [a, b], [c]))
+    )
+    assert list(replaced.replaced_message_ids) == [str(a), str(b)]
+    assert list(replaced.inserted_message_ids) == [str(c)]
+    assert replaced.metadata.updated_at == _timestamp(state.updated_at)
+
+    deleted = pb.DeleteConversationMessagesRangeResponse.FromString(
+        CODEC.deleted(Deleted(state, [b]))
+    )
+    assert list(deleted.deleted_message_ids) == [str(b)]
+    assert deleted.metadata.message_count == state.message_count
+
+    snapshot = Snapshot(uuid.uuid4(), state.id, 1_000_001, 2)
+    created = pb.CreateSnapshotResponse.FromString(CODEC.snapshot_created(snapshot))
+    assert created.snapshot.snapshot_id == str(snapshot.id)
+    assert created.snapshot.conversation_id == str(state.id)
+    assert created.snapshot.created_at == _timestamp(1_000_001)
