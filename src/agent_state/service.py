@@ -40,6 +40,8 @@ from .storage.base import ReadTransaction, Store, WriteTransaction
 
 @dataclass(frozen=True, slots=True)
 class Appended:
+    """The conversation after an append, and the messages as stored."""
+
     state: ConversationState
     messages: list[NewMessage]
 
@@ -55,6 +57,8 @@ class MessagePage:
 
 @dataclass(frozen=True, slots=True)
 class IdPage:
+    """A page of a conversation's or a snapshot's message ids, in order."""
+
     message_ids: list[UUID]
     next_page_token: str
 
@@ -69,6 +73,9 @@ class SnapshotMessagePage:
 
 @dataclass(frozen=True, slots=True)
 class Replaced:
+    """The conversation after a Replace: the ids that were in the range
+    (now detached) and the ids put in its place."""
+
     state: ConversationState
     replaced: list[UUID]
     inserted: list[UUID]
@@ -76,6 +83,8 @@ class Replaced:
 
 @dataclass(frozen=True, slots=True)
 class Deleted:
+    """The conversation after a Delete, and the ids of the deleted messages."""
+
     state: ConversationState
     deleted: list[UUID]
 
@@ -136,6 +145,29 @@ class Codec(Protocol):
 
 
 _R = TypeVar("_R")
+
+
+@dataclass(frozen=True, slots=True)
+class _PageRequest:
+    """Which page a list call asks for: of which list, of which conversation
+    or snapshot, under which filter; how many rows; after which cursor."""
+
+    listed: PagedList
+    target: UUID
+    fingerprint: bytes
+    limit: int
+    cursor: Cursor | None
+
+    @property
+    def after_index(self) -> int:
+        """The snapshot index a snapshot page starts after (-1: the start)."""
+        return self.cursor.position if self.cursor else -1
+
+    def token_after(self, position: int, layout_version: int = 0) -> str:
+        """The token of the next page, which starts after `position`."""
+        return paging.encode(
+            self.listed, self.target, self.fingerprint, Cursor(position, layout_version)
+        )
 
 
 class ConversationService:
@@ -389,78 +421,77 @@ class ConversationService:
         conversation = parse_uuid(conversation_id, "conversation_id")
         role_set = rules.role_filter(roles)
         kind_set = frozenset(kinds)
-        limit = rules.page_size(page_size, self._limits)
         fingerprint = paging.filter_fingerprint(role_set, kind_set)
-        listed = PagedList.CONVERSATION_MESSAGES
-        cursor = paging.decode(page_token, listed, conversation, fingerprint)
+        request = self._paging(
+            PagedList.CONVERSATION_MESSAGES, conversation, page_size, page_token, fingerprint
+        )
         async with self._store.read() as rx:
             state = await rx.conversation(conversation)
-            after = await _resume(rx, state, cursor)
+            after = await _resume(rx, state, request.cursor)
             page = await rx.message_page(
-                conversation, after, limit, role_set, kind_set, self._limits.max_response_bytes
+                conversation,
+                after,
+                request.limit,
+                role_set,
+                kind_set,
+                self._limits.max_response_bytes,
             )
         rows, more = self._fit(page, self._codec.message_page_header_size(state))
-        token = ""
-        if more:
-            token = paging.encode(
-                listed, conversation, fingerprint, Cursor(rows[-1][0], state.layout_version)
-            )
+        token = request.token_after(rows[-1][0], state.layout_version) if more else ""
         return MessagePage(state, _entries(rows), token)
 
     async def list_message_ids(
         self, conversation_id: str, page_size: int, page_token: str
     ) -> IdPage:
         conversation = parse_uuid(conversation_id, "conversation_id")
-        limit = rules.page_size(page_size, self._limits)
-        listed = PagedList.CONVERSATION_MESSAGE_IDS
-        cursor = paging.decode(page_token, listed, conversation, paging.NO_FILTER)
+        request = self._paging(
+            PagedList.CONVERSATION_MESSAGE_IDS, conversation, page_size, page_token
+        )
         async with self._store.read() as rx:
             state = await rx.conversation(conversation)
-            after = await _resume(rx, state, cursor)
-            page = await rx.id_page(conversation, after, limit)
-        token = ""
-        if page.more:
-            token = paging.encode(
-                listed,
-                conversation,
-                paging.NO_FILTER,
-                Cursor(page.rows[-1].position, state.layout_version),
-            )
+            after = await _resume(rx, state, request.cursor)
+            page = await rx.id_page(conversation, after, request.limit)
+        more = page.more
+        token = request.token_after(page.rows[-1].position, state.layout_version) if more else ""
         return IdPage([item.message_id for item in page.rows], token)
 
     async def list_snapshot_messages(
         self, snapshot_id: str, page_size: int, page_token: str
     ) -> SnapshotMessagePage:
         snapshot_key = parse_uuid(snapshot_id, "snapshot_id")
-        limit = rules.page_size(page_size, self._limits)
-        listed = PagedList.SNAPSHOT_MESSAGES
-        cursor = paging.decode(page_token, listed, snapshot_key, paging.NO_FILTER)
+        request = self._paging(PagedList.SNAPSHOT_MESSAGES, snapshot_key, page_size, page_token)
         async with self._store.read() as rx:
             snapshot = await rx.snapshot(snapshot_key)
-            after = cursor.position if cursor else -1
             page = await rx.snapshot_message_page(
-                snapshot, after, limit, self._limits.max_response_bytes
+                snapshot, request.after_index, request.limit, self._limits.max_response_bytes
             )
         rows, more = self._fit(page, self._codec.snapshot_page_header_size())
-        token = ""
-        if more:
-            token = paging.encode(listed, snapshot_key, paging.NO_FILTER, Cursor(rows[-1][0]))
+        token = request.token_after(rows[-1][0]) if more else ""
         return SnapshotMessagePage(_entries(rows), token)
 
     async def list_snapshot_message_ids(
         self, snapshot_id: str, page_size: int, page_token: str
     ) -> IdPage:
         snapshot_key = parse_uuid(snapshot_id, "snapshot_id")
-        limit = rules.page_size(page_size, self._limits)
-        listed = PagedList.SNAPSHOT_MESSAGE_IDS
-        cursor = paging.decode(page_token, listed, snapshot_key, paging.NO_FILTER)
+        request = self._paging(PagedList.SNAPSHOT_MESSAGE_IDS, snapshot_key, page_size, page_token)
         async with self._store.read() as rx:
             snapshot = await rx.snapshot(snapshot_key)
-            page = await rx.snapshot_id_page(snapshot, cursor.position if cursor else -1, limit)
-        token = ""
-        if page.more:
-            token = paging.encode(listed, snapshot_key, paging.NO_FILTER, Cursor(page.rows[-1][0]))
+            page = await rx.snapshot_id_page(snapshot, request.after_index, request.limit)
+        token = request.token_after(page.rows[-1][0]) if page.more else ""
         return IdPage([message_id for _, message_id in page.rows], token)
+
+    def _paging(
+        self,
+        listed: PagedList,
+        target: UUID,
+        page_size: int,
+        page_token: str,
+        fingerprint: bytes = paging.NO_FILTER,
+    ) -> _PageRequest:
+        """A list call's paging, checked: its page size and page token."""
+        limit = rules.page_size(page_size, self._limits)
+        cursor = paging.decode(page_token, listed, target, fingerprint)
+        return _PageRequest(listed, target, fingerprint, limit, cursor)
 
     def _fit(
         self, page: Page[tuple[int, bytes]], header: int
