@@ -135,6 +135,8 @@ class Codec(Protocol):
         """Bytes a page token of `token_length` characters adds to a page."""
         ...
 
+    # The responses of the mutating calls, kept for their idempotency keys.
+
     def appended(self, result: Appended) -> EncodedResponse: ...
 
     def replaced(self, result: Replaced) -> EncodedResponse: ...
@@ -171,6 +173,9 @@ class _PageRequest:
 
 
 class ConversationService:
+    """The nine RPCs of the contract over `store`, with `codec` for the few
+    bytes of the wire format that are stored or counted."""
+
     def __init__(
         self,
         store: Store,

@@ -128,15 +128,16 @@ def metadata_field(state: ConversationState) -> bytes:
 
 class WireCodec:
     """service.Codec in the contract's wire format, and the encoding of the
-    responses built from stored bytes. Holds no state."""
+    responses built from stored bytes. Holds no state, so the service and
+    the servicer may each have their own."""
 
     def frame(self, conversation_id: UUID, message: StoredMessage) -> tuple[bytes, bytes]:
         """(head, tail) such that ``head + body + tail`` is `message` as an
         entry of a field with tag LIST_ENTRY_TAG, byte for byte what
         protobuf writes."""
-        fields = field(0x0A, str(message.id).encode("ascii")) + field(
-            0x12, str(conversation_id).encode("ascii")
-        )
+        # Ids in their canonical text form, which is ASCII.
+        message_id = str(message.id).encode("ascii")
+        fields = field(0x0A, message_id) + field(0x12, str(conversation_id).encode("ascii"))
         if message.role:
             fields += b"\x18" + varint(message.role)
         kind_bytes = message.kind.encode("utf-8")
