@@ -1,7 +1,13 @@
-"""Command line: ``agent-state serve | migrate | config`` and the client commands.
+"""Server commands: ``agent-state serve | migrate | config``.
 
-One top-level handler turns configuration and start-up failures into one
-line on stderr and a non-zero exit code, never a traceback.
+One handler per kind of failure turns configuration and start-up failures
+into one line on stderr and a non-zero exit code, never a traceback.
+`config` loads and checks the settings through the same functions as
+`serve`, so it exits 2 exactly where serve would refuse to start.
+
+The runtime (and through it grpc) is imported only when a command runs:
+importing grpc fixes its core's log level, which the client commands set
+first (see client_commands).
 """
 
 from __future__ import annotations
@@ -9,21 +15,23 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import click
-from pydantic import ValidationError
 
-from . import logs
-from .client_commands import append, get, health, ids, show, snapshot
-from .config import ConfigFileError, Settings, env_name, load, sources
-from .errors import StorageUnavailable
-from .storage import UnsupportedDatabaseUrl
-from .storage.migrations import MigrationError
+from .. import logs
+from ..config import Loaded, Settings, SettingsError, env_name, load
+from ..errors import StorageUnavailable
+from ..storage import UnsupportedDatabaseUrl
+from ..storage.migrations import MigrationError
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
+
+T = TypeVar("T")
+CommandT = TypeVar("CommandT", bound=Callable[..., None])
 
 # One flag per setting, with what --help says about it. auth_tokens has no
 # flag on purpose: a command line is visible to every user of the host.
@@ -56,9 +64,39 @@ _HELP = {
 }
 # Flags kept under their established names.
 _FLAG_NAMES = {"migrate_on_start": "migrate"}
+# The click type of a setting's flag, by the setting's type (None allowed);
+# any other setting's flag is text, checked when the settings load.
+_FLAG_TYPES: dict[object, click.ParamType[Any]] = {
+    int: click.INT,
+    float: click.FLOAT,
+    Path: click.Path(path_type=Path),
+}
 
 
-def _setting_options(command: Any) -> Any:
+class _SettingType(click.ParamType[Any]):
+    """A setting's click type (INTEGER in --help, say) whose bad values are
+    left to the settings loader, so that a bad flag ends in the same one
+    line naming the setting as a bad variable or file entry, not in a
+    usage error."""
+
+    def __init__(self, typed: click.ParamType[Any]) -> None:
+        self.name = typed.name
+        self._typed = typed
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return self._typed.convert(value, param, ctx)
+        except click.BadParameter:
+            return value
+
+
+def _flag_type(annotation: object) -> click.ParamType[Any]:
+    options = getattr(annotation, "__args__", (annotation,))
+    kinds = [_FLAG_TYPES[kind] for kind in options if kind in _FLAG_TYPES]
+    return _SettingType(kinds[0]) if kinds else click.STRING
+
+
+def setting_options(command: CommandT) -> CommandT:
     """The flags of every setting in _HELP, plus --config."""
     for name in reversed(list(_HELP)):
         field = Settings.model_fields[name]
@@ -68,7 +106,7 @@ def _setting_options(command: Any) -> Any:
         if field.annotation is bool:
             option = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=text)
         else:
-            option = click.option(flag, name, default=None, help=text)
+            option = click.option(flag, name, type=_flag_type(field.annotation), help=text)
         command = option(command)
     return click.option(
         "--config",
@@ -78,126 +116,98 @@ def _setting_options(command: Any) -> Any:
     )(command)
 
 
-def _settings(flags: dict[str, Any]) -> Settings:
+def _exit(lines: list[str], code: int) -> NoReturn:
+    for line in lines:
+        click.echo(f"agent-state: {line}", err=True)
+    sys.exit(code)
+
+
+def _loaded(flags: dict[str, Any]) -> Loaded:
     """Settings from the given flags over the environment over the config file;
     a bad value ends the process with one line per problem and exit code 2."""
     try:
-        return load(**flags)
-    except ConfigFileError as exc:
-        click.echo(f"agent-state: {exc}", err=True)
-    except ValidationError as exc:
-        for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"])
-            reason = error["msg"].removeprefix("Value error, ")
-            where = f"invalid setting {name}" if name else "invalid settings"
-            click.echo(f"agent-state: {where}: {reason}", err=True)
-    except ValueError as exc:  # raised while reading a tokens file
-        click.echo(f"agent-state: invalid settings: {exc}", err=True)
-    sys.exit(EXIT_CONFIG)
+        return load(flags)
+    except SettingsError as exc:
+        _exit(exc.problems, EXIT_CONFIG)
 
 
-def _serving(flags: dict[str, Any]) -> Settings:
-    """_settings, plus the checks that only matter to a listening server."""
-    settings = _settings(flags)
+def _servable(flags: dict[str, Any]) -> Loaded:
+    """_loaded, plus the checks serve makes before it opens anything."""
+    from ..runtime import check_serving
+
+    loaded = _loaded(flags)
     try:
-        settings.check_listening()
-    except ValueError as exc:
-        click.echo(f"agent-state: invalid settings: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    return settings
+        check_serving(loaded.settings)
+    except ValueError as exc:  # NotServable, UnsupportedDatabaseUrl
+        _exit([str(exc)], EXIT_CONFIG)
+    return loaded
 
 
-def _run(coroutine: Any) -> None:
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
-        asyncio.run(coroutine)
+        return asyncio.run(coroutine)
     except (UnsupportedDatabaseUrl, MigrationError) as exc:
-        click.echo(f"agent-state: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        _exit([str(exc)], EXIT_CONFIG)
     except StorageUnavailable as exc:
-        click.echo(f"agent-state: {exc} ({type(exc.__cause__).__name__})", err=True)
-        sys.exit(EXIT_RUNTIME)
+        _exit([f"{exc} ({type(exc.__cause__).__name__})"], EXIT_RUNTIME)
     except OSError as exc:
-        click.echo(f"agent-state: {exc}", err=True)
-        sys.exit(EXIT_RUNTIME)
+        _exit([str(exc)], EXIT_RUNTIME)
 
 
-@click.group()
-def main() -> None:
-    """agent-state: working memory for LLM agents over gRPC."""
-
-
-@main.command()
-@_setting_options
+@click.command()
+@setting_options
 def serve(**flags: Any) -> None:
     """Serve AgentStateService until SIGTERM or SIGINT."""
-    from .server.app import serve as serve_forever
-    from .server.workers import run_workers
+    from .. import runtime
 
-    settings = _serving(flags)
+    settings = _servable(flags).settings
     logs.configure(settings.log_level, settings.log_format)
     if settings.workers > 1:
-        if settings.grpc_address.rsplit(":", 1)[-1] == "0":
-            click.echo("agent-state: --workers needs a fixed port, not port 0", err=True)
-            sys.exit(EXIT_CONFIG)
+        from ..server.workers import run_workers
+
         if settings.migrate_on_start:
-            _run(_migrate(settings))
+            _run(runtime.migrate(settings))
         sys.exit(run_workers(settings))
     if settings.tracing:
-        from .server import tracing
+        from ..server import tracing
 
         try:
             tracing.enable()
         except tracing.TracingUnavailable as exc:
-            click.echo(f"agent-state: invalid setting tracing: {exc}", err=True)
-            sys.exit(EXIT_CONFIG)
-    _run(serve_forever(settings))
+            _exit([f"invalid setting tracing: {exc}"], EXIT_CONFIG)
+    _run(runtime.serve(settings))
 
 
-@main.command()
-@_setting_options
+@click.command()
+@setting_options
 def migrate(**flags: Any) -> None:
     """Apply pending schema migrations, then exit."""
-    settings = _settings(flags)
+    from .. import runtime
+
+    settings = _loaded(flags).settings
     logs.configure(settings.log_level, settings.log_format)
-    _run(_migrate(settings, report=True))
+    applied = _run(runtime.migrate(settings))
+    click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
 
 
-@main.command()
-@_setting_options
+@click.command()
+@setting_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def config(as_json: bool, **flags: Any) -> None:
     """Print the effective configuration (secrets redacted) and where each
     value came from; exit 2 when it is invalid, as serve would."""
-    settings = _serving(flags)
-    shown = settings.effective()
-    origin = sources(settings, flags)
+    loaded = _servable(flags)
+    shown = loaded.settings.effective()
     if as_json:
-        click.echo(
-            json.dumps(
-                {name: {"value": value, "source": origin[name]} for name, value in shown.items()},
-                indent=2,
-            )
-        )
+        document = {
+            name: {"value": value, "source": loaded.sources[name]} for name, value in shown.items()
+        }
+        click.echo(json.dumps(document, indent=2))
         return
     width = max(len(name) for name in shown)
     for name, value in shown.items():
         text = "unset" if value is None else json.dumps(value)
-        click.echo(f"{name:<{width}} = {text}  ({origin[name]})")
+        click.echo(f"{name:<{width}} = {text}  ({loaded.sources[name]})")
 
 
-async def _migrate(settings: Settings, *, report: bool = False) -> None:
-    from .server.app import store_from
-
-    store = store_from(settings)
-    async with store:
-        applied = await store.migrate()
-    if report:
-        click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
-
-
-main.add_command(get)
-main.add_command(show)
-main.add_command(append)
-main.add_command(ids)
-main.add_command(snapshot)
-main.add_command(health)
+COMMANDS = [serve, migrate, config]
