@@ -49,7 +49,11 @@ def check_serving(settings: Settings) -> None:
     """Raises NotServable (or UnsupportedDatabaseUrl) if `serve` would refuse
     these settings before opening anything. `migrate` listens on nothing,
     so it checks only the database URL (by building its store)."""
-    problem = exposure(settings.grpc_address, settings.tokens(), settings.allow_unauthenticated)
+    problem = exposure(
+        settings.grpc_address,
+        settings.tokens(),
+        allow_unauthenticated=settings.allow_unauthenticated,
+    )
     if problem is not None:
         raise NotServable(f"invalid settings: {problem}")
     if settings.workers > 1 and settings.grpc_address.rsplit(":", 1)[-1] == "0":

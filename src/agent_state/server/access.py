@@ -67,7 +67,7 @@ def is_loopback(address: str) -> bool:
 
 
 def exposure(
-    grpc_address: str, tokens: dict[str, Access], allow_unauthenticated: bool
+    grpc_address: str, tokens: dict[str, Access], *, allow_unauthenticated: bool
 ) -> str | None:
     """Why serving on `grpc_address` would open the API, unauthenticated,
     beyond this host; None when it would not."""
