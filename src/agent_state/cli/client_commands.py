@@ -19,6 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -60,10 +61,11 @@ class Session:
     connection: Connection
     json_output: bool
 
-    def client(self) -> Client:
+    def client(self) -> closing[Client]:
+        """A client for the server, closed at the end of the `with` block."""
         from .connection import Client
 
-        return Client(self.connection)
+        return closing(Client(self.connection))
 
     def echo_json(self, document: object) -> None:
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
