@@ -44,8 +44,6 @@ _FILE_SETTINGS = ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_t
 # The request limits' defaults are the service's own.
 _LIMITS = Limits()
 
-CONFIG_FILE_VARIABLE = "AGENT_STATE_CONFIG_FILE"
-
 
 def env_names(setting: str) -> tuple[str, ...]:
     """The variables a setting is read from, the first found winning."""

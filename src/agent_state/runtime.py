@@ -18,7 +18,10 @@ from contextlib import asynccontextmanager
 from . import logs
 from .config import Settings
 from .errors import StorageUnavailable
+from .server import tracing
 from .server.access import exposure
+from .server.app import Server
+from .server.observe import Metrics
 from .service import ConversationService
 from .storage import Store, make_store
 from .storage.migrations import MigrationError
@@ -69,10 +72,6 @@ async def migrate(settings: Settings) -> list[int]:
 
 async def serve(settings: Settings) -> None:
     """Serve AgentStateService until SIGTERM or SIGINT, then drain and close."""
-    from .server.app import Server
-    from .server.observe import Metrics
-    from .server.tracing import shutdown as stop_tracing
-
     stop = _stop_signal()
     async with build_store(settings) as store:
         await _bring_schema_up_to_date(store, migrate_on_start=settings.migrate_on_start)
@@ -100,7 +99,7 @@ async def serve(settings: Settings) -> None:
             await stop.wait()
             log.info("stop signal received; draining in-flight calls")
             await server.stop()
-    stop_tracing()
+    tracing.shutdown()
     log.info("stopped")
 
 

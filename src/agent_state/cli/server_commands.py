@@ -112,7 +112,7 @@ def setting_options(command: CommandT) -> CommandT:
         "--config",
         "config_file",
         type=click.Path(path_type=Path),
-        help="TOML file of settings, below flags and environment [env AGENT_STATE_CONFIG_FILE].",
+        help=f"TOML file of settings, below flags and environment [env {env_name('config_file')}].",
     )(command)
 
 
