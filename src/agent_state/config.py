@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -43,6 +43,8 @@ _GO_NAMES = {"grpc_address": "GRPC_ADDRESS", "database_url": "DATABASE_URL"}
 _FILE_SETTINGS = ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_tokens_file")
 # The request limits' defaults are the service's own.
 _LIMITS = Limits()
+
+T = TypeVar("T")
 
 
 def env_names(setting: str) -> tuple[str, ...]:
@@ -256,13 +258,8 @@ def load(
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The settings' values found in `environ`, whatever the letter case of
-    the variables' names (an exact upper-case name wins over another
-    spelling). An empty AGENT_STATE_CONFIG_FILE names no file."""
-    by_name: dict[str, str] = {}
-    for variable, value in environ.items():
-        name = variable.upper()
-        if variable == name or name not in by_name:
-            by_name[name] = value
+    the variables' names. An empty AGENT_STATE_CONFIG_FILE names no file."""
+    by_name = _case_folded(environ, str.upper, setting_variables())
     found: dict[str, str] = {}
     for setting in Settings.model_fields:
         present = [variable for variable in env_names(setting) if variable in by_name]
@@ -274,12 +271,28 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
+    """The file's entries by setting name; its keys are setting names in
+    any letter case (other keys are kept, for validation to refuse)."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        entries = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigFileError(f"config_file: cannot read {path}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigFileError(f"config_file: {path} is not valid TOML: {exc}") from exc
+    return _case_folded(entries, str.lower, set(Settings.model_fields))
+
+
+def _case_folded(
+    entries: Mapping[str, T], fold: Callable[[str], str], names: Set[str]
+) -> dict[str, T]:
+    """`entries` with every key that is one of `names` in another letter
+    case renamed to it; of several spellings of one name, the exact one wins."""
+    folded: dict[str, T] = {}
+    for key, value in entries.items():
+        name = fold(key) if fold(key) in names else key
+        if key == name or name not in folded:
+            folded[name] = value
+    return folded
 
 
 def _read_named_files(values: Mapping[str, object]) -> _FileTexts:

@@ -102,6 +102,16 @@ def test_the_upper_case_variable_wins_over_another_spelling() -> None:
         assert load({}, environ).settings.workers == 4
 
 
+def test_file_keys_count_in_any_letter_case(tmp_path: Path) -> None:
+    path = tmp_path / "upper.toml"
+    path.write_text('MAX_PAGE_SIZE = 500\nGrpc_Address = "127.0.0.1:6000"\n')
+    loaded = load({"config_file": path}, {})
+    assert loaded.settings.max_page_size == 500
+    assert loaded.settings.grpc_address == "127.0.0.1:6000"
+    assert loaded.sources["max_page_size"] is Source.FILE
+    assert loaded.sources["grpc_address"] is Source.FILE
+
+
 def test_the_go_implementations_names_work_and_come_first() -> None:
     loaded = load({}, {"grpc_address": "127.0.0.1:6000", "DATABASE_URL": "sqlite:///x.db"})
     assert loaded.settings.grpc_address == "127.0.0.1:6000"
