@@ -1,90 +1,66 @@
 """Settings: flags over environment variables over a config file over defaults.
 
 The Go implementation's variable names (GRPC_ADDRESS, DATABASE_URL) work
-unchanged; every other setting is AGENT_STATE_<NAME>. The optional config
-file is TOML with the settings' names as keys (`grpc_address = "..."`),
-named by --config or AGENT_STATE_CONFIG_FILE.
+unchanged; every other setting is AGENT_STATE_<NAME>, in any letter case.
+The optional config file is TOML with the settings' names as keys
+(`grpc_address = "..."`), named by --config or AGENT_STATE_CONFIG_FILE.
+
+`Settings` only parses and validates the values it is given. `load` is the
+one place that reads: the environment, the config file and the tokens
+file, each once, and whether the TLS files can be read. It also records
+where each value came from, for `agent-state config`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+import tomllib
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 
 from .rules import Limits
+from .server.access import Access, combined_tokens
 
 # Settings read under the Go implementation's names first.
-_ENV_NAMES = {"grpc_address": "GRPC_ADDRESS", "database_url": "DATABASE_URL"}
+_GO_NAMES = {"grpc_address": "GRPC_ADDRESS", "database_url": "DATABASE_URL"}
+# Settings naming a file the server reads; `load` checks each can be read.
+_FILE_SETTINGS = ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_tokens_file")
+# The request limits' defaults are the service's own.
+_LIMITS = Limits()
 
-CONFIG_FILE_VARIABLE = "AGENT_STATE_CONFIG_FILE"
-
-# The file read by the Settings being built (set by `load`).
-_config_file: ContextVar[Path | None] = ContextVar("agent_state_config_file", default=None)
+T = TypeVar("T")
 
 
-class Access(StrEnum):
-    """What a bearer token may do."""
-
-    READ_ONLY = "ro"
-    READ_WRITE = "rw"
+def env_names(setting: str) -> tuple[str, ...]:
+    """The variables a setting is read from, the first found winning."""
+    own = f"AGENT_STATE_{setting.upper()}"
+    return (_GO_NAMES[setting], own) if setting in _GO_NAMES else (own,)
 
 
 def env_name(setting: str) -> str:
-    return _ENV_NAMES.get(setting, f"AGENT_STATE_{setting.upper()}")
+    """The variable named in --help and written for worker processes."""
+    return env_names(setting)[0]
 
 
 def setting_variables() -> set[str]:
     """Every environment variable some setting is read from."""
-    names = {f"AGENT_STATE_{name.upper()}" for name in Settings.model_fields}
-    return names | set(_ENV_NAMES.values())
-
-
-def parse_tokens(text: str, setting: str) -> dict[str, Access]:
-    """Entries `rw:TOKEN` or `ro:TOKEN`, separated by commas or newlines
-    (a file may also hold blank lines and `#` comments). Error messages
-    name the entry by its number, never by its text."""
-    tokens: dict[str, Access] = {}
-    entries = [line.split("#", 1)[0] for line in text.replace(",", "\n").splitlines()]
-    for number, entry in enumerate((e.strip() for e in entries if e.strip()), start=1):
-        access, separator, token = entry.partition(":")
-        if not separator or access not in ("ro", "rw"):
-            raise ValueError(f"{setting}: entry {number} must be rw:TOKEN or ro:TOKEN")
-        if len(token) < 16 or any(c.isspace() for c in token):
-            raise ValueError(
-                f"{setting}: entry {number}: a token needs at least 16 characters and no spaces"
-            )
-        if token in tokens:
-            raise ValueError(f"{setting}: entry {number} repeats a token")
-        tokens[token] = Access(access)
-    return tokens
-
-
-def is_loopback(address: str) -> bool:
-    """Whether a gRPC listen address only accepts connections from this host."""
-    if address.startswith("unix:"):
-        return True
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return {variable for name in Settings.model_fields for variable in env_names(name)}
 
 
 def _host_port(value: str, setting: str) -> str:
@@ -103,39 +79,35 @@ def redacted_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGENT_STATE_", extra="forbid")
+@dataclass(frozen=True)
+class _FileTexts:
+    """What `load` read for the settings that name a file, handed to
+    validation as its context so that validators never read."""
+
+    auth_tokens_file: str | None = None
+
+
+class Settings(BaseModel):
+    """Every setting, parsed and validated without I/O; `load` builds it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     config_file: Path | None = None
-    grpc_address: Annotated[
-        str,
-        Field(
-            validation_alias=AliasChoices(
-                "grpc_address", "GRPC_ADDRESS", "AGENT_STATE_GRPC_ADDRESS"
-            )
-        ),
-    ] = "127.0.0.1:50051"
-    database_url: Annotated[
-        str | None,
-        Field(
-            validation_alias=AliasChoices(
-                "database_url", "DATABASE_URL", "AGENT_STATE_DATABASE_URL"
-            )
-        ),
-    ] = None
+    grpc_address: str = "127.0.0.1:50051"
+    database_url: str | None = None
     sqlite_path: str = "agent-state.db"
     migrate_on_start: bool = True
     pool_min_size: Annotated[int, Field(ge=1)] = 1
     pool_max_size: Annotated[int, Field(ge=1)] = 10
     statement_timeout_ms: Annotated[int | None, Field(ge=1)] = 30_000
-    max_append_messages: Annotated[int, Field(ge=1)] = 1000
+    max_append_messages: Annotated[int, Field(ge=1)] = _LIMITS.max_append_messages
     max_request_bytes: Annotated[int, Field(ge=1024)] = 3 * 1024 * 1024
-    max_kind_length: Annotated[int, Field(ge=1)] = 256
-    default_page_size: Annotated[int, Field(ge=1)] = 100
-    max_page_size: Annotated[int, Field(ge=1)] = 1000
-    max_response_bytes: Annotated[int, Field(ge=1024)] = 3 * 1024 * 1024
+    max_kind_length: Annotated[int, Field(ge=1)] = _LIMITS.max_kind_length
+    default_page_size: Annotated[int, Field(ge=1)] = _LIMITS.default_page_size
+    max_page_size: Annotated[int, Field(ge=1)] = _LIMITS.max_page_size
+    max_response_bytes: Annotated[int, Field(ge=1024)] = _LIMITS.max_response_bytes
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
-    idempotency_window_seconds: Annotated[int, Field(ge=1)] = 24 * 3600
+    idempotency_window_seconds: Annotated[int, Field(ge=1)] = _LIMITS.idempotency_window_seconds
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -148,20 +120,6 @@ class Settings(BaseSettings):
     log_format: Literal["logfmt", "json"] = "logfmt"
     tracing: bool = False
     _tokens: dict[str, Access] = PrivateAttr(default_factory=dict)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = _config_file.get()
-        if path is None:
-            return init_settings, env_settings
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -178,15 +136,8 @@ class Settings(BaseSettings):
     def _metrics_address(cls, value: str | None) -> str | None:
         return None if value in (None, "") else _host_port(value, "metrics_address")
 
-    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_tokens_file")
-    @classmethod
-    def _readable(cls, value: Path | None) -> Path | None:
-        if value is not None and not os.access(value, os.R_OK):
-            raise ValueError(f"cannot read {value}")
-        return value
-
     @model_validator(mode="after")
-    def _consistent(self) -> Settings:
+    def _consistent(self, info: ValidationInfo) -> Self:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
@@ -195,36 +146,20 @@ class Settings(BaseSettings):
             raise ValueError("pool_min_size exceeds pool_max_size")
         if self.default_page_size > self.max_page_size:
             raise ValueError("default_page_size exceeds max_page_size")
-        # Read and parsed once: a bad entry is a bad setting, and every
-        # later use sees the same tokens even if the file changes.
-        self._tokens = self._read_tokens()
+        texts = info.context if isinstance(info.context, _FileTexts) else _FileTexts()
+        if self.auth_tokens_file is not None and texts.auth_tokens_file is None:
+            raise ValueError("auth_tokens_file was not read; build settings with config.load")
+        # Parsed once: a bad entry is a bad setting, and every later use
+        # sees the same tokens even if the file changes.
+        self._tokens = combined_tokens(
+            self.auth_tokens.get_secret_value() if self.auth_tokens is not None else None,
+            texts.auth_tokens_file if self.auth_tokens_file is not None else None,
+        )
         return self
-
-    def check_listening(self) -> None:
-        """Raises ValueError if serving these settings would open the API,
-        unauthenticated, beyond this host (checked by serve, not migrate)."""
-        exposed = not self.allow_unauthenticated and not is_loopback(self.grpc_address)
-        if exposed and not self.tokens():
-            raise ValueError(
-                f"grpc_address {self.grpc_address} is not loopback and no auth tokens"
-                " are set; set auth_tokens or auth_tokens_file, or allow_unauthenticated=true"
-            )
 
     def tokens(self) -> dict[str, Access]:
         """Bearer tokens from auth_tokens and auth_tokens_file together."""
         return dict(self._tokens)
-
-    def _read_tokens(self) -> dict[str, Access]:
-        tokens: dict[str, Access] = {}
-        if self.auth_tokens is not None:
-            tokens |= parse_tokens(self.auth_tokens.get_secret_value(), "auth_tokens")
-        if self.auth_tokens_file is not None:
-            text = self.auth_tokens_file.read_text(encoding="utf-8")
-            for token, access in parse_tokens(text, "auth_tokens_file").items():
-                if tokens.get(token, access) is not access:
-                    raise ValueError("a token appears in auth_tokens and auth_tokens_file")
-                tokens[token] = access
-        return tokens
 
     def environment(self) -> dict[str, str]:
         """These settings as the environment variables that win when read
@@ -265,61 +200,124 @@ class Settings(BaseSettings):
         )
 
 
-@contextmanager
-def _reading(path: Path | None) -> Iterator[None]:
-    token = _config_file.set(path)
-    try:
-        yield
-    finally:
-        _config_file.reset(token)
+class Source(StrEnum):
+    """Where a setting's value came from."""
+
+    FLAG = "flag"
+    ENV = "env"
+    FILE = "file"
+    DEFAULT = "default"
 
 
-class ConfigFileError(Exception):
+class SettingsError(Exception):
+    """Settings that cannot be used: one line per problem, each naming its setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class ConfigFileError(SettingsError):
     """The config file cannot be read or is not TOML."""
 
+    def __init__(self, problem: str) -> None:
+        super().__init__([problem])
 
-def load(config_file: Path | None = None, **flags: Any) -> Settings:
-    """Settings from `flags` (those not None) over the environment over the
-    config file (`config_file`, else AGENT_STATE_CONFIG_FILE) over defaults.
-    Raises pydantic.ValidationError or ConfigFileError."""
-    import tomllib
 
-    if config_file is None and os.environ.get(CONFIG_FILE_VARIABLE):
-        config_file = Path(os.environ[CONFIG_FILE_VARIABLE])
-    if config_file is not None:
+@dataclass(frozen=True)
+class Loaded:
+    """Settings, and where each of their values came from."""
+
+    settings: Settings
+    sources: dict[str, Source]
+
+
+def load(
+    flags: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
+) -> Loaded:
+    """Settings from `flags` (those not None) over the environment (`environ`,
+    else the process's) over the config file (flag config_file, else
+    AGENT_STATE_CONFIG_FILE) over the defaults. Raises SettingsError."""
+    given = {name: value for name, value in (flags or {}).items() if value is not None}
+    from_env = _from_environment(os.environ if environ is None else environ)
+    config_file = given.get("config_file", from_env.get("config_file"))
+    from_file = _read_config_file(Path(str(config_file))) if config_file else {}
+    values: dict[str, object] = {}
+    sources = dict.fromkeys(Settings.model_fields, Source.DEFAULT)
+    for source, layer in ((Source.FILE, from_file), (Source.ENV, from_env), (Source.FLAG, given)):
+        values |= layer
+        sources |= {name: source for name in layer if name in sources}
+    texts = _read_named_files(values)
+    try:
+        settings = Settings.model_validate(values, context=texts)
+    except ValidationError as exc:
+        problems = [_problem(error["loc"], error["msg"]) for error in exc.errors()]
+        raise SettingsError(problems) from None
+    return Loaded(settings, sources)
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings' values found in `environ`, whatever the letter case of
+    the variables' names. An empty AGENT_STATE_CONFIG_FILE names no file."""
+    by_name = _case_folded(environ, str.upper, setting_variables())
+    found: dict[str, str] = {}
+    for setting in Settings.model_fields:
+        present = [variable for variable in env_names(setting) if variable in by_name]
+        if present:
+            found[setting] = by_name[present[0]]
+    if not found.get("config_file"):
+        found.pop("config_file", None)
+    return found
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The file's entries by setting name; its keys are setting names in
+    any letter case (other keys are kept, for validation to refuse)."""
+    try:
+        entries = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigFileError(f"config_file: cannot read {path}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"config_file: {path} is not valid TOML: {exc}") from exc
+    return _case_folded(entries, str.lower, set(Settings.model_fields))
+
+
+def _case_folded(
+    entries: Mapping[str, T], fold: Callable[[str], str], names: Set[str]
+) -> dict[str, T]:
+    """`entries` with every key that is one of `names` in another letter
+    case renamed to it; of several spellings of one name, the exact one wins."""
+    folded: dict[str, T] = {}
+    for key, value in entries.items():
+        name = fold(key) if fold(key) in names else key
+        if key == name or name not in folded:
+            folded[name] = value
+    return folded
+
+
+def _read_named_files(values: Mapping[str, object]) -> _FileTexts:
+    """Reads the tokens file and checks that the TLS files can be read.
+    A value that is not a path is left for validation to report."""
+    problems: list[str] = []
+    tokens_text: str | None = None
+    for name in _FILE_SETTINGS:
+        value = values.get(name)
+        if not isinstance(value, str | os.PathLike):
+            continue
+        path = Path(value)
         try:
-            tomllib.loads(config_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigFileError(
-                f"config_file: cannot read {config_file}: {exc.strerror}"
-            ) from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigFileError(f"config_file: {config_file} is not valid TOML: {exc}") from exc
-    given = {name: value for name, value in flags.items() if value is not None}
-    if config_file is not None:
-        given["config_file"] = config_file
-    with _reading(config_file):
-        return Settings(**given)
+            if name == "auth_tokens_file":
+                tokens_text = path.read_text(encoding="utf-8")
+            elif not os.access(path, os.R_OK):
+                raise PermissionError
+        except (OSError, UnicodeDecodeError):
+            problems.append(_problem((name,), f"cannot read {path}"))
+    if problems:
+        raise SettingsError(problems)
+    return _FileTexts(auth_tokens_file=tokens_text)
 
 
-def sources(settings: Settings, flags: dict[str, Any]) -> dict[str, str]:
-    """Where each setting's value came from: flag, env, file or default."""
-    file_keys: set[str] = set()
-    if settings.config_file is not None:
-        import tomllib
-
-        file_keys = set(tomllib.loads(settings.config_file.read_text(encoding="utf-8")))
-    origin: dict[str, str] = {}
-    for name in Settings.model_fields:
-        variables = [f"AGENT_STATE_{name.upper()}"] + (
-            [_ENV_NAMES[name]] if name in _ENV_NAMES else []
-        )
-        if flags.get(name) is not None:
-            origin[name] = "flag"
-        elif any(variable in os.environ for variable in variables):
-            origin[name] = "env"
-        elif name in file_keys:
-            origin[name] = "file"
-        else:
-            origin[name] = "default"
-    return origin
+def _problem(location: tuple[int | str, ...], message: str) -> str:
+    name = ".".join(str(part) for part in location)
+    reason = message.removeprefix("Value error, ")
+    return f"invalid setting {name}: {reason}" if name else f"invalid settings: {reason}"

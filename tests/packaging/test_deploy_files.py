@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agent_state.config import Settings, setting_variables
+from agent_state.config import Settings, SettingsError, load, setting_variables
+from agent_state.runtime import check_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -287,27 +288,20 @@ def test_every_variable_named_is_one_the_server_reads(path: Path) -> None:
     assert not unknown, f"{path.name} names variables no setting is read from: {sorted(unknown)}"
 
 
-def check_settings(
-    monkeypatch: pytest.MonkeyPatch,
-    environment: dict[str, str],
-    where: str,
-    *,
-    listening: bool = True,
-) -> Settings:
-    """The server's settings as a container with `environment` would read
-    them; `listening`: as `serve` checks them (not `migrate`)."""
-    for name in list(os.environ):
-        if VARIABLE.fullmatch(name):
-            monkeypatch.delenv(name)
-    for name, value in environment.items():
-        if VARIABLE.fullmatch(name) and name not in CLIENT_VARIABLES:
-            monkeypatch.setenv(name, value)
+def check_settings(environment: dict[str, str], where: str, *, listening: bool = True) -> Settings:
+    """The server's settings as a container with `environment` (and nothing
+    else) would read them; `listening`: as `serve` checks them (not `migrate`)."""
+    server_environment = {
+        name: value
+        for name, value in environment.items()
+        if VARIABLE.fullmatch(name) and name not in CLIENT_VARIABLES
+    }
     try:
-        settings = Settings()
+        settings = load(environ=server_environment).settings
         if listening:
-            settings.check_listening()
+            check_serving(settings)
         return settings
-    except ValueError as exc:  # pydantic's ValidationError is one
+    except (SettingsError, ValueError) as exc:
         pytest.fail(f"{where}: the server would refuse these settings: {exc}")
 
 
@@ -359,9 +353,9 @@ def test_compose_builds_the_image_and_waits_for_postgres() -> None:
     assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_compose_settings_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compose_settings_are_accepted() -> None:
     environment = image_environment() | compose_environment()
-    settings = check_settings(monkeypatch, environment, "docker-compose.yml")
+    settings = check_settings(environment, "docker-compose.yml")
     assert settings.database_url is not None
     assert settings.database_url.startswith("postgresql://agent_state:agent_state@postgres:5432/")
     assert "AGENT_STATE_AUTH_TOKENS" in environment
@@ -487,14 +481,13 @@ def test_pods_run_as_non_root_on_a_read_only_root() -> None:
         assert mounts.get("/tmp") in scratch, f"{container['name']}: /tmp needs an emptyDir"
 
 
-def test_migrations_run_in_an_init_container(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migrations_run_in_an_init_container() -> None:
     spec = pod_spec()
     (init,) = spec["initContainers"]
     assert init["args"] == ["migrate"]
     assert init["image"] == server_container()["image"]
     assert server_container()["args"] == ["serve", "--no-migrate"]
     settings = check_settings(
-        monkeypatch,
         image_environment() | container_environment(init),
         "the migrate container",
         listening=False,
@@ -502,9 +495,9 @@ def test_migrations_run_in_an_init_container(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.database_url is not None
 
 
-def test_server_settings_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_settings_are_accepted() -> None:
     environment = image_environment() | container_environment(server_container())
-    settings = check_settings(monkeypatch, environment, "the agent-state container")
+    settings = check_settings(environment, "the agent-state container")
     assert settings.database_url is not None
     assert port_of(settings.grpc_address) == container_ports()["grpc"]
     assert port_of(environment["AGENT_STATE_METRICS_ADDRESS"]) == container_ports()["metrics"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-from ..config import Access
+from .access import Access
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 

@@ -1,16 +1,13 @@
 """Client commands of the CLI: read and append conversations on a running server.
 
-Text output is for people at a terminal: control characters in stored
-content are shown escaped (stored text can hold anything, including
-terminal escape sequences), and colour is used only on a TTY unless forced.
-``--json`` prints one JSON document per command in the protobuf JSON
-mapping (camelCase names, int64 as strings, bytes as base64), with every
-field present; that is the exact form to script against.
+Text output is for people at a terminal, colour only on a TTY unless
+forced; ``--json`` prints one JSON document per command, the exact form to
+script against (render.py prints both).
 
 gRPC's core writes log lines of its own to stderr (a failed TLS handshake,
 say), at the level GRPC_VERBOSITY has when grpc is first imported. Every
 failure already ends as one status line here, so the commands import grpc
-(and .client) only when they run, after defaulting GRPC_VERBOSITY to NONE;
+(and .connection) only when they run, after defaulting GRPC_VERBOSITY to NONE;
 `serve`, which shares the process's imports, keeps gRPC's default.
 """
 
@@ -22,174 +19,36 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from google.protobuf import json_format
-from google.protobuf.message import Message as ProtoMessage
-from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2
 
-from ._gen import agent_state_pb2 as pb
+from .._gen import agent_state_pb2 as pb
+from .render import (
+    ROLE_BY_NAME,
+    SERVING,
+    escape_controls,
+    message_json,
+    render_appended,
+    render_conversation_header,
+    render_health,
+    render_messages,
+    render_metadata,
+    render_snapshot_header,
+    to_json,
+)
 
 if TYPE_CHECKING:
-    from .client import Client, Connection
+    from .connection import Client, Connection
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 10.0
 EXIT_FAILURE = 1
 # Large pages mean few round trips; the server lowers it to its own cap.
 DEFAULT_PAGE_SIZE = 1000
-
-ROLE_BY_NAME: dict[str, pb.Role] = {
-    name.removeprefix("ROLE_").lower(): cast(pb.Role, value)
-    for name, value in pb.Role.items()
-    if value != pb.ROLE_UNSPECIFIED
-}
-_ROLE_COLOURS = {pb.ROLE_USER: "green", pb.ROLE_ASSISTANT: "blue", pb.ROLE_TOOL: "magenta"}
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_INDENT = "    "
-
-
-# --- rendering ------------------------------------------------------------------
-
-
-def escape_controls(text: str) -> str:
-    """``text`` with control characters (other than newline and tab) written as escapes,
-    so stored content cannot drive the terminal."""
-    out: list[str] = []
-    for char in text:
-        code = ord(char)
-        if char in "\n\t" or not (code < 0x20 or 0x7F <= code <= 0x9F):
-            out.append(char)
-        elif char == "\r":
-            out.append("\\r")
-        else:
-            out.append(f"\\x{code:02x}")
-    return "".join(out)
-
-
-def quote(value: str) -> str:
-    """A value for a ``key=value`` field: bare when unambiguous, else JSON-quoted."""
-    plain = value and not any(
-        char.isspace() or char in '="\\' or not char.isprintable() for char in value
-    )
-    return value if plain else escape_controls(json.dumps(value, ensure_ascii=False))
-
-
-def role_name(role: int) -> str:
-    try:
-        return pb.Role.Name(role).removeprefix("ROLE_").lower()
-    except ValueError:
-        return f"role({role})"
-
-
-def detail_name(detail: int) -> str:
-    try:
-        return pb.ImageDetail.Name(detail).removeprefix("IMAGE_DETAIL_").lower()
-    except ValueError:
-        return f"detail({detail})"
-
-
-def timestamp(value: Timestamp, present: bool = True) -> str:
-    return value.ToJsonString() if present else "-"
-
-
-def _field(name: str, value: str) -> str:
-    return click.style(f"{name}=", dim=True) + quote(value)
-
-
-def _fields(*pairs: tuple[str, str]) -> str:
-    return "  ".join(_field(name, value) for name, value in pairs)
-
-
-def render_body(body: pb.MessageBody) -> list[str]:
-    """The body's lines, unindented: every MessageBody and ToolOutputBody variant."""
-    variant = body.WhichOneof("body")
-    if variant == "text":
-        if not body.text.text:
-            return [click.style("(empty text)", dim=True)]
-        return escape_controls(body.text.text).split("\n")
-    if variant == "tool_output":
-        return render_tool_output(body.tool_output)
-    return [click.style("(no body variant this client knows)", fg="red")]
-
-
-def render_tool_output(output: pb.ToolOutputBody) -> list[str]:
-    lines = [
-        click.style("tool output", bold=True)
-        + "  "
-        + _fields(("tool_name", output.tool_name), ("tool_call_id", output.tool_call_id))
-    ]
-    variant = output.WhichOneof("output")
-    if variant == "text":
-        if output.text.text:
-            lines.append(click.style("text:", dim=True))
-            lines += [_INDENT + line for line in escape_controls(output.text.text).split("\n")]
-        else:
-            lines.append(click.style("text: (empty)", dim=True))
-    elif variant == "image":
-        image = output.image
-        lines.append(
-            click.style("image", bold=True)
-            + "  "
-            + _fields(
-                ("external_url", image.external_url),
-                ("mime_type", image.mime_type),
-                ("detail", detail_name(image.detail)),
-                ("width_px", str(image.width_px)),
-                ("height_px", str(image.height_px)),
-                ("sha256", image.sha256),
-            )
-        )
-    else:
-        lines.append(click.style("(no output this client knows)", fg="red"))
-    if output.metadata:
-        lines.append(
-            click.style("metadata", bold=True) + "  " + _fields(*sorted(output.metadata.items()))
-        )
-    return lines
-
-
-def render_message(message: pb.Message, index: int | None) -> list[str]:
-    """A header line (index, id, role, kind, created_at), then the indented body."""
-    position = "[?]" if index is None else f"[{index}]"
-    header = "  ".join(
-        [
-            click.style(position, bold=True),
-            click.style(message.id, fg="yellow"),
-            click.style(role_name(message.role), fg=_ROLE_COLOURS.get(message.role, "red")),
-            _field("kind", message.kind),
-            click.style(timestamp(message.created_at, message.HasField("created_at")), dim=True),
-        ]
-    )
-    return [header] + [_INDENT + line for line in render_body(message.body)]
-
-
-def render_metadata(metadata: pb.ConversationMetadata) -> list[str]:
-    return _key_values(
-        [
-            ("conversation_id", metadata.conversation_id),
-            ("message_count", str(metadata.message_count)),
-            ("updated_at", timestamp(metadata.updated_at, metadata.HasField("updated_at"))),
-        ]
-    )
-
-
-def _key_values(pairs: list[tuple[str, str]]) -> list[str]:
-    width = max(len(name) for name, _ in pairs)
-    return [click.style(name.ljust(width), dim=True) + "  " + quote(v) for name, v in pairs]
-
-
-def to_json(message: ProtoMessage) -> dict[str, Any]:
-    """The protobuf JSON mapping, with fields at their default values included."""
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-
-
-def message_json(message: pb.Message, index: int | None) -> dict[str, Any]:
-    return {"index": index, **to_json(message)}
 
 
 # --- common options ---------------------------------------------------------------
@@ -202,10 +61,11 @@ class Session:
     connection: Connection
     json_output: bool
 
-    def client(self) -> Client:
-        from .client import Client
+    def client(self) -> closing[Client]:
+        """A client for the server, closed at the end of the `with` block."""
+        from .connection import Client
 
-        return Client(self.connection)
+        return closing(Client(self.connection))
 
     def echo_json(self, document: object) -> None:
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
@@ -223,7 +83,7 @@ def fail(message: str) -> NoReturn:
 
 def _connection(params: dict[str, Any]) -> Connection:
     """A Connection from the shared options, which it takes out of ``params``."""
-    from .client import Connection
+    from .connection import Connection
 
     token: str | None = params.pop("token")
     tls: bool | None = params.pop("tls")
@@ -316,7 +176,7 @@ def client_options(command: Callable[..., None]) -> Callable[..., None]:
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         import grpc
 
-        from .client import PagingError, TlsFileError
+        from .connection import PagingError, TlsFileError
 
         connection = _connection(params)
         try:
@@ -428,26 +288,8 @@ def show(
                 }
             )
             return
-        session.echo_lines(
-            [
-                click.style("conversation", bold=True)
-                + "  "
-                + _fields(
-                    ("conversation_id", first.metadata.conversation_id),
-                    ("message_count", str(first.metadata.message_count)),
-                    (
-                        "updated_at",
-                        timestamp(first.metadata.updated_at, first.metadata.HasField("updated_at")),
-                    ),
-                )
-            ]
-        )
-        shown = 0
-        for index, message in indexed():
-            session.echo_lines(render_message(message, index))
-            shown += 1
-        if not shown:
-            click.echo(click.style("(no messages)", dim=True))
+        click.echo(render_conversation_header(first.metadata))
+        session.echo_lines(render_messages(indexed()))
 
 
 @click.command()
@@ -475,18 +317,7 @@ def append(session: Session, conversation_id: str, text: str, role: str, kind: s
     if session.json_output:
         session.echo_json(to_json(response))
         return
-    message_ids = [("message_id", message.id) for message in response.appended]
-    metadata = response.metadata
-    session.echo_lines(
-        _key_values(
-            [
-                *message_ids,
-                ("conversation_id", metadata.conversation_id),
-                ("message_count", str(metadata.message_count)),
-                ("updated_at", timestamp(metadata.updated_at, metadata.HasField("updated_at"))),
-            ]
-        )
-    )
+    session.echo_lines(render_appended(response))
 
 
 @click.command()
@@ -527,13 +358,8 @@ def snapshot(session: Session, snapshot_id: str, page_size: int) -> None:
                 }
             )
             return
-        click.echo(click.style("snapshot", bold=True) + "  " + _field("snapshot_id", snapshot_id))
-        shown = 0
-        for index, message in enumerate(messages):
-            session.echo_lines(render_message(message, index))
-            shown += 1
-        if not shown:
-            click.echo(click.style("(no messages)", dim=True))
+        click.echo(render_snapshot_header(snapshot_id))
+        session.echo_lines(render_messages(enumerate(messages)))
 
 
 @click.command()
@@ -549,19 +375,9 @@ def health(session: Session) -> None:
     if session.json_output:
         session.echo_json(to_json(response))
     else:
-        status = _status_name(response.status)
-        colour = "green" if response.status == _SERVING else "red"
-        click.echo(click.style(status, fg=colour, bold=True))
-    if response.status != _SERVING:
+        click.echo(render_health(response.status))
+    if response.status != SERVING:
         sys.exit(EXIT_FAILURE)
-
-
-def _status_name(status: int) -> str:
-    try:
-        name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
-    except ValueError:
-        return f"status({status})"
-    return name
 
 
 COMMANDS = [get, show, append, ids, snapshot, health]

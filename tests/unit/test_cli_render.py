@@ -1,20 +1,16 @@
-"""The client side of the CLI without a server: rendering of every body
-variant, connection options and paging."""
+"""What the CLI's client commands print, without a server: every body
+variant, messages, metadata, JSON, and escaping of untrusted content."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import cast
 
 import click
-import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent_state._gen import agent_state_pb2 as pb
-from agent_state.client import Connection, PagingError, pages
-from agent_state.client_commands import (
+from agent_state.cli.render import (
     ROLE_BY_NAME,
     escape_controls,
     message_json,
@@ -26,8 +22,6 @@ from agent_state.client_commands import (
 
 MESSAGE_ID = "01a200fd-0000-7000-8000-000000000001"
 CONVERSATION_ID = "0191c6a4-5d2e-7c3a-9f00-2b1e4c6d8a10"
-ADDRESS = "127.0.0.1:50051"
-TIMEOUT = 10.0
 
 
 def plain(lines: list[str]) -> list[str]:
@@ -201,101 +195,3 @@ def test_escape_sequences_in_stored_text_never_reach_the_output() -> None:
 )
 def test_quote(value: str, shown: str) -> None:
     assert quote(value) == shown
-
-
-# --- connection options ---------------------------------------------------------------
-
-
-def test_token_goes_into_authorization_metadata_and_never_into_repr() -> None:
-    connection = Connection(ADDRESS, TIMEOUT, token="s3cret-token")
-    assert connection.metadata() == (("authorization", "Bearer s3cret-token"),)
-    assert "s3cret-token" not in repr(connection)
-    assert Connection(ADDRESS, TIMEOUT).metadata() == ()
-
-
-@pytest.mark.parametrize("token", ["", "has\nnewline", "ünicode"])
-def test_tokens_grpc_cannot_send_are_refused(token: str) -> None:
-    with pytest.raises(ValueError, match="token") as info:
-        Connection(ADDRESS, TIMEOUT, token=token)
-    assert token not in str(info.value) or not token
-
-
-def test_a_client_certificate_needs_its_key(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="key"):
-        Connection(ADDRESS, TIMEOUT, tls_cert_file=tmp_path / "cert.pem")
-    with pytest.raises(ValueError, match="certificate"):
-        Connection(ADDRESS, TIMEOUT, tls_key_file=tmp_path / "key.pem")
-
-
-def test_tls_files_imply_tls(tmp_path: Path) -> None:
-    assert not Connection(ADDRESS, TIMEOUT).uses_tls
-    assert Connection(ADDRESS, TIMEOUT, tls=True).uses_tls
-    assert Connection(ADDRESS, TIMEOUT, tls_ca_file=tmp_path / "ca.pem").uses_tls
-    both = Connection(
-        ADDRESS, TIMEOUT, tls_cert_file=tmp_path / "c.pem", tls_key_file=tmp_path / "k.pem"
-    )
-    assert both.uses_tls
-
-
-def test_credentials_carry_roots_certificate_and_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
-    for name, path in files.items():
-        block = "PRIVATE KEY" if name == "key" else "CERTIFICATE"
-        path.write_bytes(f"-----BEGIN {block}-----\n{name}\n".encode())
-    seen: dict[str, bytes | None] = {}
-
-    def fake(
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-    ) -> grpc.ChannelCredentials:
-        seen.update(root=root_certificates, key=private_key, chain=certificate_chain)
-        return cast(grpc.ChannelCredentials, object())
-
-    monkeypatch.setattr(grpc, "ssl_channel_credentials", fake)
-    Connection(
-        ADDRESS,
-        TIMEOUT,
-        tls_ca_file=files["ca"],
-        tls_cert_file=files["cert"],
-        tls_key_file=files["key"],
-    ).credentials()
-    assert seen == {
-        "root": files["ca"].read_bytes(),
-        "key": files["key"].read_bytes(),
-        "chain": files["cert"].read_bytes(),
-    }
-
-    monkeypatch.setenv("SSL_CERT_FILE", str(files["ca"]))
-    Connection(ADDRESS, TIMEOUT, tls=True).credentials()
-    assert seen == {"root": files["ca"].read_bytes(), "key": None, "chain": None}, "OpenSSL's roots"
-
-
-# --- paging ------------------------------------------------------------------------------
-
-
-class Page:
-    def __init__(self, items: list[int], next_page_token: str) -> None:
-        self.items = items
-        self.next_page_token = next_page_token
-
-
-def test_pages_follow_tokens_to_the_empty_one() -> None:
-    book = {"": Page([1, 2], "b"), "b": Page([3], "c"), "c": Page([], "")}
-    asked: list[str] = []
-
-    def fetch(token: str) -> Page:
-        asked.append(token)
-        return book[token]
-
-    assert [i for page in pages(fetch) for i in page.items] == [1, 2, 3]
-    assert asked == ["", "b", "c"]
-
-
-def test_a_repeated_token_stops_paging() -> None:
-    book = {"": Page([1], "a"), "a": Page([2], "a")}
-    walked: Iterator[Page] = pages(book.__getitem__)
-    with pytest.raises(PagingError):
-        list(walked)

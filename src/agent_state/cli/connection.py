@@ -15,14 +15,13 @@ import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health_pb2
 
-from ._gen import agent_state_pb2 as pb
+from .._gen import agent_state_pb2 as pb
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -137,7 +136,7 @@ class _Paged(Protocol):
 
 PageT = TypeVar("PageT", bound=_Paged)
 RequestT = TypeVar("RequestT", bound=ProtoMessage)
-ResponseT = TypeVar("ResponseT", bound=ProtoMessage)
+ResponseT = TypeVar("ResponseT")
 
 
 def pages(fetch: Callable[[str], PageT]) -> Iterator[PageT]:
@@ -156,23 +155,12 @@ def pages(fetch: Callable[[str], PageT]) -> Iterator[PageT]:
 
 
 class Client:
-    """One channel to the server; use it as a context manager so the channel is closed."""
+    """One channel to the server; close it when done (`contextlib.closing`)."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._channel = connection.channel()
         self._metadata = connection.metadata()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._channel.close()
@@ -191,6 +179,16 @@ class Client:
         self, name: str, request: RequestT, response_type: Callable[[bytes], ResponseT]
     ) -> ResponseT:
         return self._call(f"/{_SERVICE}/{name}", request, response_type)
+
+    def _pages(
+        self,
+        name: str,
+        request: Callable[[str], RequestT],
+        response_type: Callable[[bytes], PageT],
+    ) -> Iterator[PageT]:
+        """Every page of the list method `name`; `request` makes the request
+        for a page token."""
+        return pages(lambda token: self._rpc(name, request(token), response_type))
 
     def get_conversation(self, conversation_id: str) -> pb.GetConversationResponse:
         return self._rpc(
@@ -221,45 +219,36 @@ class Client:
         kinds: Sequence[str] = (),
         page_size: int = 0,
     ) -> Iterator[pb.ListConversationMessagesResponse]:
-        def fetch(token: str) -> pb.ListConversationMessagesResponse:
-            return self._rpc(
-                "ListConversationMessages",
-                pb.ListConversationMessagesRequest(
-                    conversation_id=conversation_id,
-                    roles=list(roles),
-                    kinds=list(kinds),
-                    page_size=page_size,
-                    page_token=token,
-                ),
-                pb.ListConversationMessagesResponse.FromString,
-            )
-
-        return pages(fetch)
+        return self._pages(
+            "ListConversationMessages",
+            lambda token: pb.ListConversationMessagesRequest(
+                conversation_id=conversation_id,
+                roles=list(roles),
+                kinds=list(kinds),
+                page_size=page_size,
+                page_token=token,
+            ),
+            pb.ListConversationMessagesResponse.FromString,
+        )
 
     def message_ids(self, conversation_id: str, *, page_size: int = 0) -> Iterator[str]:
-        def fetch(token: str) -> pb.ListConversationMessageIdsResponse:
-            return self._rpc(
-                "ListConversationMessageIds",
-                pb.ListConversationMessageIdsRequest(
-                    conversation_id=conversation_id, page_size=page_size, page_token=token
-                ),
-                pb.ListConversationMessageIdsResponse.FromString,
-            )
-
-        for page in pages(fetch):
+        for page in self._pages(
+            "ListConversationMessageIds",
+            lambda token: pb.ListConversationMessageIdsRequest(
+                conversation_id=conversation_id, page_size=page_size, page_token=token
+            ),
+            pb.ListConversationMessageIdsResponse.FromString,
+        ):
             yield from page.message_ids
 
     def snapshot_messages(self, snapshot_id: str, *, page_size: int = 0) -> Iterator[pb.Message]:
-        def fetch(token: str) -> pb.ListSnapshotMessagesResponse:
-            return self._rpc(
-                "ListSnapshotMessages",
-                pb.ListSnapshotMessagesRequest(
-                    snapshot_id=snapshot_id, page_size=page_size, page_token=token
-                ),
-                pb.ListSnapshotMessagesResponse.FromString,
-            )
-
-        for page in pages(fetch):
+        for page in self._pages(
+            "ListSnapshotMessages",
+            lambda token: pb.ListSnapshotMessagesRequest(
+                snapshot_id=snapshot_id, page_size=page_size, page_token=token
+            ),
+            pb.ListSnapshotMessagesResponse.FromString,
+        ):
             yield from page.messages
 
     def health(self, service: str = "") -> health_pb2.HealthCheckResponse:

@@ -1,0 +1,154 @@
+"""The composition root: from settings to a running service.
+
+It builds the store, brings its schema up to date, constructs the
+`ConversationService` (here only), runs the sweeper of expired idempotency
+keys beside it, and hands the service to the gRPC server
+(server/app.py). `check_serving` holds the checks `serve` makes before it
+opens anything; `agent-state config` makes the same ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from . import logs
+from .config import Settings
+from .errors import StorageUnavailable
+from .server import tracing
+from .server.access import exposure
+from .server.app import Server
+from .server.observe import Metrics
+from .server.wire import WireCodec
+from .service import ConversationService
+from .storage import Store, make_store
+from .storage.migrations import MigrationError
+
+log = logging.getLogger("agent_state.server")
+
+# How often expired idempotency keys are deleted, at most.
+_SWEEP_SECONDS = 600.0
+
+
+class NotServable(ValueError):
+    """Settings that load, but that `serve` refuses; the message says why."""
+
+
+def build_store(settings: Settings) -> Store:
+    """The backend the settings name, not yet opened (building one opens
+    nothing). Raises UnsupportedDatabaseUrl."""
+    return make_store(
+        settings.database_url,
+        sqlite_path=settings.sqlite_path,
+        pool_min_size=settings.pool_min_size,
+        pool_max_size=settings.pool_max_size,
+        statement_timeout_ms=settings.statement_timeout_ms,
+    )
+
+
+def check_serving(settings: Settings) -> None:
+    """Raises NotServable (or UnsupportedDatabaseUrl) if `serve` would refuse
+    these settings before opening anything. `migrate` listens on nothing,
+    so it checks only the database URL (by building its store)."""
+    problem = exposure(
+        settings.grpc_address,
+        settings.tokens(),
+        allow_unauthenticated=settings.allow_unauthenticated,
+    )
+    if problem is not None:
+        raise NotServable(f"invalid settings: {problem}")
+    if settings.workers > 1 and settings.grpc_address.rsplit(":", 1)[-1] == "0":
+        raise NotServable("--workers needs a fixed port, not port 0")
+    build_store(settings)
+
+
+async def migrate(settings: Settings) -> list[int]:
+    """Applies pending migrations; returns their numbers."""
+    async with build_store(settings) as store:
+        return await store.migrate()
+
+
+async def serve(settings: Settings) -> None:
+    """Serve AgentStateService until SIGTERM or SIGINT, then drain and close."""
+    stop = _stop_signal()
+    async with build_store(settings) as store:
+        await _bring_schema_up_to_date(store, migrate_on_start=settings.migrate_on_start)
+        service = ConversationService(store, WireCodec(), settings.limits())
+        metrics = Metrics(store) if settings.metrics_address else None
+        server = Server(settings, service, metrics)
+        async with _sweeping_expired_keys(service):
+            await server.start()
+            backend = (
+                settings.database_url.partition(":")[0]
+                if settings.database_url
+                else f"sqlite file {settings.sqlite_path}"
+            )
+            log.info(
+                "agent-state listening on %s",
+                settings.grpc_address,
+                extra=logs.fields(
+                    port=server.port,
+                    storage=backend,
+                    tls="mtls" if settings.tls_client_ca_file else bool(settings.tls_cert_file),
+                    auth="tokens" if settings.tokens() else "none",
+                    metrics_port=server.metrics_port or None,
+                ),
+            )
+            await stop.wait()
+            log.info("stop signal received; draining in-flight calls")
+            await server.stop()
+    tracing.shutdown()
+    log.info("stopped")
+
+
+async def _bring_schema_up_to_date(store: Store, *, migrate_on_start: bool) -> None:
+    if migrate_on_start:
+        applied = await store.migrate()
+        if applied:
+            log.info("applied migrations %s", applied)
+    elif pending := await store.pending_migrations():
+        raise MigrationError(
+            f"the database schema lacks migrations {pending}; run `agent-state migrate`"
+            " or start without --no-migrate"
+        )
+
+
+@asynccontextmanager
+async def _sweeping_expired_keys(service: ConversationService) -> AsyncIterator[None]:
+    """Deletes idempotency keys past their window, now and then, while the
+    block runs. A key is ignored once expired anyway; this only keeps the
+    table small."""
+    task = asyncio.create_task(_sweep_expired_keys(service))
+    try:
+        yield
+    finally:
+        task.cancel()
+        # Waited for so that the store is not closed under a sweep; wait()
+        # never raises the task's cancellation as if it were this one's.
+        await asyncio.wait({task})
+
+
+async def _sweep_expired_keys(service: ConversationService) -> None:
+    period = min(_SWEEP_SECONDS, service.limits.idempotency_window_seconds)
+    while True:
+        try:
+            forgotten = await service.forget_expired_keys()
+        except StorageUnavailable:
+            log.warning("could not delete expired idempotency keys: database unavailable")
+        else:
+            if forgotten:
+                log.info("deleted %d expired idempotency keys", forgotten)
+        await asyncio.sleep(period)
+
+
+def _stop_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, installed before start-up so that
+    a signal arriving while the server starts stops it cleanly afterwards."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
