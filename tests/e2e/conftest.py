@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from tests.e2e.helpers import Stub, make_stub
-from tests.e2e.server_process import ServerProcess, postgres_url_from_conninfo, sqlite_url
+from tests.support.server import ServerProcess, sqlite_url
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -24,7 +24,7 @@ def database_url_for(backend: str, request: pytest.FixtureRequest, directory: Pa
     """A fresh, empty database for ``backend`` (PostgreSQL may skip or fail, see tests/conftest)."""
     if backend == "postgres":
         make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
-        return postgres_url_from_conninfo(make())
+        return make()
     return sqlite_url(directory / f"agent-state-{uuid.uuid4().hex[:8]}.db")
 
 
@@ -40,12 +40,8 @@ def server(
 ) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp(f"e2e-{backend}")
     url = database_url_for(backend, request, directory)
-    process = ServerProcess(database_url=url, log_path=directory / "server.log").start()
-    try:
-        process.wait_ready()
+    with ServerProcess(database_url=url, log_path=directory / "server.log") as process:
         yield process
-    finally:
-        process.terminate()
 
 
 @pytest.fixture(scope="session")

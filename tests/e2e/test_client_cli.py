@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2
 from agent_state._gen import agent_state_pb2 as pb
 from tests.e2e import helpers as h
 from tests.e2e.helpers import Stub
-from tests.e2e.server_process import ServerProcess, free_port, run_agent_state
+from tests.support.server import ServerProcess, free_port, run_agent_state
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

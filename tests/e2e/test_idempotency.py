@@ -12,9 +12,9 @@ import grpc
 import pytest
 
 from agent_state._gen import agent_state_pb2 as pb
+from tests.support.server import ServerProcess
 
 from .helpers import Stub, all_ids, get, make_stub, new_id, seed, text_message
-from .server_process import ServerProcess
 
 KEY = "idempotency-key"
 
@@ -164,10 +164,8 @@ def test_keys_expire_after_the_window(make_database_url: Callable[[], str], tmp_
         make_database_url(),
         tmp_path / "server.log",
         extra_args=["--idempotency-window-seconds", "1"],
-    )
-    server.start()
+    ).start_ready()
     try:
-        server.wait_ready()
         with grpc.insecure_channel(server.address) as channel:
             stub = make_stub(channel)
             conversation, key = new_id(), new_id()

@@ -20,9 +20,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent_state._gen import agent_state_pb2 as pb
+from tests.support.server import ServerProcess, free_port, health_check, run_agent_state, sqlite_url
 
 from .helpers import make_stub, new_id, text_message
-from .server_process import ServerProcess, free_port, health_check, run_agent_state, sqlite_url
 
 RW_TOKEN = "rw-token-0123456789abcdef"
 RO_TOKEN = "ro-token-0123456789abcdef"
@@ -49,9 +49,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
             credentials=credentials,
         )
         started.append(server)
-        server.start()
-        server.wait_ready()
-        return server
+        return server.start_ready()
 
     yield start
     for server in started:

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 
 from tests.e2e.helpers import append, get, make_stub, new_id, text_message
-from tests.e2e.server_process import ServerProcess
+from tests.support.server import ServerProcess
 
 
 def _children(pid: int) -> list[int]:
@@ -37,11 +37,9 @@ def _state(pid: int) -> str:
 
 
 def _start(url: str, tmp_path: Path, name: str) -> ServerProcess:
-    process = ServerProcess(
+    return ServerProcess(
         database_url=url, log_path=tmp_path / name, extra_args=["--workers", "2"]
-    ).start()
-    process.wait_ready()
-    return process
+    ).start_ready()
 
 
 def test_workers_serve_one_port_and_drain_together(

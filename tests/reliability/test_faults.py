@@ -56,8 +56,8 @@ from tests.e2e.helpers import (
     new_id,
     text_message,
 )
-from tests.e2e.server_process import ServerProcess, health_check
 from tests.reliability.throwaway_postgres import PostgresUnavailable, ThrowawayPostgres
+from tests.support.server import ServerProcess, health_check
 
 pytestmark = pytest.mark.postgres
 
@@ -139,13 +139,7 @@ def start_server(
     process = ServerProcess(database_url=url, log_path=log, extra_args=list(extra_args))
     if port is not None:
         process.port = port
-    process.start()
-    try:
-        process.wait_ready()
-    except BaseException:
-        process.terminate()
-        raise
-    return process
+    return process.start_ready()
 
 
 # --- calls and their tally ---------------------------------------------------------

@@ -76,7 +76,7 @@ from tests.e2e.helpers import (
     tool_image_message,
     tool_text_message,
 )
-from tests.e2e.server_process import ServerProcess, health_check
+from tests.support.server import ServerProcess, health_check
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
 METHODS = [method.name for method in SERVICE.methods]
@@ -1081,14 +1081,10 @@ def own_server(
         database_url=database_url or database_url_for(backend_name, request, directory),
         log_path=directory / "own-server.log",
         extra_args=list(args),
-    ).start()
-    try:
-        process.wait_ready()
-        with grpc.insecure_channel(process.address) as chan:
-            yield chan
-            assert_serving(process, chan)
-    finally:
-        process.terminate()
+    )
+    with process, grpc.insecure_channel(process.address) as chan:
+        yield chan
+        assert_serving(process, chan)
 
 
 # Deadlines around the time a call takes, so that some expire mid-call.
