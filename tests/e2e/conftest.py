@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.e2e.helpers import Stub, make_stub
+from tests.support.calls import Stub, make_stub
 from tests.support.server import ServerProcess, sqlite_url
 
 BACKENDS = ["sqlite", "postgres"]

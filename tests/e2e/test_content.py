@@ -8,18 +8,20 @@ from agent_state._gen import agent_state_pb2 as pb
 from tests.e2e.helpers import (
     ASSISTANT,
     TOOL,
+    content,
+    input_content,
+    new_id,
+    tool_image_message,
+    tool_text_message,
+)
+from tests.support.calls import (
     USER,
     Stub,
     append,
-    content,
-    input_content,
     list_all,
-    new_id,
     snapshot,
     snapshot_messages,
     text_message,
-    tool_image_message,
-    tool_text_message,
 )
 
 TEXTS = {

@@ -6,19 +6,15 @@ import itertools
 from collections.abc import Callable
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.e2e.helpers import (
-    INVALID_ARGUMENT,
-    NOT_FOUND,
+from tests.e2e.helpers import INVALID_ARGUMENT, NOT_FOUND, expect_error, micros, new_id
+from tests.support.calls import (
     Stub,
     all_ids,
     append,
     delete,
-    expect_error,
     get,
     ids_page,
     list_page,
-    micros,
-    new_id,
     replace,
     seed,
     snapshot,

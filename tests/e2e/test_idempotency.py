@@ -12,9 +12,10 @@ import grpc
 import pytest
 
 from agent_state._gen import agent_state_pb2 as pb
+from tests.support.calls import Stub, all_ids, get, make_stub, seed, text_message
 from tests.support.server import ServerProcess
 
-from .helpers import Stub, all_ids, get, make_stub, new_id, seed, text_message
+from .helpers import new_id
 
 KEY = "idempotency-key"
 

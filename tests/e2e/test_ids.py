@@ -8,18 +8,21 @@ import pytest
 
 from tests.e2e.helpers import (
     INVALID_ARGUMENT,
+    expect_error,
+    is_canonical_uuid,
+    malformed_uuids,
+    new_id,
+    spellings,
+)
+from tests.support.calls import (
     Stub,
     all_ids,
     append,
     delete,
-    expect_error,
     get,
     ids_page,
-    is_canonical_uuid,
     list_all,
     list_page,
-    malformed_uuids,
-    new_id,
     replace,
     seed,
     snapshot,
@@ -27,7 +30,6 @@ from tests.e2e.helpers import (
     snapshot_ids_page,
     snapshot_messages,
     snapshot_page,
-    spellings,
     text_message,
 )
 

@@ -7,7 +7,8 @@ import grpc
 import pytest
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.e2e.helpers import Stub, append, new_id, text_message
+from tests.e2e.helpers import new_id
+from tests.support.calls import Stub, append, text_message
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
 METHODS = [method.name for method in SERVICE.methods]

@@ -20,9 +20,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent_state._gen import agent_state_pb2 as pb
+from tests.support.calls import make_stub, text_message
 from tests.support.server import ServerProcess, free_port, health_check, run_agent_state, sqlite_url
 
-from .helpers import make_stub, new_id, text_message
+from .helpers import new_id
 
 RW_TOKEN = "rw-token-0123456789abcdef"
 RO_TOKEN = "ro-token-0123456789abcdef"

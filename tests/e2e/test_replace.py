@@ -7,24 +7,19 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.helpers import (
-    INVALID_ARGUMENT,
-    NOT_FOUND,
+from tests.e2e.helpers import INVALID_ARGUMENT, NOT_FOUND, expect_error, micros, new_id, texts
+from tests.support.calls import (
     Stub,
     all_ids,
     append,
     delete,
-    expect_error,
     get,
     list_all,
-    micros,
-    new_id,
     replace,
     seed,
     snapshot,
     snapshot_ids,
     text_message,
-    texts,
 )
 
 

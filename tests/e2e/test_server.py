@@ -18,17 +18,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.e2e.helpers import (
-    UNAVAILABLE,
-    Stub,
-    all_ids,
-    append,
-    get,
-    list_page,
-    make_stub,
-    new_id,
-    text_message,
-)
+from tests.e2e.helpers import UNAVAILABLE, new_id
+from tests.support.calls import Stub, all_ids, append, get, list_page, make_stub, text_message
 from tests.support.postgres import postgres_url_from_conninfo
 from tests.support.server import ServerProcess, free_port, health_check
 from tests.support.tcp_proxy import TcpProxy

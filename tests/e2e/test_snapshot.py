@@ -13,18 +13,22 @@ from tests.e2e.helpers import (
     ASSISTANT,
     DEFAULT_PAGE_SIZE,
     INVALID_ARGUMENT,
-    MAX_PAGE_SIZE,
     NOT_FOUND,
     TOOL,
+    expect_error,
+    is_canonical_uuid,
+    new_id,
+    tool_image_message,
+    tool_text_message,
+)
+from tests.support.calls import (
+    MAX_PAGE_SIZE,
     USER,
     Stub,
     append,
     delete,
-    expect_error,
     get,
-    is_canonical_uuid,
     list_all,
-    new_id,
     replace,
     seed,
     snapshot,
@@ -35,8 +39,6 @@ from tests.e2e.helpers import (
     snapshot_page,
     snapshot_pages,
     text_message,
-    tool_image_message,
-    tool_text_message,
 )
 
 

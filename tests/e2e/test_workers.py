@@ -12,7 +12,8 @@ from pathlib import Path
 
 import grpc
 
-from tests.e2e.helpers import append, get, make_stub, new_id, text_message
+from tests.e2e.helpers import new_id
+from tests.support.calls import append, get, make_stub, text_message
 from tests.support.server import ServerProcess
 
 

@@ -33,7 +33,6 @@ from hypothesis.stateful import (
 )
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.e2e.helpers import Stub
 from tests.e2e.helpers import spellings as e2e_spellings
 from tests.reliability.model import (
     DEFAULT_PAGE_SIZE,
@@ -52,6 +51,7 @@ from tests.reliability.model import (
     canonical_id,
     is_ambiguous_id,
 )
+from tests.support.calls import Stub
 
 EXAMPLES = int(os.environ.get("AGENT_STATE_MODEL_EXAMPLES", "25"))
 STEPS = int(os.environ.get("AGENT_STATE_MODEL_STEPS", "30"))
