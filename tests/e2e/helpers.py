@@ -165,6 +165,15 @@ def expect_error(code: grpc.StatusCode, call: Callable[[], object], *fields: str
     return error
 
 
+def status_code(call: Callable[[], object]) -> grpc.StatusCode:
+    """The status `call` ends with: its error's code, or OK."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
 def micros(ts: Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 

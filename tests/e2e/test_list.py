@@ -386,20 +386,24 @@ def _first(stub: Stub, cid: str, size: int = 4) -> tuple[list[str], str]:
     return [m.id for m in page.messages], page.next_page_token
 
 
-def test_messages_appended_between_pages_appear_later(stub: Stub) -> None:
+def _between_pages(stub: Stub) -> tuple[str, list[str], str]:
+    """A new conversation of ten messages, their ids, and the token after
+    its first page of four, which a test then changes the list under."""
     cid = new_id()
     m = seed(stub, cid, 10)
     first, token = _first(stub, cid)
     assert first == m[:4]
+    return cid, m, token
+
+
+def test_messages_appended_between_pages_appear_later(stub: Stub) -> None:
+    cid, m, token = _between_pages(stub)
     more = seed(stub, cid, 2, prefix="x")
     assert _rest(stub, cid, token) == m[4:] + more
 
 
 def test_deleting_the_head_between_pages_skips_nothing(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    first, token = _first(stub, cid)
-    assert first == m[:4]
+    cid, m, token = _between_pages(stub)
     id_token = ids_page(stub, cid, page_size=4).next_page_token
     delete(stub, cid, to_id=m[1])
     assert _rest(stub, cid, token) == m[4:]
@@ -407,9 +411,7 @@ def test_deleting_the_head_between_pages_skips_nothing(stub: Stub) -> None:
 
 
 def test_deleting_the_cursor_message_between_pages_skips_nothing(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     id_token = ids_page(stub, cid, page_size=4).next_page_token
     delete(stub, cid, from_id=m[3], to_id=m[3])
     assert _rest(stub, cid, token) == m[4:]
@@ -417,33 +419,25 @@ def test_deleting_the_cursor_message_between_pages_skips_nothing(stub: Stub) -> 
 
 
 def test_deleting_across_the_cursor_between_pages(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     delete(stub, cid, from_id=m[2], to_id=m[5])
     assert _rest(stub, cid, token) == m[6:]
 
 
 def test_deleting_ahead_of_the_cursor_between_pages(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     delete(stub, cid, from_id=m[5], to_id=m[6])
     assert _rest(stub, cid, token) == [m[4], *m[7:]]
 
 
 def test_detaching_the_cursor_message_between_pages(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     replace(stub, cid, from_id=m[3], to_id=m[3])
     assert _rest(stub, cid, token) == m[4:]
 
 
 def test_reordering_before_the_cursor_repeats_nothing(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     replace(stub, cid, from_id=m[0], to_id=m[3], new_ids=[m[3], m[1], m[2], m[0]])
     assert _rest(stub, cid, token) == m[4:]
 
@@ -460,9 +454,7 @@ def test_inserting_before_the_cursor_repeats_nothing(stub: Stub) -> None:
 
 
 def test_moving_a_message_before_the_cursor_skips_only_that_message(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     replace(stub, cid, from_id=m[0], new_ids=[m[7]])
     rest = _rest(stub, cid, token)
     assert [i for i in rest if i != m[7]] == [m[4], m[5], m[6], m[8], m[9]]
@@ -470,9 +462,7 @@ def test_moving_a_message_before_the_cursor_skips_only_that_message(stub: Stub) 
 
 
 def test_moving_a_message_after_the_cursor_may_repeat_only_that_message(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     replace(stub, cid, to_id=m[9], new_ids=[m[1]])
     rest = _rest(stub, cid, token)
     assert [i for i in rest if i != m[1]] == m[4:]
@@ -482,9 +472,7 @@ def test_moving_a_message_after_the_cursor_may_repeat_only_that_message(stub: St
 
 
 def test_summarising_between_pages(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     summary = seed(stub, cid, 1, prefix="summary")[0]
     replace(stub, cid, from_id=m[0], to_id=m[5], new_ids=[summary])
     assert all_ids(stub, cid) == [summary, *m[6:]]
@@ -514,10 +502,7 @@ def test_filtered_paging_is_stable(stub: Stub) -> None:
 
 
 def test_moving_the_cursor_message_forward_skips_nothing(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    first, token = _first(stub, cid)
-    assert first == m[:4]
+    cid, m, token = _between_pages(stub)
     replace(stub, cid, to_id=m[8], new_ids=[m[3]])  # m0 m1 m2 m4 m5 m6 m7 m3 m8 m9
     rest = _rest(stub, cid, token)
     assert [i for i in rest if i != m[3]] == m[4:]
@@ -525,26 +510,20 @@ def test_moving_the_cursor_message_forward_skips_nothing(stub: Stub) -> None:
 
 
 def test_moving_the_cursor_message_backward_skips_nothing(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     replace(stub, cid, to_id=m[0], new_ids=[m[3]])  # m3 m0 m1 m2 m4 ...
     assert _rest(stub, cid, token) == m[4:]
 
 
 def test_moving_the_next_message_away_skips_nothing_else(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     replace(stub, cid, to_id=m[0], new_ids=[m[4], m[5]])  # m4 m5 m0 m1 m2 m3 m6 ...
     rest = _rest(stub, cid, token)
     assert [i for i in rest if i not in (m[4], m[5])] == m[6:]
 
 
 def test_token_after_everything_was_deleted(stub: Stub) -> None:
-    cid = new_id()
-    m = seed(stub, cid, 10)
-    _, token = _first(stub, cid)
+    cid, m, token = _between_pages(stub)
     id_token = ids_page(stub, cid, page_size=4).next_page_token
     delete(stub, cid, from_id=m[0])
     page = list_page(stub, cid, page_size=4, page_token=token)

@@ -23,7 +23,7 @@ from agent_state._gen import agent_state_pb2 as pb
 from tests.support.calls import make_stub, text_message
 from tests.support.server import ServerProcess, free_port, health_check, run_agent_state, sqlite_url
 
-from .helpers import new_id
+from .helpers import new_id, status_code
 
 RW_TOKEN = "rw-token-0123456789abcdef"
 RO_TOKEN = "ro-token-0123456789abcdef"
@@ -65,14 +65,6 @@ def _append(stub: Any, conversation: str, text: str = "hello", **kwargs: Any) ->
         timeout=10,
         **kwargs,
     )
-
-
-def _code(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 # --- configuration ------------------------------------------------------------
@@ -209,12 +201,12 @@ def test_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_path: Path
         assert reply.metadata.message_count == 1
     with grpc.insecure_channel(server.address) as plain:
         stub = make_stub(plain)
-        assert _code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
+        assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
     other_ca = trustme.CA()
     stranger = grpc.ssl_channel_credentials(root_certificates=other_ca.cert_pem.bytes())
     with grpc.secure_channel(server.address, stranger) as channel:
         stub = make_stub(channel)
-        assert _code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
+        assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
 
 
 def test_mutual_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_path: Path) -> None:
@@ -235,7 +227,7 @@ def test_mutual_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_pat
     without_cert = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
     with grpc.secure_channel(server.address, without_cert) as channel:
         stub = make_stub(channel)
-        assert _code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
+        assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
     foreign = trustme.CA().issue_cert("intruder@example.test")
     wrong_ca = grpc.ssl_channel_credentials(
         root_certificates=ca_file.read_bytes(),
@@ -244,7 +236,7 @@ def test_mutual_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_pat
     )
     with grpc.secure_channel(server.address, wrong_ca) as channel:
         stub = make_stub(channel)
-        assert _code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
+        assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
 
 
 # --- bearer tokens ------------------------------------------------------------
@@ -271,20 +263,21 @@ def test_tokens(serve: Callable[..., ServerProcess], tmp_path: Path) -> None:
                 metadata=metadata,
             )
 
-        assert _code(lambda: _append(stub, conversation)) is grpc.StatusCode.UNAUTHENTICATED
-        assert _code(lambda: get(None)) is grpc.StatusCode.UNAUTHENTICATED
-        assert _code(lambda: get(_bearer("not-a-token-at-all-00000"))) is (
+        assert status_code(lambda: _append(stub, conversation)) is grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(lambda: get(None)) is grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(lambda: get(_bearer("not-a-token-at-all-00000"))) is (
             grpc.StatusCode.UNAUTHENTICATED
         )
-        assert _code(lambda: get([("authorization", RW_TOKEN)])) is (
+        assert status_code(lambda: get([("authorization", RW_TOKEN)])) is (
             grpc.StatusCode.UNAUTHENTICATED
         )
         ro = _bearer(RO_TOKEN)
-        denied = _code(lambda: _append(stub, conversation, metadata=ro))
+        denied = status_code(lambda: _append(stub, conversation, metadata=ro))
         assert denied is grpc.StatusCode.PERMISSION_DENIED
-        assert _code(lambda: get(ro)) is grpc.StatusCode.NOT_FOUND  # allowed, and nothing written
+        # Allowed, and nothing written.
+        assert status_code(lambda: get(ro)) is grpc.StatusCode.NOT_FOUND
         assert _append(stub, conversation, metadata=_bearer(RW_TOKEN)).metadata.message_count == 1
-        assert _code(lambda: get(ro)) is grpc.StatusCode.OK
+        assert status_code(lambda: get(ro)) is grpc.StatusCode.OK
         # Health stays open; reflection is a read.
         assert health_check(channel, "", timeout=5).status == health_pb2.HealthCheckResponse.SERVING
         reflect: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -293,8 +286,8 @@ def test_tokens(serve: Callable[..., ServerProcess], tmp_path: Path) -> None:
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             return list(reflect.ServerReflectionInfo(iter([request]), metadata=metadata))
 
-        assert _code(lambda: list_services(None)) is grpc.StatusCode.UNAUTHENTICATED
-        assert _code(lambda: list_services(ro)) is grpc.StatusCode.OK
+        assert status_code(lambda: list_services(None)) is grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(lambda: list_services(ro)) is grpc.StatusCode.OK
     assert RW_TOKEN not in server.output()
     assert RO_TOKEN not in server.output()
 
@@ -321,11 +314,11 @@ def test_metrics(serve: Callable[..., ServerProcess], make_database_url: Callabl
         for _ in range(3):
             _append(stub, conversation)
         missing = pb.GetConversationRequest(conversation_id=new_id())
-        assert _code(lambda: stub.GetConversation(missing, timeout=10)) is (
+        assert status_code(lambda: stub.GetConversation(missing, timeout=10)) is (
             grpc.StatusCode.NOT_FOUND
         )
         bad = pb.GetConversationRequest(conversation_id="not-a-uuid")
-        assert _code(lambda: stub.GetConversation(bad, timeout=10)) is (
+        assert status_code(lambda: stub.GetConversation(bad, timeout=10)) is (
             grpc.StatusCode.INVALID_ARGUMENT
         )
     samples = _scrape(port)

@@ -39,7 +39,7 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_state._gen import agent_state_pb2 as pb
@@ -63,6 +63,7 @@ from tests.e2e.helpers import (
     tool_image_message,
     tool_text_message,
 )
+from tests.reliability.hypothesis_settings import AGAINST_A_SERVER
 from tests.support.calls import (
     MAX_BATCH,
     MAX_PAGE_SIZE,
@@ -105,18 +106,7 @@ ALLOWED = frozenset({OK, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED})
 ALL_CODES = frozenset(grpc.StatusCode)
 
 EXAMPLES = int(os.environ.get("AGENT_STATE_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    # No .hypothesis directory in the repository; failures print their seed.
-    database=None,
-    print_blob=True,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.filter_too_much,
-    ],
-)
+FUZZ = settings(AGAINST_A_SERVER, max_examples=EXAMPLES)
 
 # (backend, method) -> calls made, for the summary at the end.
 CASES: Counter[tuple[str, str]] = Counter()
