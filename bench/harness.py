@@ -15,7 +15,8 @@ from pathlib import Path
 import grpc
 import psycopg
 
-from tests.support.calls import Stub, make_stub
+from tests.support import calls
+from tests.support.calls import Stub
 from tests.support.postgres import DEFAULT_ADMIN_URL
 from tests.support.server import ServerProcess
 
@@ -46,7 +47,7 @@ def stub(address: str) -> Stub:
     channel = grpc.insecure_channel(
         address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     )
-    return make_stub(channel)
+    return calls.make_stub(channel)
 
 
 def timed(operation: Callable[[], object]) -> float:

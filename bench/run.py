@@ -28,16 +28,8 @@ from agent_state._gen import agent_state_pb2 as pb
 from agent_state._gen import agent_state_pb2_grpc as pb_grpc
 from bench import floor
 from bench.harness import ADMIN_URL, machine, median_ms, serve, settle, stub, timed
-from tests.support.calls import (
-    MAX_PAGE_SIZE,
-    Stub,
-    all_ids,
-    append_in_batches,
-    delete,
-    list_pages,
-    replace,
-    text_message,
-)
+from tests.support import calls
+from tests.support.calls import Stub, text_message
 from tests.support.postgres import throwaway_database
 from tests.support.server import ServerProcess, sqlite_url
 
@@ -108,12 +100,12 @@ class Report:
 
 def append(client: Stub, conversation: str, count: int) -> list[str]:
     """`count` typical messages, in as few calls as the batch limit allows; their ids."""
-    return append_in_batches(client, conversation, [text_message(BODY_TEXT)] * count)
+    return calls.append_in_batches(client, conversation, [text_message(BODY_TEXT)] * count)
 
 
 def read_all(client: Stub, conversation: str) -> int:
     """Read the whole conversation in pages of 1000, as an agent reads its context."""
-    pages = list_pages(client, conversation, page_size=MAX_PAGE_SIZE)
+    pages = calls.list_pages(client, conversation, page_size=calls.MAX_PAGE_SIZE)
     return sum(len(page.messages) for page in pages)
 
 
@@ -175,7 +167,7 @@ def range_operations(report: Report, address: str, url: str | None, sizes: Sizes
             replace_s.append(
                 timed(
                     partial(
-                        replace,
+                        calls.replace,
                         client,
                         conversation,
                         from_id=ids[m],
@@ -186,14 +178,18 @@ def range_operations(report: Report, address: str, url: str | None, sizes: Sizes
             )
             ids[m : m + 10] = [spare]
             delete_s.append(
-                timed(partial(delete, client, conversation, from_id=ids[m + 1], to_id=ids[m + 10]))
+                timed(
+                    partial(
+                        calls.delete, client, conversation, from_id=ids[m + 1], to_id=ids[m + 10]
+                    )
+                )
             )
             del ids[m + 1 : m + 11]
             summary = append(client, conversation, 1)[0]
             summary_s.append(
                 timed(
                     partial(
-                        replace,
+                        calls.replace,
                         client,
                         conversation,
                         from_id=ids[m + 1],
@@ -231,12 +227,14 @@ def one_spot(report: Report, address: str, sizes: Sizes) -> None:
     samples: list[float] = []
     for _ in range(sizes.spot_inserts):
         new = append(client, conversation, 1)[0]
-        samples.append(timed(partial(replace, client, conversation, from_id=left, new_ids=[new])))
+        samples.append(
+            timed(partial(calls.replace, client, conversation, from_id=left, new_ids=[new]))
+        )
         inserted.append(new)
     window = max(1, sizes.spot_inserts // 10)
     first = sum(samples[:window]) * 1000
     last = sum(samples[-window:]) * 1000
-    exact = all_ids(client, conversation) == [left, *reversed(inserted), right]
+    exact = calls.all_ids(client, conversation) == [left, *reversed(inserted), right]
     if not exact:
         report.failures.append(f"{report.backend}: ordering wrong after inserts at one spot")
     report.add(

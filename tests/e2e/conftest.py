@@ -14,7 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support.calls import Stub, make_stub
+from tests.support import calls
+from tests.support.calls import Stub
 from tests.support.server import ServerProcess, sqlite_url
 
 BACKENDS = ["sqlite", "postgres"]
@@ -61,7 +62,7 @@ def live_server(server: ServerProcess) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def stub(channel: grpc.Channel, live_server: ServerProcess) -> Stub:
-    return make_stub(channel)
+    return calls.make_stub(channel)
 
 
 @pytest.fixture

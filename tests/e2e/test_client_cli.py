@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2
 from agent_state._gen import agent_state_pb2 as pb
 from tests.e2e import helpers as h
 from tests.support import calls
-from tests.support.calls import Stub
+from tests.support.calls import Stub, text_message
 from tests.support.server import ServerProcess, free_port, run_agent_state
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -102,7 +102,7 @@ def test_append_then_show(stub: Stub, live_server: ServerProcess) -> None:
     stored = calls.list_all(stub, conversation)
     assert stored[0].id == match.group(1)
     assert [(m.role, m.kind, m.body.text.text) for m in stored] == [
-        (calls.USER, "", "hello\nthere"),
+        (h.USER, "", "hello\nthere"),
         (h.ASSISTANT, "reply", "hi, how can I help?"),
     ]
 
@@ -157,7 +157,7 @@ def test_json_output_is_what_the_api_returns(stub: Stub, live_server: ServerProc
     calls.append(
         stub,
         conversation,
-        [h.tool_text_message("out", metadata={"k": "v"}), calls.text_message("", h.ASSISTANT)],
+        [h.tool_text_message("out", metadata={"k": "v"}), text_message("", h.ASSISTANT)],
     )
     stored = calls.list_all(stub, conversation)
     metadata = calls.get(stub, conversation)
@@ -196,7 +196,7 @@ def test_tool_bodies_render_their_fields(stub: Stub, live_server: ServerProcess)
         stub,
         conversation,
         [
-            calls.text_message("look this up", kind="user"),
+            text_message("look this up", kind="user"),
             h.tool_text_message(
                 "3 results\nbest: agent-state",
                 tool_name="web_search",
@@ -257,10 +257,10 @@ def test_filters_keep_the_index_in_the_whole_ordering(
         stub,
         conversation,
         [
-            calls.text_message("q1", calls.USER, "question"),
-            calls.text_message("a1", h.ASSISTANT, "answer"),
-            calls.text_message("q2", calls.USER, "question"),
-            calls.text_message("note", h.ASSISTANT, ""),
+            text_message("q1", h.USER, "question"),
+            text_message("a1", h.ASSISTANT, "answer"),
+            text_message("q2", h.USER, "question"),
+            text_message("note", h.ASSISTANT, ""),
         ],
     )
     by_role = ok(
@@ -381,7 +381,7 @@ def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
 
 def test_colour_only_when_asked_without_a_tty(stub: Stub, live_server: ServerProcess) -> None:
     conversation = h.new_id()
-    calls.append(stub, conversation, [calls.text_message("red \x1b[31malert\x1b[0m", kind="k")])
+    calls.append(stub, conversation, [text_message("red \x1b[31malert\x1b[0m", kind="k")])
     plain = ok(cli("show", conversation, address=live_server.address))
     assert "\x1b" not in plain
     assert "red \\x1b[31malert\\x1b[0m" in plain, "stored escapes are shown, not obeyed"

@@ -20,7 +20,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.support.calls import make_stub, text_message
+from tests.support import calls
+from tests.support.calls import text_message
 from tests.support.server import ServerProcess, free_port, health_check, run_agent_state, sqlite_url
 
 from .helpers import new_id, status_code
@@ -197,15 +198,15 @@ def test_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_path: Path
         "--tls-cert-file", str(cert), "--tls-key-file", str(key), credentials=credentials
     )
     with grpc.secure_channel(server.address, credentials) as channel:
-        reply = _append(make_stub(channel), new_id())
+        reply = _append(calls.make_stub(channel), new_id())
         assert reply.metadata.message_count == 1
     with grpc.insecure_channel(server.address) as plain:
-        stub = make_stub(plain)
+        stub = calls.make_stub(plain)
         assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
     other_ca = trustme.CA()
     stranger = grpc.ssl_channel_credentials(root_certificates=other_ca.cert_pem.bytes())
     with grpc.secure_channel(server.address, stranger) as channel:
-        stub = make_stub(channel)
+        stub = calls.make_stub(channel)
         assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
 
 
@@ -223,10 +224,10 @@ def test_mutual_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_pat
         credentials=with_cert,
     )  # fmt: skip
     with grpc.secure_channel(server.address, with_cert) as channel:
-        assert _append(make_stub(channel), new_id()).metadata.message_count == 1
+        assert _append(calls.make_stub(channel), new_id()).metadata.message_count == 1
     without_cert = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
     with grpc.secure_channel(server.address, without_cert) as channel:
-        stub = make_stub(channel)
+        stub = calls.make_stub(channel)
         assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
     foreign = trustme.CA().issue_cert("intruder@example.test")
     wrong_ca = grpc.ssl_channel_credentials(
@@ -235,7 +236,7 @@ def test_mutual_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_pat
         certificate_chain=foreign.cert_chain_pems[0].bytes(),
     )
     with grpc.secure_channel(server.address, wrong_ca) as channel:
-        stub = make_stub(channel)
+        stub = calls.make_stub(channel)
         assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
 
 
@@ -253,7 +254,7 @@ def test_tokens(serve: Callable[..., ServerProcess], tmp_path: Path) -> None:
         "--auth-tokens-file", str(tokens_file), env={"AGENT_STATE_AUTH_TOKENS": f"rw:{RW_TOKEN}"}
     )
     with grpc.insecure_channel(server.address) as channel:
-        stub = make_stub(channel)
+        stub = calls.make_stub(channel)
         conversation = new_id()
 
         def get(metadata: list[tuple[str, str]] | None) -> object:
@@ -309,7 +310,7 @@ def test_metrics(serve: Callable[..., ServerProcess], make_database_url: Callabl
     port = free_port()
     server = serve("--metrics-address", f"127.0.0.1:{port}", database_url=make_database_url())
     with grpc.insecure_channel(server.address) as channel:
-        stub = make_stub(channel)
+        stub = calls.make_stub(channel)
         conversation = new_id()
         for _ in range(3):
             _append(stub, conversation)
@@ -368,7 +369,7 @@ def test_one_log_line_per_call_with_request_id(
     server = serve("--log-format", log_format, env={"AGENT_STATE_AUTH_TOKENS": f"rw:{RW_TOKEN}"})
     conversation = new_id()
     with grpc.insecure_channel(server.address) as channel:
-        stub = make_stub(channel)
+        stub = calls.make_stub(channel)
         metadata = [*_bearer(RW_TOKEN), ("x-request-id", "req-from-client-1")]
         _, call = stub.AppendConversationMessages.with_call(
             pb.AppendConversationMessagesRequest(
@@ -415,7 +416,7 @@ def test_tracing_spans_for_calls_and_sql(
         database_url=make_database_url(),
     )
     with grpc.insecure_channel(server.address) as channel:
-        _append(make_stub(channel), new_id(), SECRET_BODY)
+        _append(calls.make_stub(channel), new_id(), SECRET_BODY)
     assert server.terminate() == 0
     output = server.output()
     assert '"name": "agynio.api.agent_state.v1.AgentStateService/AppendConversationMessages"' in (

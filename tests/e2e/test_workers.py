@@ -13,7 +13,8 @@ from pathlib import Path
 import grpc
 
 from tests.e2e.helpers import new_id
-from tests.support.calls import append, get, make_stub, text_message
+from tests.support import calls
+from tests.support.calls import text_message
 from tests.support.server import ServerProcess
 
 
@@ -56,9 +57,9 @@ def test_workers_serve_one_port_and_drain_together(
             with grpc.insecure_channel(
                 server.address, options=[("grpc.use_local_subchannel_pool", 1)]
             ) as channel:
-                append(make_stub(channel), conversation, [text_message("hello")])
+                calls.append(calls.make_stub(channel), conversation, [text_message("hello")])
         with grpc.insecure_channel(server.address) as channel:
-            assert get(make_stub(channel), conversation).message_count == 8
+            assert calls.get(calls.make_stub(channel), conversation).message_count == 8
         code = server.terminate(timeout=20)
     finally:
         server.terminate()

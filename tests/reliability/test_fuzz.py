@@ -54,6 +54,7 @@ from tests.e2e.helpers import (
     OK,
     RESOURCE_EXHAUSTED,
     TOOL,
+    USER,
     content,
     input_content,
     micros,
@@ -67,7 +68,6 @@ from tests.reliability.hypothesis_settings import AGAINST_A_SERVER
 from tests.support.calls import (
     MAX_BATCH,
     MAX_PAGE_SIZE,
-    USER,
     Stub,
     all_ids,
     append,

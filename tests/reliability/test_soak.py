@@ -51,12 +51,13 @@ from tests.e2e.helpers import (
     ASSISTANT,
     INVALID_ARGUMENT,
     NOT_FOUND,
+    USER,
     content,
     micros,
     new_id,
     tool_text_message,
 )
-from tests.support.calls import USER, text_message
+from tests.support.calls import text_message
 from tests.support.server import ServerProcess
 
 SOAK_SECONDS = float(os.environ.get("AGENT_STATE_SOAK_SECONDS", "10"))

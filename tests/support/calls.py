@@ -20,7 +20,6 @@ Stub = pb_grpc.AgentStateServiceStub
 RPC_TIMEOUT_S = 60.0
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 1000
-USER = pb.ROLE_USER
 
 
 def make_stub(channel: grpc.Channel) -> Stub:
@@ -28,7 +27,9 @@ def make_stub(channel: grpc.Channel) -> Stub:
     return stub
 
 
-def text_message(text: str, msg_role: pb.Role = USER, kind: str = "") -> pb.AppendMessageInput:
+def text_message(
+    text: str, msg_role: pb.Role = pb.ROLE_USER, kind: str = ""
+) -> pb.AppendMessageInput:
     return pb.AppendMessageInput(
         role=msg_role, kind=kind, body=pb.MessageBody(text=pb.TextBody(text=text))
     )
@@ -63,7 +64,7 @@ def seed(
     count: int,
     *,
     prefix: str = "m",
-    msg_role: pb.Role = USER,
+    msg_role: pb.Role = pb.ROLE_USER,
     kind: str = "",
 ) -> list[str]:
     """Append ``count`` text messages ``prefix0``, ``prefix1``...; return their ids."""
