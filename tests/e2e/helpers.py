@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 import grpc
@@ -16,6 +16,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent_state._gen import agent_state_pb2 as pb
+from tests.support import calls
+from tests.support.calls import Stub
 
 MIB = 1024 * 1024
 MAX_REQUEST_BYTES = 3 * MIB
@@ -190,3 +192,22 @@ def content(message: pb.Message) -> tuple[int, str, bytes]:
 
 def input_content(message: pb.AppendMessageInput) -> tuple[int, str, bytes]:
     return (int(message.role), message.kind, message.body.SerializeToString(deterministic=True))
+
+
+def expect_range_change(
+    stub: Stub,
+    cid: str,
+    seeded: Sequence[str],
+    order: Sequence[int],
+    response_metadata: pb.ConversationMetadata,
+    before: pb.ConversationMetadata,
+) -> None:
+    """After a Replace or Delete on messages made by `seed` (texts m0, m1...):
+    the ordering is `seeded` at the indexes `order`, the response's metadata is
+    the conversation's, and updated_at has moved on from `before`."""
+    assert calls.all_ids(stub, cid) == [seeded[i] for i in order]
+    assert texts(calls.list_all(stub, cid)) == [f"m{i}" for i in order]
+    metadata = calls.get(stub, cid)
+    assert metadata.message_count == len(order)
+    assert response_metadata == metadata
+    assert micros(metadata.updated_at) > micros(before.updated_at)

@@ -10,7 +10,14 @@ from functools import partial
 import grpc
 import pytest
 
-from tests.e2e.helpers import INVALID_ARGUMENT, NOT_FOUND, expect_error, micros, new_id, texts
+from tests.e2e.helpers import (
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    expect_error,
+    expect_range_change,
+    new_id,
+    texts,
+)
 from tests.support import calls
 from tests.support.calls import Stub
 
@@ -46,12 +53,7 @@ def test_modes(
         to_id="" if to_index is None else ids[to_index],
     )
     assert list(response.deleted_message_ids) == [ids[i] for i in deleted]
-    assert calls.all_ids(stub, cid) == [ids[i] for i in remaining]
-    assert texts(calls.list_all(stub, cid)) == [f"m{i}" for i in remaining]
-    metadata = calls.get(stub, cid)
-    assert metadata.message_count == len(remaining)
-    assert response.metadata == metadata
-    assert micros(metadata.updated_at) > micros(before.updated_at)
+    expect_range_change(stub, cid, ids, remaining, response.metadata, before)
 
 
 def test_deleted_ids_follow_the_ordering_not_the_append_order(stub: Stub) -> None:

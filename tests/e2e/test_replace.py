@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.helpers import INVALID_ARGUMENT, NOT_FOUND, expect_error, micros, new_id, texts
+from tests.e2e.helpers import (
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    expect_error,
+    expect_range_change,
+    micros,
+    new_id,
+    texts,
+)
 from tests.support import calls
 from tests.support.calls import Stub, text_message
 
@@ -46,12 +54,7 @@ def test_range_mode(stub: Stub, rng: tuple[int, int], new: list[int], result: li
     )
     assert list(response.replaced_message_ids) == ids[rng[0] : rng[1] + 1]
     assert list(response.inserted_message_ids) == [ids[i] for i in new]
-    assert calls.all_ids(stub, cid) == [ids[i] for i in result]
-    assert texts(calls.list_all(stub, cid)) == [f"m{i}" for i in result]
-    metadata = calls.get(stub, cid)
-    assert metadata.message_count == len(result)
-    assert response.metadata == metadata
-    assert micros(metadata.updated_at) > micros(before.updated_at)
+    expect_range_change(stub, cid, ids, result, response.metadata, before)
 
 
 # --- insert-only modes -------------------------------------------------------------------

@@ -7,6 +7,11 @@ The server is run exactly the way an operator runs it:
 the standard gRPC health service reporting SERVING for the empty service name.
 Its output goes to a log file, read back by `ServerProcess.describe` when a
 test fails.
+
+One launcher for the end-to-end, reliability and benchmark runs, in
+tests/support so that all of them import it as ``tests.support.server`` (the
+benchmark runs as ``python -m bench.run`` from the repository root, where
+``tests`` is a package); it needs neither pytest nor anything under bench/.
 """
 
 from __future__ import annotations
