@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -26,16 +27,11 @@ import psycopg
 from agent_state._gen import agent_state_pb2 as pb
 from agent_state._gen import agent_state_pb2_grpc as pb_grpc
 from bench import floor
-from bench.harness import (
-    Server,
-    machine,
-    median_ms,
-    postgres_database,
-    settle,
-    stub,
-    text_input,
-    timed,
-)
+from bench.harness import ADMIN_URL, machine, median_ms, serve, settle, stub, timed
+from tests.support import calls
+from tests.support.calls import Stub, text_message
+from tests.support.postgres import throwaway_database
+from tests.support.server import ServerProcess, sqlite_url
 
 BODY_TEXT = "x" * 200  # a typical short chat message
 ENCODED_BODY = pb.MessageBody(text=pb.TextBody(text=BODY_TEXT)).SerializeToString()
@@ -102,35 +98,15 @@ class Report:
             print(f"| {name} | {figures} | {ratio} | {target} |")
 
 
-def append(client: pb_grpc.AgentStateServiceStub, conversation: str, count: int) -> list[str]:
-    response = client.AppendConversationMessages(
-        pb.AppendConversationMessagesRequest(
-            conversation_id=conversation, messages=[text_input(BODY_TEXT)] * count
-        )
-    )
-    return [message.id for message in response.appended]
+def append(client: Stub, conversation: str, count: int) -> list[str]:
+    """`count` typical messages, in as few calls as the batch limit allows; their ids."""
+    return calls.append_in_batches(client, conversation, [text_message(BODY_TEXT)] * count)
 
 
-def fill(client: pb_grpc.AgentStateServiceStub, conversation: str, count: int) -> list[str]:
-    ids: list[str] = []
-    while len(ids) < count:
-        ids += append(client, conversation, min(1000, count - len(ids)))
-    return ids
-
-
-def read_all(client: pb_grpc.AgentStateServiceStub, conversation: str) -> int:
-    token = ""
-    count = 0
-    while True:
-        page = client.ListConversationMessages(
-            pb.ListConversationMessagesRequest(
-                conversation_id=conversation, page_size=1000, page_token=token
-            )
-        )
-        count += len(page.messages)
-        token = page.next_page_token
-        if not token:
-            return count
+def read_all(client: Stub, conversation: str) -> int:
+    """Read the whole conversation in pages of 1000, as an agent reads its context."""
+    pages = calls.list_pages(client, conversation, page_size=calls.MAX_PAGE_SIZE)
+    return sum(len(page.messages) for page in pages)
 
 
 # -- 1. agent turn -------------------------------------------------------------
@@ -141,7 +117,7 @@ def agent_turn(report: Report, address: str, url: str | None, sizes: Sizes) -> N
     floor_conn = psycopg.connect(url, autocommit=True) if url else None
     for length in sizes.turn_lengths:
         conversation = str(uuid.uuid4())
-        fill(client, conversation, length)
+        append(client, conversation, length)
         reps = sizes.long_turns if length >= 10_000 else sizes.turns
         settle(url)
 
@@ -176,39 +152,12 @@ def floor_turn(conn: psycopg.Connection, conversation: uuid.UUID) -> None:
 # -- 2. range operations -------------------------------------------------------
 
 
-def replace(
-    client: pb_grpc.AgentStateServiceStub,
-    conversation: str,
-    from_id: str,
-    to_id: str,
-    new_ids: list[str],
-) -> None:
-    client.ReplaceConversationMessagesRange(
-        pb.ReplaceConversationMessagesRangeRequest(
-            conversation_id=conversation,
-            from_message_id=from_id,
-            to_message_id=to_id,
-            new_message_ids=new_ids,
-        )
-    )
-
-
-def delete(
-    client: pb_grpc.AgentStateServiceStub, conversation: str, from_id: str, to_id: str
-) -> None:
-    client.DeleteConversationMessagesRange(
-        pb.DeleteConversationMessagesRangeRequest(
-            conversation_id=conversation, from_message_id=from_id, to_message_id=to_id
-        )
-    )
-
-
 def range_operations(report: Report, address: str, url: str | None, sizes: Sizes) -> None:
     client = stub(address)
     results: dict[str, list[float]] = {}
     for length in sizes.range_lengths:
         conversation = str(uuid.uuid4())
-        ids = fill(client, conversation, length)
+        ids = append(client, conversation, length)
         settle(url)
         replace_s, delete_s, summary_s = [], [], []
         for rep in range(sizes.range_reps):
@@ -216,17 +165,41 @@ def range_operations(report: Report, address: str, url: str | None, sizes: Sizes
             m = len(ids) // 2 - 30 + (rep % 5)
             spare = append(client, conversation, 1)[0]
             replace_s.append(
-                timed(partial(replace, client, conversation, ids[m], ids[m + 9], [spare]))
+                timed(
+                    partial(
+                        calls.replace,
+                        client,
+                        conversation,
+                        from_id=ids[m],
+                        to_id=ids[m + 9],
+                        new_ids=[spare],
+                    )
+                )
             )
             ids[m : m + 10] = [spare]
-            delete_s.append(timed(partial(delete, client, conversation, ids[m + 1], ids[m + 10])))
+            delete_s.append(
+                timed(
+                    partial(
+                        calls.delete, client, conversation, from_id=ids[m + 1], to_id=ids[m + 10]
+                    )
+                )
+            )
             del ids[m + 1 : m + 11]
             summary = append(client, conversation, 1)[0]
             summary_s.append(
-                timed(partial(replace, client, conversation, ids[m + 1], ids[m + 50], [summary]))
+                timed(
+                    partial(
+                        calls.replace,
+                        client,
+                        conversation,
+                        from_id=ids[m + 1],
+                        to_id=ids[m + 50],
+                        new_ids=[summary],
+                    )
+                )
             )
             ids[m + 1 : m + 51] = [summary]
-            ids += fill(client, conversation, 68)  # back to the same length
+            ids += append(client, conversation, 68)  # back to the same length
         results[f"replace 10, L={length}"] = replace_s
         results[f"delete 10, L={length}"] = delete_s
         results[f"summarise 50, L={length}"] = summary_s
@@ -254,24 +227,14 @@ def one_spot(report: Report, address: str, sizes: Sizes) -> None:
     samples: list[float] = []
     for _ in range(sizes.spot_inserts):
         new = append(client, conversation, 1)[0]
-        samples.append(timed(partial(replace, client, conversation, left, "", [new])))
+        samples.append(
+            timed(partial(calls.replace, client, conversation, from_id=left, new_ids=[new]))
+        )
         inserted.append(new)
     window = max(1, sizes.spot_inserts // 10)
     first = sum(samples[:window]) * 1000
     last = sum(samples[-window:]) * 1000
-    ids: list[str] = []
-    token = ""
-    while True:
-        page = client.ListConversationMessageIds(
-            pb.ListConversationMessageIdsRequest(
-                conversation_id=conversation, page_size=1000, page_token=token
-            )
-        )
-        ids += page.message_ids
-        token = page.next_page_token
-        if not token:
-            break
-    exact = ids == [left, *reversed(inserted), right]
+    exact = calls.all_ids(client, conversation) == [left, *reversed(inserted), right]
     if not exact:
         report.failures.append(f"{report.backend}: ordering wrong after inserts at one spot")
     report.add(
@@ -290,7 +253,7 @@ def one_spot(report: Report, address: str, sizes: Sizes) -> None:
 async def _ours_throughput(address: str, clients: int, batch: int, seconds: float) -> float:
     channel = grpc.aio.insecure_channel(address)
     client: pb_grpc.AgentStateServiceStub = pb_grpc.AgentStateServiceStub(channel)  # type: ignore[no-untyped-call]
-    messages = [text_input(BODY_TEXT)] * batch
+    messages = [text_message(BODY_TEXT)] * batch
     stop_at = time.perf_counter() + seconds
     counts = [0] * clients
 
@@ -357,7 +320,7 @@ def throughput(report: Report, address: str, url: str | None, sizes: Sizes) -> N
 async def _turns_per_second(address: str, clients: int, seconds: float) -> float:
     channel = grpc.aio.insecure_channel(address)
     client: pb_grpc.AgentStateServiceStub = pb_grpc.AgentStateServiceStub(channel)  # type: ignore[no-untyped-call]
-    one, two = [text_input(BODY_TEXT)], [text_input(BODY_TEXT)] * 2
+    one, two = [text_message(BODY_TEXT)], [text_message(BODY_TEXT)] * 2
     turns = [0] * clients
 
     async def worker(index: int) -> None:
@@ -385,10 +348,11 @@ async def _turns_per_second(address: str, clients: int, seconds: float) -> float
     return sum(turns) / elapsed
 
 
-def both_cores(report: Report, url: str, sizes: Sizes) -> None:
+def both_cores(report: Report, url: str, sizes: Sizes, log_dir: Path) -> None:
     rates = {}
     for workers in (1, 2):
-        with Server(url, workers=workers) as server:
+        log_path = log_dir / f"server-{report.backend}-{workers}-workers.log"
+        with serve(url, log_path, workers=workers) as server:
             rates[workers] = asyncio.run(
                 _turns_per_second(server.address, sizes.clients, sizes.throughput_seconds)
             )
@@ -462,11 +426,11 @@ def snapshots(report: Report, address: str, url: str | None, sizes: Sizes) -> No
 # -- 7. memory -----------------------------------------------------------------
 
 
-def memory(report: Report, server: Server, sizes: Sizes) -> None:
+def memory(report: Report, server: ServerProcess, sizes: Sizes) -> None:
     client = stub(server.address)
     conversations = [str(uuid.uuid4()) for _ in range(3)]
     for conversation in conversations:
-        fill(client, conversation, 10_000 if sizes is not QUICK else 1_000)
+        append(client, conversation, 10_000 if sizes is not QUICK else 1_000)
     peak = server.rss_bytes()
     stop_at = time.perf_counter() + sizes.memory_seconds
     while time.perf_counter() < stop_at:
@@ -484,13 +448,16 @@ def memory(report: Report, server: Server, sizes: Sizes) -> None:
 
 def run_backend(backend: str, sizes: Sizes, tmp: Path) -> Report:
     report = Report(backend)
-    context = postgres_database() if backend == "postgresql" else None
-    url = context.__enter__() if context else f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:6]}.db"
-    floor_url = url if context else None
-    try:
-        if floor_url:
+    with contextlib.ExitStack() as cleanup:
+        floor_url: str | None = None
+        if backend == "postgresql":
+            url = floor_url = cleanup.enter_context(
+                throwaway_database(ADMIN_URL, "agent_state_bench")
+            )
             floor.setup(floor_url)
-        with Server(url) as server:
+        else:
+            url = sqlite_url(tmp / f"bench-{uuid.uuid4().hex[:6]}.db")
+        with serve(url, tmp / f"server-{backend}.log") as server:
             steps: list[tuple[str, Callable[[], None]]] = [
                 ("agent turn", lambda: agent_turn(report, server.address, floor_url, sizes)),
                 (
@@ -507,11 +474,8 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> Report:
                 step()
                 print(f"[{backend}] {name}: {time.perf_counter() - started:.1f} s", flush=True)
         started = time.perf_counter()
-        both_cores(report, url, sizes)
+        both_cores(report, url, sizes, tmp)
         print(f"[{backend}] both cores: {time.perf_counter() - started:.1f} s", flush=True)
-    finally:
-        if context:
-            context.__exit__(None, None, None)
     return report
 
 

@@ -13,17 +13,18 @@ elsewhere they are skipped with the reason, never silently.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from agent_state.storage.base import Store
-
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.support.postgres import (
+    DEFAULT_ADMIN_URL,
+    create_database,
+    drop_database,
+    random_database_name,
+)
 
 
 def postgres_admin_url() -> str:
@@ -32,11 +33,6 @@ def postgres_admin_url() -> str:
 
 def postgres_required() -> bool:
     return bool(os.environ.get("CI")) or os.environ.get("AGENT_STATE_REQUIRE_POSTGRES") == "1"
-
-
-def _with_database(url: str, database: str) -> str:
-    """`url` (a postgresql:// URL) naming another database."""
-    return urlsplit(url)._replace(path=f"/{database}").geturl()
 
 
 @pytest.fixture(scope="session")
@@ -53,18 +49,14 @@ def make_postgres_database() -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     def make() -> str:
-        name = f"agent_state_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        name = random_database_name("agent_state_test")
+        url = create_database(admin_url, name)
         created.append(name)
-        return _with_database(admin_url, name)
+        return url
 
     yield make
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        for name in created:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    for name in created:
+        drop_database(admin_url, name)
 
 
 @pytest.fixture(scope="session")

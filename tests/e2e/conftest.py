@@ -14,8 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.e2e.helpers import Stub, make_stub
-from tests.e2e.server_process import ServerProcess, postgres_url_from_conninfo, sqlite_url
+from tests.support import calls
+from tests.support.calls import Stub
+from tests.support.server import ServerProcess, sqlite_url
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -24,7 +25,7 @@ def database_url_for(backend: str, request: pytest.FixtureRequest, directory: Pa
     """A fresh, empty database for ``backend`` (PostgreSQL may skip or fail, see tests/conftest)."""
     if backend == "postgres":
         make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
-        return postgres_url_from_conninfo(make())
+        return make()
     return sqlite_url(directory / f"agent-state-{uuid.uuid4().hex[:8]}.db")
 
 
@@ -40,12 +41,8 @@ def server(
 ) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp(f"e2e-{backend}")
     url = database_url_for(backend, request, directory)
-    process = ServerProcess(database_url=url, log_path=directory / "server.log").start()
-    try:
-        process.wait_ready()
+    with ServerProcess(database_url=url, log_path=directory / "server.log") as process:
         yield process
-    finally:
-        process.terminate()
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +62,7 @@ def live_server(server: ServerProcess) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def stub(channel: grpc.Channel, live_server: ServerProcess) -> Stub:
-    return make_stub(channel)
+    return calls.make_stub(channel)
 
 
 @pytest.fixture

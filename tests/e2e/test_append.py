@@ -19,35 +19,28 @@ from tests.e2e.helpers import (
     ROLE_UNSPECIFIED,
     TOOL,
     USER,
-    Stub,
-    all_ids,
-    append,
     content,
-    delete,
     expect_error,
-    get,
     input_content,
     is_canonical_uuid,
-    list_all,
     micros,
     new_id,
-    replace,
     role,
-    seed,
-    text_message,
     texts,
     tool_image_message,
     tool_text_message,
 )
+from tests.support import calls
+from tests.support.calls import Stub, text_message
 
 
 def test_append_creates_the_conversation(stub: Stub) -> None:
     cid = new_id()
-    expect_error(NOT_FOUND, lambda: get(stub, cid))
-    response = append(stub, cid, [text_message("hello")])
+    expect_error(NOT_FOUND, lambda: calls.get(stub, cid))
+    response = calls.append(stub, cid, [text_message("hello")])
     assert response.metadata.conversation_id == cid
     assert response.metadata.message_count == 1
-    metadata = get(stub, cid)
+    metadata = calls.get(stub, cid)
     assert metadata.conversation_id == cid
     assert metadata.message_count == 1
 
@@ -69,7 +62,7 @@ def test_appended_messages_are_returned_whole_and_in_order(stub: Stub) -> None:
             )
         ),
     ]
-    response = append(stub, cid, inputs)
+    response = calls.append(stub, cid, inputs)
     appended = list(response.appended)
     assert [content(m) for m in appended] == [input_content(i) for i in inputs]
     assert all(is_canonical_uuid(m.id) for m in appended)
@@ -79,40 +72,40 @@ def test_appended_messages_are_returned_whole_and_in_order(stub: Stub) -> None:
     assert all(m.created_at.seconds > 0 for m in appended)
     assert response.metadata.message_count == len(inputs)
     # What the response says is what is stored.
-    assert list_all(stub, cid) == appended
+    assert calls.list_all(stub, cid) == appended
 
 
 def test_batches_land_contiguously_at_the_tail(stub: Stub) -> None:
     cid = new_id()
-    first = seed(stub, cid, 3, prefix="a")
-    second = seed(stub, cid, 4, prefix="b")
-    third = seed(stub, cid, 1, prefix="c")
-    assert all_ids(stub, cid) == first + second + third
-    assert texts(list_all(stub, cid)) == ["a0", "a1", "a2", "b0", "b1", "b2", "b3", "c0"]
-    assert get(stub, cid).message_count == 8
+    first = calls.seed(stub, cid, 3, prefix="a")
+    second = calls.seed(stub, cid, 4, prefix="b")
+    third = calls.seed(stub, cid, 1, prefix="c")
+    assert calls.all_ids(stub, cid) == first + second + third
+    assert texts(calls.list_all(stub, cid)) == ["a0", "a1", "a2", "b0", "b1", "b2", "b3", "c0"]
+    assert calls.get(stub, cid).message_count == 8
 
 
 def test_append_after_replace_and_delete_goes_to_the_tail(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 4)
-    replace(stub, cid, from_id=ids[0], to_id=ids[1])
-    delete(stub, cid, from_id=ids[3])
-    new = seed(stub, cid, 2, prefix="n")
-    assert all_ids(stub, cid) == [ids[2], *new]
+    ids = calls.seed(stub, cid, 4)
+    calls.replace(stub, cid, from_id=ids[0], to_id=ids[1])
+    calls.delete(stub, cid, from_id=ids[3])
+    new = calls.seed(stub, cid, 2, prefix="n")
+    assert calls.all_ids(stub, cid) == [ids[2], *new]
 
 
 def test_message_ids_are_unique_uuids(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 300)
-    ids += seed(stub, new_id(), 300)
+    ids = calls.seed(stub, cid, 300)
+    ids += calls.seed(stub, new_id(), 300)
     assert len(set(ids)) == 600
     assert all(is_canonical_uuid(i) for i in ids)
 
 
 def test_empty_batch_is_invalid_and_creates_nothing(stub: Stub) -> None:
     cid = new_id()
-    expect_error(INVALID_ARGUMENT, lambda: append(stub, cid, []), "messages")
-    expect_error(NOT_FOUND, lambda: get(stub, cid))
+    expect_error(INVALID_ARGUMENT, lambda: calls.append(stub, cid, []), "messages")
+    expect_error(NOT_FOUND, lambda: calls.get(stub, cid))
 
 
 def _no_body(msg_role: pb.Role = USER) -> pb.AppendMessageInput:
@@ -158,35 +151,37 @@ def test_invalid_message_is_rejected_naming_its_index(stub: Stub, case: str, ind
     batch = [text_message(f"ok{i}") for i in range(4)]
     batch[index] = make()
     cid = new_id()
-    expect_error(INVALID_ARGUMENT, lambda: append(stub, cid, batch), f"messages[{index}].{field}")
-    expect_error(NOT_FOUND, lambda: get(stub, cid))
+    expect_error(
+        INVALID_ARGUMENT, lambda: calls.append(stub, cid, batch), f"messages[{index}].{field}"
+    )
+    expect_error(NOT_FOUND, lambda: calls.get(stub, cid))
 
 
 def test_rejected_append_stores_nothing_in_an_existing_conversation(stub: Stub) -> None:
     cid = new_id()
-    existing = seed(stub, cid, 2)
-    before = get(stub, cid)
+    existing = calls.seed(stub, cid, 2)
+    before = calls.get(stub, cid)
     batch = [text_message("fine"), text_message("also fine"), _no_body()]
-    expect_error(INVALID_ARGUMENT, lambda: append(stub, cid, batch), "messages[2].body")
-    assert all_ids(stub, cid) == existing
-    assert get(stub, cid) == before
+    expect_error(INVALID_ARGUMENT, lambda: calls.append(stub, cid, batch), "messages[2].body")
+    assert calls.all_ids(stub, cid) == existing
+    assert calls.get(stub, cid) == before
 
 
 def test_first_invalid_message_is_reported_for_a_batch_with_several(stub: Stub) -> None:
     cid = new_id()
     batch = [text_message("ok"), text_message("x", ROLE_UNSPECIFIED), _no_body()]
-    error = expect_error(INVALID_ARGUMENT, lambda: append(stub, cid, batch))
+    error = expect_error(INVALID_ARGUMENT, lambda: calls.append(stub, cid, batch))
     details = error.details() or ""
     assert "messages[1]" in details or "messages[2]" in details, details
-    expect_error(NOT_FOUND, lambda: get(stub, cid))
+    expect_error(NOT_FOUND, lambda: calls.get(stub, cid))
 
 
 def test_every_role_is_accepted(stub: Stub) -> None:
     cid = new_id()
     roles = [USER, ASSISTANT, TOOL]
-    response = append(stub, cid, [text_message(str(r), r) for r in roles])
+    response = calls.append(stub, cid, [text_message(str(r), r) for r in roles])
     assert [m.role for m in response.appended] == roles
-    assert [m.role for m in list_all(stub, cid)] == roles
+    assert [m.role for m in calls.list_all(stub, cid)] == roles
 
 
 def test_concurrent_appenders_lose_nothing_and_keep_batches_contiguous(stub: Stub) -> None:
@@ -201,7 +196,7 @@ def test_concurrent_appenders_lose_nothing_and_keep_batches_contiguous(stub: Stu
         out: list[list[str]] = []
         for b in range(batches):
             batch = [text_message(f"w{worker}-b{b}-{k}") for k in range(size)]
-            response = append(stub, cid, batch)
+            response = calls.append(stub, cid, batch)
             assert texts(response.appended) == [f"w{worker}-b{b}-{k}" for k in range(size)]
             out.append([m.id for m in response.appended])
             stamps[response.appended[0].id] = micros(response.metadata.updated_at)
@@ -210,11 +205,11 @@ def test_concurrent_appenders_lose_nothing_and_keep_batches_contiguous(stub: Stu
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(work, range(workers)))
 
-    messages = list_all(stub, cid)
+    messages = calls.list_all(stub, cid)
     ids = [m.id for m in messages]
     assert len(ids) == workers * batches * size
     assert len(set(ids)) == len(ids), "duplicated messages"
-    assert get(stub, cid).message_count == len(ids)
+    assert calls.get(stub, cid).message_count == len(ids)
     position = {message_id: i for i, message_id in enumerate(ids)}
     for worker, worker_batches in enumerate(results):
         starts = []
@@ -234,7 +229,7 @@ def test_concurrent_appenders_lose_nothing_and_keep_batches_contiguous(stub: Stu
 
 def test_concurrent_replaces_keep_the_ordering_consistent(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 30)
+    ids = calls.seed(stub, cid, 30)
     workers, rounds = 16, 8
     barrier = threading.Barrier(workers)
     codes: list[str] = []
@@ -247,22 +242,22 @@ def test_concurrent_replaces_keep_the_ordering_consistent(stub: Stub) -> None:
             operation = rng.randrange(5)
             try:
                 if operation == 0:
-                    replace(stub, cid, from_id=a, new_ids=[b, c])
+                    calls.replace(stub, cid, from_id=a, new_ids=[b, c])
                 elif operation == 1:
-                    replace(stub, cid, to_id=a, new_ids=[b])
+                    calls.replace(stub, cid, to_id=a, new_ids=[b])
                 elif operation == 2:
-                    replace(stub, cid, from_id=a, to_id=a, new_ids=[c, a])
+                    calls.replace(stub, cid, from_id=a, to_id=a, new_ids=[c, a])
                 elif operation == 3:
-                    replace(stub, cid, from_id=a, to_id=a)  # detach
+                    calls.replace(stub, cid, from_id=a, to_id=a)  # detach
                 else:
-                    append(stub, cid, [text_message(f"w{worker}")])
+                    calls.append(stub, cid, [text_message(f"w{worker}")])
             except grpc.RpcError as exc:
                 codes.append(exc.code().name)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(work, range(workers)))
-    current = all_ids(stub, cid)
+    current = calls.all_ids(stub, cid)
     assert len(current) == len(set(current)), "the ordering holds an id twice"
-    assert get(stub, cid).message_count == len(current)
+    assert calls.get(stub, cid).message_count == len(current)
     # Anchors detached or reordered by another writer are ordinary outcomes; nothing else.
     assert set(codes) <= {"NOT_FOUND", "INVALID_ARGUMENT"}, codes

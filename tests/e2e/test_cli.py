@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .server_process import run_agent_state
+from tests.support.server import run_agent_state
 
 
 def test_migrate_applies_once(make_database_url: Callable[[], str]) -> None:

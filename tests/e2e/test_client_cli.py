@@ -27,8 +27,9 @@ from grpc_health.v1 import health_pb2
 
 from agent_state._gen import agent_state_pb2 as pb
 from tests.e2e import helpers as h
-from tests.e2e.helpers import Stub
-from tests.e2e.server_process import ServerProcess, free_port, run_agent_state
+from tests.support import calls
+from tests.support.calls import Stub, text_message
+from tests.support.server import ServerProcess, free_port, run_agent_state
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -98,7 +99,7 @@ def test_append_then_show(stub: Stub, live_server: ServerProcess) -> None:
     )
     assert re.search(r"^message_count\s+2$", second, re.MULTILINE), second
 
-    stored = h.list_all(stub, conversation)
+    stored = calls.list_all(stub, conversation)
     assert stored[0].id == match.group(1)
     assert [(m.role, m.kind, m.body.text.text) for m in stored] == [
         (h.USER, "", "hello\nthere"),
@@ -118,13 +119,13 @@ def test_append_then_show(stub: Stub, live_server: ServerProcess) -> None:
 def test_append_reads_stdin_for_dash(stub: Stub, live_server: ServerProcess) -> None:
     conversation = h.new_id()
     ok(cli("append", conversation, "-", address=live_server.address, stdin="from\nstdin\n"))
-    assert h.texts(h.list_all(stub, conversation)) == ["from\nstdin\n"]
+    assert h.texts(calls.list_all(stub, conversation)) == ["from\nstdin\n"]
 
 
 def test_get_prints_the_count(stub: Stub, live_server: ServerProcess) -> None:
     conversation = h.new_id()
-    h.seed(stub, conversation, 3)
-    metadata = h.get(stub, conversation)
+    calls.seed(stub, conversation, 3)
+    metadata = calls.get(stub, conversation)
     output = ok(cli("get", conversation, address=live_server.address))
     assert output.splitlines() == [
         f"conversation_id  {conversation}",
@@ -148,18 +149,18 @@ def test_json_output_is_what_the_api_returns(stub: Stub, live_server: ServerProc
             )
         )
     )
-    stored = h.list_all(stub, conversation)
+    stored = calls.list_all(stub, conversation)
     assert appended == {
-        "metadata": proto_json(h.get(stub, conversation)),
+        "metadata": proto_json(calls.get(stub, conversation)),
         "appended": [proto_json(stored[0])],
     }
-    h.append(
+    calls.append(
         stub,
         conversation,
-        [h.tool_text_message("out", metadata={"k": "v"}), h.text_message("", h.ASSISTANT)],
+        [h.tool_text_message("out", metadata={"k": "v"}), text_message("", h.ASSISTANT)],
     )
-    stored = h.list_all(stub, conversation)
-    metadata = h.get(stub, conversation)
+    stored = calls.list_all(stub, conversation)
+    metadata = calls.get(stub, conversation)
 
     got = json.loads(ok(cli("get", conversation, "--json", address=live_server.address)))
     assert got == {"metadata": proto_json(metadata)}
@@ -191,11 +192,11 @@ def test_tool_bodies_render_their_fields(stub: Stub, live_server: ServerProcess)
         height_px=480,
         sha256="9f" * 32,
     )
-    h.append(
+    calls.append(
         stub,
         conversation,
         [
-            h.text_message("look this up", kind="user"),
+            text_message("look this up", kind="user"),
             h.tool_text_message(
                 "3 results\nbest: agent-state",
                 tool_name="web_search",
@@ -205,7 +206,7 @@ def test_tool_bodies_render_their_fields(stub: Stub, live_server: ServerProcess)
             h.tool_image_message(image, tool_name="camera", tool_call_id="call_img"),
         ],
     )
-    stored = h.list_all(stub, conversation)
+    stored = calls.list_all(stub, conversation)
     output = ok(cli("show", conversation, address=live_server.address))
     blocks = message_blocks(output)
     assert [block[0].split("  ")[:3] for block in blocks] == [
@@ -233,10 +234,10 @@ def test_tool_bodies_render_their_fields(stub: Stub, live_server: ServerProcess)
 
 def test_ids_are_every_id_in_order_across_pages(stub: Stub, live_server: ServerProcess) -> None:
     conversation = h.new_id()
-    seeded = h.seed(stub, conversation, 7)
+    seeded = calls.seed(stub, conversation, 7)
     # Reorder, so that the ordering is not creation order: [6, 0, 1, ..., 5].
-    h.replace(stub, conversation, to_id=seeded[0], new_ids=[seeded[6]])
-    expected = h.all_ids(stub, conversation)
+    calls.replace(stub, conversation, to_id=seeded[0], new_ids=[seeded[6]])
+    expected = calls.all_ids(stub, conversation)
     assert expected == [seeded[6], *seeded[:6]]
 
     output = ok(cli("ids", conversation, "--page-size", "2", address=live_server.address))
@@ -252,14 +253,14 @@ def test_filters_keep_the_index_in_the_whole_ordering(
     stub: Stub, live_server: ServerProcess
 ) -> None:
     conversation = h.new_id()
-    h.append(
+    calls.append(
         stub,
         conversation,
         [
-            h.text_message("q1", h.USER, "question"),
-            h.text_message("a1", h.ASSISTANT, "answer"),
-            h.text_message("q2", h.USER, "question"),
-            h.text_message("note", h.ASSISTANT, ""),
+            text_message("q1", h.USER, "question"),
+            text_message("a1", h.ASSISTANT, "answer"),
+            text_message("q2", h.USER, "question"),
+            text_message("note", h.ASSISTANT, ""),
         ],
     )
     by_role = ok(
@@ -292,12 +293,12 @@ def test_filters_keep_the_index_in_the_whole_ordering(
 
 def test_snapshot_renders_its_messages(stub: Stub, live_server: ServerProcess) -> None:
     conversation = h.new_id()
-    ids = h.seed(stub, conversation, 3, prefix="s")
-    h.append(stub, conversation, [h.tool_text_message("tool said", tool_call_id="call_9")])
-    tool_id = h.all_ids(stub, conversation)[-1]
-    taken = h.snapshot(stub, conversation, [ids[2], tool_id, ids[0], ids[2]])
+    ids = calls.seed(stub, conversation, 3, prefix="s")
+    calls.append(stub, conversation, [h.tool_text_message("tool said", tool_call_id="call_9")])
+    tool_id = calls.all_ids(stub, conversation)[-1]
+    taken = calls.snapshot(stub, conversation, [ids[2], tool_id, ids[0], ids[2]])
     # Later changes do not show in the snapshot.
-    h.delete(stub, conversation, from_id=ids[0], to_id=ids[2])
+    calls.delete(stub, conversation, from_id=ids[0], to_id=ids[2])
 
     output = ok(cli("snapshot", taken.snapshot_id, "--page-size", "1", address=live_server.address))
     assert output.splitlines()[0] == f"snapshot  snapshot_id={taken.snapshot_id}"
@@ -318,7 +319,7 @@ def test_snapshot_renders_its_messages(stub: Stub, live_server: ServerProcess) -
     document = json.loads(
         ok(cli("snapshot", taken.snapshot_id, "--json", address=live_server.address))
     )
-    expected = h.snapshot_messages(stub, taken.snapshot_id)
+    expected = calls.snapshot_messages(stub, taken.snapshot_id)
     assert document == {
         "snapshotId": taken.snapshot_id,
         "messages": [{"index": i, **proto_json(m)} for i, m in enumerate(expected)],
@@ -380,7 +381,7 @@ def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
 
 def test_colour_only_when_asked_without_a_tty(stub: Stub, live_server: ServerProcess) -> None:
     conversation = h.new_id()
-    h.append(stub, conversation, [h.text_message("red \x1b[31malert\x1b[0m", kind="k")])
+    calls.append(stub, conversation, [text_message("red \x1b[31malert\x1b[0m", kind="k")])
     plain = ok(cli("show", conversation, address=live_server.address))
     assert "\x1b" not in plain
     assert "red \\x1b[31malert\\x1b[0m" in plain, "stored escapes are shown, not obeyed"

@@ -9,18 +9,14 @@ from tests.e2e.helpers import (
     ASSISTANT,
     TOOL,
     USER,
-    Stub,
-    append,
     content,
     input_content,
-    list_all,
     new_id,
-    snapshot,
-    snapshot_messages,
-    text_message,
     tool_image_message,
     tool_text_message,
 )
+from tests.support import calls
+from tests.support.calls import Stub, text_message
 
 TEXTS = {
     "empty": "",
@@ -53,10 +49,10 @@ KINDS = {
 
 def _round_trip(stub: Stub, inputs: list[pb.AppendMessageInput]) -> None:
     cid = new_id()
-    response = append(stub, cid, inputs)
+    response = calls.append(stub, cid, inputs)
     expected = [input_content(i) for i in inputs]
     assert [content(m) for m in response.appended] == expected
-    listed = list_all(stub, cid)
+    listed = calls.list_all(stub, cid)
     assert [content(m) for m in listed] == expected
     assert listed == list(response.appended)
     for sent, got in zip(inputs, listed, strict=True):
@@ -66,8 +62,8 @@ def _round_trip(stub: Stub, inputs: list[pb.AppendMessageInput]) -> None:
             assert got.body.tool_output.WhichOneof("output") == sent.body.tool_output.WhichOneof(
                 "output"
             )
-    snap = snapshot(stub, cid, [m.id for m in listed])
-    snapped = snapshot_messages(stub, snap.snapshot_id)
+    snap = calls.snapshot(stub, cid, [m.id for m in listed])
+    snapped = calls.snapshot_messages(stub, snap.snapshot_id)
     assert snapped == listed
 
 

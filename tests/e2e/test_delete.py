@@ -13,20 +13,13 @@ import pytest
 from tests.e2e.helpers import (
     INVALID_ARGUMENT,
     NOT_FOUND,
-    Stub,
-    all_ids,
-    delete,
     expect_error,
-    get,
-    list_all,
-    micros,
+    expect_range_change,
     new_id,
-    replace,
-    seed,
-    snapshot,
-    snapshot_messages,
     texts,
 )
+from tests.support import calls
+from tests.support.calls import Stub
 
 
 @pytest.mark.parametrize(
@@ -51,157 +44,156 @@ def test_modes(
     remaining: list[int],
 ) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 5)
-    before = get(stub, cid)
-    response = delete(
+    ids = calls.seed(stub, cid, 5)
+    before = calls.get(stub, cid)
+    response = calls.delete(
         stub,
         cid,
         from_id="" if from_index is None else ids[from_index],
         to_id="" if to_index is None else ids[to_index],
     )
     assert list(response.deleted_message_ids) == [ids[i] for i in deleted]
-    assert all_ids(stub, cid) == [ids[i] for i in remaining]
-    assert texts(list_all(stub, cid)) == [f"m{i}" for i in remaining]
-    metadata = get(stub, cid)
-    assert metadata.message_count == len(remaining)
-    assert response.metadata == metadata
-    assert micros(metadata.updated_at) > micros(before.updated_at)
+    expect_range_change(stub, cid, ids, remaining, response.metadata, before)
 
 
 def test_deleted_ids_follow_the_ordering_not_the_append_order(stub: Stub) -> None:
     cid = new_id()
-    a, b, c, d = seed(stub, cid, 4)
-    replace(stub, cid, from_id=a, to_id=d, new_ids=[d, b, a, c])
-    response = delete(stub, cid, from_id=b, to_id=c)
+    a, b, c, d = calls.seed(stub, cid, 4)
+    calls.replace(stub, cid, from_id=a, to_id=d, new_ids=[d, b, a, c])
+    response = calls.delete(stub, cid, from_id=b, to_id=c)
     assert list(response.deleted_message_ids) == [b, a, c]
-    assert all_ids(stub, cid) == [d]
+    assert calls.all_ids(stub, cid) == [d]
 
 
 def test_deleting_everything_keeps_the_conversation(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 3)
-    delete(stub, cid, from_id=ids[0])
-    metadata = get(stub, cid)
+    ids = calls.seed(stub, cid, 3)
+    calls.delete(stub, cid, from_id=ids[0])
+    metadata = calls.get(stub, cid)
     assert metadata.conversation_id == cid
     assert metadata.message_count == 0
-    assert all_ids(stub, cid) == []
-    more = seed(stub, cid, 2, prefix="n")
-    assert all_ids(stub, cid) == more
-    assert get(stub, cid).message_count == 2
+    assert calls.all_ids(stub, cid) == []
+    more = calls.seed(stub, cid, 2, prefix="n")
+    assert calls.all_ids(stub, cid) == more
+    assert calls.get(stub, cid).message_count == 2
 
 
 def test_deleted_messages_are_gone(stub: Stub) -> None:
     cid = new_id()
-    a, b, c, d = seed(stub, cid, 4)
-    earlier = snapshot(stub, cid, [a, b, c, d, b])
-    earlier_messages = snapshot_messages(stub, earlier.snapshot_id)
-    delete(stub, cid, from_id=b, to_id=c)
-    expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=a, new_ids=[b]))
-    expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=a, to_id=d, new_ids=[a, c, d]))
-    expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=b, to_id=d))
-    expect_error(NOT_FOUND, lambda: snapshot(stub, cid, [c]))
-    expect_error(NOT_FOUND, lambda: snapshot(stub, cid, [a, d, b]))
-    expect_error(NOT_FOUND, lambda: delete(stub, cid, from_id=b))
-    expect_error(NOT_FOUND, lambda: delete(stub, cid, to_id=c))
+    a, b, c, d = calls.seed(stub, cid, 4)
+    earlier = calls.snapshot(stub, cid, [a, b, c, d, b])
+    earlier_messages = calls.snapshot_messages(stub, earlier.snapshot_id)
+    calls.delete(stub, cid, from_id=b, to_id=c)
+    expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=a, new_ids=[b]))
+    expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=a, to_id=d, new_ids=[a, c, d]))
+    expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=b, to_id=d))
+    expect_error(NOT_FOUND, lambda: calls.snapshot(stub, cid, [c]))
+    expect_error(NOT_FOUND, lambda: calls.snapshot(stub, cid, [a, d, b]))
+    expect_error(NOT_FOUND, lambda: calls.delete(stub, cid, from_id=b))
+    expect_error(NOT_FOUND, lambda: calls.delete(stub, cid, to_id=c))
     # Snapshots taken earlier still read them back.
-    assert snapshot_messages(stub, earlier.snapshot_id) == earlier_messages
+    assert calls.snapshot_messages(stub, earlier.snapshot_id) == earlier_messages
     assert [m.id for m in earlier_messages] == [a, b, c, d, b]
-    assert all_ids(stub, cid) == [a, d]
+    assert calls.all_ids(stub, cid) == [a, d]
 
 
 def test_detached_messages_cannot_be_deleted_by_range(stub: Stub) -> None:
     cid = new_id()
-    a, b, c, d = seed(stub, cid, 4)
-    replace(stub, cid, from_id=b, to_id=b)  # detach b
-    expect_error(NOT_FOUND, lambda: delete(stub, cid, from_id=b))
-    expect_error(NOT_FOUND, lambda: delete(stub, cid, to_id=b))
-    expect_error(NOT_FOUND, lambda: delete(stub, cid, from_id=b, to_id=d))
-    response = delete(stub, cid, from_id=a, to_id=c)
+    a, b, c, d = calls.seed(stub, cid, 4)
+    calls.replace(stub, cid, from_id=b, to_id=b)  # detach b
+    expect_error(NOT_FOUND, lambda: calls.delete(stub, cid, from_id=b))
+    expect_error(NOT_FOUND, lambda: calls.delete(stub, cid, to_id=b))
+    expect_error(NOT_FOUND, lambda: calls.delete(stub, cid, from_id=b, to_id=d))
+    response = calls.delete(stub, cid, from_id=a, to_id=c)
     assert list(response.deleted_message_ids) == [a, c]
-    assert all_ids(stub, cid) == [d]
+    assert calls.all_ids(stub, cid) == [d]
     # b lives on: it can be snapshotted and put back.
-    snap = snapshot(stub, cid, [b])
-    assert [m.id for m in snapshot_messages(stub, snap.snapshot_id)] == [b]
-    delete(stub, cid, from_id=d)
-    assert get(stub, cid).message_count == 0
-    (e,) = seed(stub, cid, 1, prefix="e")
-    replace(stub, cid, to_id=e, new_ids=[b])
-    assert all_ids(stub, cid) == [b, e]
-    assert texts(list_all(stub, cid)) == ["m1", "e0"]
+    snap = calls.snapshot(stub, cid, [b])
+    assert [m.id for m in calls.snapshot_messages(stub, snap.snapshot_id)] == [b]
+    calls.delete(stub, cid, from_id=d)
+    assert calls.get(stub, cid).message_count == 0
+    (e,) = calls.seed(stub, cid, 1, prefix="e")
+    calls.replace(stub, cid, to_id=e, new_ids=[b])
+    assert calls.all_ids(stub, cid) == [b, e]
+    assert texts(calls.list_all(stub, cid)) == ["m1", "e0"]
 
 
 # --- errors ------------------------------------------------------------------------------
 
 
 def _unchanged(stub: Stub, cid: str, ids: list[str], check: Callable[[], None]) -> None:
-    before = get(stub, cid)
+    before = calls.get(stub, cid)
     check()
-    assert all_ids(stub, cid) == ids
-    assert get(stub, cid) == before
+    assert calls.all_ids(stub, cid) == ids
+    assert calls.get(stub, cid) == before
 
 
 def test_neither_from_nor_to_is_invalid(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 3)
+    ids = calls.seed(stub, cid, 3)
 
     def check() -> None:
-        expect_error(INVALID_ARGUMENT, lambda: delete(stub, cid))
-        expect_error(INVALID_ARGUMENT, lambda: delete(stub, new_id()))
+        expect_error(INVALID_ARGUMENT, lambda: calls.delete(stub, cid))
+        expect_error(INVALID_ARGUMENT, lambda: calls.delete(stub, new_id()))
 
     _unchanged(stub, cid, ids, check)
 
 
 def test_from_after_to_is_invalid(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 4)
+    ids = calls.seed(stub, cid, 4)
 
     def check() -> None:
-        expect_error(INVALID_ARGUMENT, lambda: delete(stub, cid, from_id=ids[2], to_id=ids[1]))
-        expect_error(INVALID_ARGUMENT, lambda: delete(stub, cid, from_id=ids[3], to_id=ids[0]))
+        expect_error(
+            INVALID_ARGUMENT, lambda: calls.delete(stub, cid, from_id=ids[2], to_id=ids[1])
+        )
+        expect_error(
+            INVALID_ARGUMENT, lambda: calls.delete(stub, cid, from_id=ids[3], to_id=ids[0])
+        )
 
     _unchanged(stub, cid, ids, check)
 
 
 def test_ends_not_in_the_ordering_are_not_found(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 6)
-    replace(stub, cid, from_id=ids[4], to_id=ids[4])
-    delete(stub, cid, from_id=ids[5])
+    ids = calls.seed(stub, cid, 6)
+    calls.replace(stub, cid, from_id=ids[4], to_id=ids[4])
+    calls.delete(stub, cid, from_id=ids[5])
     detached, deleted = ids[4], ids[5]
     ids = ids[:4]
-    foreign = seed(stub, new_id(), 1)[0]
+    foreign = calls.seed(stub, new_id(), 1)[0]
 
     def check() -> None:
         for missing in (new_id(), detached, deleted, foreign):
-            expect_error(NOT_FOUND, partial(delete, stub, cid, from_id=missing))
-            expect_error(NOT_FOUND, partial(delete, stub, cid, to_id=missing))
-            expect_error(NOT_FOUND, partial(delete, stub, cid, from_id=ids[0], to_id=missing))
-            expect_error(NOT_FOUND, partial(delete, stub, cid, from_id=missing, to_id=ids[3]))
+            expect_error(NOT_FOUND, partial(calls.delete, stub, cid, from_id=missing))
+            expect_error(NOT_FOUND, partial(calls.delete, stub, cid, to_id=missing))
+            expect_error(NOT_FOUND, partial(calls.delete, stub, cid, from_id=ids[0], to_id=missing))
+            expect_error(NOT_FOUND, partial(calls.delete, stub, cid, from_id=missing, to_id=ids[3]))
 
     _unchanged(stub, cid, ids, check)
 
 
 def test_unknown_conversation_is_not_found(stub: Stub) -> None:
-    expect_error(NOT_FOUND, lambda: delete(stub, new_id(), from_id=new_id()))
-    expect_error(NOT_FOUND, lambda: delete(stub, new_id(), from_id=new_id(), to_id=new_id()))
+    expect_error(NOT_FOUND, lambda: calls.delete(stub, new_id(), from_id=new_id()))
+    expect_error(NOT_FOUND, lambda: calls.delete(stub, new_id(), from_id=new_id(), to_id=new_id()))
 
 
 def test_check_order(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 3)
+    ids = calls.seed(stub, cid, 3)
 
     def check() -> None:
         expect_error(
-            INVALID_ARGUMENT, lambda: delete(stub, new_id(), from_id="x"), "from_message_id"
+            INVALID_ARGUMENT, lambda: calls.delete(stub, new_id(), from_id="x"), "from_message_id"
         )
         expect_error(
             INVALID_ARGUMENT,
-            lambda: delete(stub, new_id(), from_id=new_id(), to_id="x"),
+            lambda: calls.delete(stub, new_id(), from_id=new_id(), to_id="x"),
             "to_message_id",
         )
         expect_error(
             INVALID_ARGUMENT,
-            lambda: delete(stub, cid, from_id=new_id(), to_id="x"),
+            lambda: calls.delete(stub, cid, from_id=new_id(), to_id="x"),
             "to_message_id",
         )
 
@@ -210,16 +202,16 @@ def test_check_order(stub: Stub) -> None:
 
 def test_replaces_racing_deletes_leave_no_dangling_ids(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 40)
-    anchor = seed(stub, cid, 1, prefix="anchor")[0]
-    replace(stub, cid, from_id=ids[20], to_id=ids[39])  # detach the second half
+    ids = calls.seed(stub, cid, 40)
+    anchor = calls.seed(stub, cid, 1, prefix="anchor")[0]
+    calls.replace(stub, cid, from_id=ids[20], to_id=ids[39])  # detach the second half
     done = threading.Event()
     codes: list[str] = []
 
     def reinsert() -> None:
         for message_id in ids[20:]:
             try:
-                replace(stub, cid, to_id=anchor, new_ids=[message_id])
+                calls.replace(stub, cid, to_id=anchor, new_ids=[message_id])
             except grpc.RpcError as exc:
                 codes.append(exc.code().name)
         done.set()
@@ -228,14 +220,14 @@ def test_replaces_racing_deletes_leave_no_dangling_ids(stub: Stub) -> None:
     thread.start()
     try:
         while not done.is_set():
-            current = all_ids(stub, cid)
+            current = calls.all_ids(stub, cid)
             if len(current) > 1:
                 with contextlib.suppress(grpc.RpcError):
-                    delete(stub, cid, to_id=current[-2])
+                    calls.delete(stub, cid, to_id=current[-2])
     finally:
         thread.join(timeout=60)
     assert set(codes) <= {"NOT_FOUND"}, codes
-    listed = list_all(stub, cid)
-    assert [m.id for m in listed] == all_ids(stub, cid)
-    assert len(listed) == get(stub, cid).message_count
+    listed = calls.list_all(stub, cid)
+    assert [m.id for m in listed] == calls.all_ids(stub, cid)
+    assert len(listed) == calls.get(stub, cid).message_count
     assert listed[-1].id == anchor

@@ -12,9 +12,10 @@ import grpc
 import pytest
 
 from agent_state._gen import agent_state_pb2 as pb
+from tests.support.calls import Stub, all_ids, get, make_stub, seed, text_message
+from tests.support.server import ServerProcess
 
-from .helpers import Stub, all_ids, get, make_stub, new_id, seed, text_message
-from .server_process import ServerProcess
+from .helpers import new_id, status_code
 
 KEY = "idempotency-key"
 
@@ -35,14 +36,6 @@ def _append(stub: Stub, conversation: str, text: str, key: str) -> bytes:
     return bytes(response.SerializeToString())
 
 
-def _code(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
-
-
 def test_a_retried_append_replays_and_changes_nothing(stub: Stub) -> None:
     conversation = new_id()
     key = new_id()
@@ -59,14 +52,14 @@ def test_the_same_key_with_another_request_fails(stub: Stub) -> None:
     conversation = new_id()
     key = new_id()
     _append(stub, conversation, "hello", key)
-    code = _code(lambda: _append(stub, conversation, "something else", key))
+    code = status_code(lambda: _append(stub, conversation, "something else", key))
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     # Another method under the same key is another request too.
     ids = all_ids(stub, conversation)
     delete = pb.DeleteConversationMessagesRangeRequest(
         conversation_id=conversation, from_message_id=ids[0], to_message_id=ids[0]
     )
-    code = _code(lambda: stub.DeleteConversationMessagesRange(delete, metadata=_key(key)))
+    code = status_code(lambda: stub.DeleteConversationMessagesRange(delete, metadata=_key(key)))
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     assert get(stub, conversation).message_count == 1
 
@@ -124,7 +117,7 @@ def test_failed_calls_are_not_remembered(stub: Stub) -> None:
     key = new_id()
     unknown = pb.CreateSnapshotRequest(conversation_id=conversation, message_ids=[new_id()])
     for _ in range(2):
-        code = _code(lambda: stub.CreateSnapshot(unknown, timeout=10, metadata=_key(key)))
+        code = status_code(lambda: stub.CreateSnapshot(unknown, timeout=10, metadata=_key(key)))
         assert code is grpc.StatusCode.NOT_FOUND
     # The key is still free for a request that succeeds.
     valid = pb.CreateSnapshotRequest(conversation_id=conversation, message_ids=ids)
@@ -147,7 +140,7 @@ def test_concurrent_duplicates_apply_once(live_server: ServerProcess) -> None:
 # (gRPC clients refuse to send control characters in metadata themselves.)
 @pytest.mark.parametrize("bad", ["", "x" * 257])
 def test_malformed_keys_are_invalid(stub: Stub, bad: str) -> None:
-    code = _code(lambda: _append(stub, new_id(), "hello", bad))
+    code = status_code(lambda: _append(stub, new_id(), "hello", bad))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -164,10 +157,8 @@ def test_keys_expire_after_the_window(make_database_url: Callable[[], str], tmp_
         make_database_url(),
         tmp_path / "server.log",
         extra_args=["--idempotency-window-seconds", "1"],
-    )
-    server.start()
+    ).start_ready()
     try:
-        server.wait_ready()
         with grpc.insecure_channel(server.address) as channel:
             stub = make_stub(channel)
             conversation, key = new_id(), new_id()

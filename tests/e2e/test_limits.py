@@ -10,7 +10,6 @@ from agent_state._gen import agent_state_pb2 as pb
 from tests.e2e.helpers import (
     ASSISTANT,
     INVALID_ARGUMENT,
-    MAX_BATCH,
     MAX_KIND_CODE_POINTS,
     MAX_PAGE_BYTES,
     MAX_REQUEST_BYTES,
@@ -19,21 +18,11 @@ from tests.e2e.helpers import (
     RESOURCE_EXHAUSTED,
     TOOL,
     USER,
-    Stub,
-    all_ids,
-    append,
     expect_error,
-    get,
-    list_all,
-    list_page,
-    list_pages,
     new_id,
-    seed,
-    snapshot,
-    snapshot_ids,
-    snapshot_pages,
-    text_message,
 )
+from tests.support import calls
+from tests.support.calls import Stub, text_message
 
 # Pages may stop a little before 3 MiB (the server must leave room for the page
 # token it has not written yet), but not by more than this.
@@ -98,20 +87,22 @@ def assert_pages_packed(
 
 def test_a_batch_of_1000_messages_is_accepted(stub: Stub) -> None:
     cid = new_id()
-    response = append(stub, cid, [text_message(f"m{i}") for i in range(MAX_BATCH)])
-    assert len(response.appended) == MAX_BATCH
-    assert response.metadata.message_count == MAX_BATCH
-    assert [m.body.text.text for m in response.appended] == [f"m{i}" for i in range(MAX_BATCH)]
+    response = calls.append(stub, cid, [text_message(f"m{i}") for i in range(calls.MAX_BATCH)])
+    assert len(response.appended) == calls.MAX_BATCH
+    assert response.metadata.message_count == calls.MAX_BATCH
+    assert [m.body.text.text for m in response.appended] == [
+        f"m{i}" for i in range(calls.MAX_BATCH)
+    ]
 
 
 def test_a_batch_of_1001_messages_is_invalid_and_stores_nothing(stub: Stub) -> None:
     cid = new_id()
-    batch = [text_message(f"m{i}") for i in range(MAX_BATCH + 1)]
-    expect_error(INVALID_ARGUMENT, lambda: append(stub, cid, batch), "messages")
-    expect_error(NOT_FOUND, lambda: get(stub, cid))
-    existing = seed(stub, cid, 2)
-    expect_error(INVALID_ARGUMENT, lambda: append(stub, cid, batch), "messages")
-    assert all_ids(stub, cid) == existing
+    batch = [text_message(f"m{i}") for i in range(calls.MAX_BATCH + 1)]
+    expect_error(INVALID_ARGUMENT, lambda: calls.append(stub, cid, batch), "messages")
+    expect_error(NOT_FOUND, lambda: calls.get(stub, cid))
+    existing = calls.seed(stub, cid, 2)
+    expect_error(INVALID_ARGUMENT, lambda: calls.append(stub, cid, batch), "messages")
+    assert calls.all_ids(stub, cid) == existing
 
 
 # --- request size ------------------------------------------------------------------
@@ -120,21 +111,21 @@ def test_a_batch_of_1001_messages_is_invalid_and_stores_nothing(stub: Stub) -> N
 def test_a_request_of_exactly_3_mib_is_accepted(stub: Stub) -> None:
     cid = new_id()
     text = text_for_request_size(cid, MAX_REQUEST_BYTES)
-    response = append(stub, cid, [text_message(text)])
+    response = calls.append(stub, cid, [text_message(text)])
     assert response.appended[0].body.text.text == text
-    assert list_all(stub, cid)[0].body.text.text == text
+    assert calls.list_all(stub, cid)[0].body.text.text == text
 
 
 def test_a_request_over_3_mib_is_resource_exhausted(stub: Stub) -> None:
     cid = new_id()
     text = text_for_request_size(cid, MAX_REQUEST_BYTES + 1)
-    expect_error(RESOURCE_EXHAUSTED, lambda: append(stub, cid, [text_message(text)]))
+    expect_error(RESOURCE_EXHAUSTED, lambda: calls.append(stub, cid, [text_message(text)]))
     big = "y" * (MIB + MIB // 2)
-    expect_error(RESOURCE_EXHAUSTED, lambda: append(stub, cid, [text_message(big)] * 3))
-    expect_error(NOT_FOUND, lambda: get(stub, cid))
+    expect_error(RESOURCE_EXHAUSTED, lambda: calls.append(stub, cid, [text_message(big)] * 3))
+    expect_error(NOT_FOUND, lambda: calls.get(stub, cid))
     # The service is fine afterwards.
-    append(stub, cid, [text_message("small")])
-    assert get(stub, cid).message_count == 1
+    calls.append(stub, cid, [text_message("small")])
+    assert calls.get(stub, cid).message_count == 1
 
 
 # --- kind length -------------------------------------------------------------------
@@ -153,9 +144,9 @@ def test_a_request_over_3_mib_is_resource_exhausted(stub: Stub) -> None:
 )
 def test_kind_of_256_code_points_is_accepted(stub: Stub, kind: str) -> None:
     cid = new_id()
-    response = append(stub, cid, [text_message("x", kind=kind)])
+    response = calls.append(stub, cid, [text_message("x", kind=kind)])
     assert response.appended[0].kind == kind
-    assert list_all(stub, cid)[0].kind == kind
+    assert calls.list_all(stub, cid)[0].kind == kind
 
 
 @pytest.mark.parametrize(
@@ -171,8 +162,8 @@ def test_kind_of_256_code_points_is_accepted(stub: Stub, kind: str) -> None:
 def test_kind_of_257_code_points_is_invalid(stub: Stub, kind: str) -> None:
     cid = new_id()
     batch = [text_message("a"), text_message("b"), text_message("c", kind=kind)]
-    expect_error(INVALID_ARGUMENT, lambda: append(stub, cid, batch), "messages[2].kind")
-    expect_error(NOT_FOUND, lambda: get(stub, cid))
+    expect_error(INVALID_ARGUMENT, lambda: calls.append(stub, cid, batch), "messages[2].kind")
+    expect_error(NOT_FOUND, lambda: calls.get(stub, cid))
 
 
 # --- 3 MiB pages -------------------------------------------------------------------
@@ -182,8 +173,8 @@ def test_conversation_pages_stop_before_3_mib(stub: Stub) -> None:
     cid = new_id()
     texts = [chr(ord("a") + i) * (MIB + MIB // 5) for i in range(5)]  # 1.2 MiB each
     for text in texts:
-        append(stub, cid, [text_message(text)])
-    pages = list_pages(stub, cid, page_size=0)
+        calls.append(stub, cid, [text_message(text)])
+    pages = calls.list_pages(stub, cid, page_size=0)
     assert [len(p.messages) for p in pages] == [2, 2, 1]
     assert [m.body.text.text for p in pages for m in p.messages] == texts
     assert_pages_packed(pages, 100)
@@ -194,8 +185,8 @@ def test_message_near_the_limit_is_returned_alone(stub: Stub) -> None:
     big = text_for_request_size(cid, MAX_REQUEST_BYTES, "B")
     big2 = "C" * (MAX_PAGE_BYTES - 4096)
     for text in ["s0", big, "s1", big2, "s2"]:
-        append(stub, cid, [text_message(text)])
-    pages = list_pages(stub, cid, page_size=10)
+        calls.append(stub, cid, [text_message(text)])
+    pages = calls.list_pages(stub, cid, page_size=10)
     grouped = [[m.body.text.text[:2] for m in p.messages] for p in pages]
     assert grouped == [["s0"], ["BB"], ["s1", "CC", "s2"]]
     assert pages[1].ByteSize() > MAX_PAGE_BYTES  # it is bigger than a page, and still there
@@ -207,10 +198,12 @@ def test_snapshot_pages_follow_the_3_mib_rule(stub: Stub) -> None:
     cid = new_id()
     big = text_for_request_size(cid, MAX_REQUEST_BYTES, "B")
     mid = "M" * (MIB + MIB // 5)
-    ids = [append(stub, cid, [text_message(t)]).appended[0].id for t in (big, mid, "s0")]
+    ids = [calls.append(stub, cid, [text_message(t)]).appended[0].id for t in (big, mid, "s0")]
     big_id, mid_id, small_id = ids
-    snap = snapshot(stub, cid, [mid_id, mid_id, mid_id, big_id, small_id, mid_id, mid_id, big_id])
-    pages = snapshot_pages(stub, snap.snapshot_id, page_size=0)
+    snap = calls.snapshot(
+        stub, cid, [mid_id, mid_id, mid_id, big_id, small_id, mid_id, mid_id, big_id]
+    )
+    pages = calls.snapshot_pages(stub, snap.snapshot_id, page_size=0)
     grouped = [[m.body.text.text[:1] for m in p.messages] for p in pages]
     assert grouped == [["M", "M"], ["M"], ["B"], ["s", "M", "M"], ["B"]]
     assert_pages_packed(pages, 100)
@@ -222,21 +215,21 @@ def test_snapshot_pages_follow_the_3_mib_rule(stub: Stub) -> None:
 def test_snapshot_of_70000_ids_is_accepted(stub: Stub) -> None:
     """Repeats are allowed; one request under 3 MiB may name an id tens of thousands of times."""
     cid = new_id()
-    a, b = seed(stub, cid, 2)
+    a, b = calls.seed(stub, cid, 2)
     order = [a if i % 7 else b for i in range(70_000)]
-    snap = snapshot(stub, cid, order)
-    assert snapshot_ids(stub, snap.snapshot_id) == order
+    snap = calls.snapshot(stub, cid, order)
+    assert calls.snapshot_ids(stub, snap.snapshot_id) == order
 
 
 def test_snapshot_request_over_3_mib_is_resource_exhausted(stub: Stub) -> None:
     cid = new_id()
-    (a,) = seed(stub, cid, 1)
-    expect_error(RESOURCE_EXHAUSTED, lambda: snapshot(stub, cid, [a] * 90_000))
+    (a,) = calls.seed(stub, cid, 1)
+    expect_error(RESOURCE_EXHAUSTED, lambda: calls.snapshot(stub, cid, [a] * 90_000))
 
 
 def test_filters_with_many_values_are_accepted(stub: Stub) -> None:
     cid = new_id()
-    append(
+    calls.append(
         stub,
         cid,
         [
@@ -246,12 +239,12 @@ def test_filters_with_many_values_are_accepted(stub: Stub) -> None:
         ],
     )
     kinds = [f"k{i}" for i in range(70_000)]
-    assert [m.body.text.text for m in list_all(stub, cid, kinds=kinds)] == ["u", "a"]
+    assert [m.body.text.text for m in calls.list_all(stub, cid, kinds=kinds)] == ["u", "a"]
     roles = [USER, ASSISTANT] * 50_000
-    assert [m.body.text.text for m in list_all(stub, cid, roles=roles)] == ["u", "a"]
-    page = list_page(stub, cid, page_size=1, roles=roles, kinds=kinds)
+    assert [m.body.text.text for m in calls.list_all(stub, cid, roles=roles)] == ["u", "a"]
+    page = calls.list_page(stub, cid, page_size=1, roles=roles, kinds=kinds)
     assert [m.body.text.text for m in page.messages] == ["u"]
-    rest = list_page(
+    rest = calls.list_page(
         stub,
         cid,
         page_size=1,

@@ -7,7 +7,9 @@ import grpc
 import pytest
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.e2e.helpers import Stub, append, new_id, text_message
+from tests.e2e.helpers import new_id
+from tests.support import calls
+from tests.support.calls import Stub, text_message
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
 METHODS = [method.name for method in SERVICE.methods]
@@ -44,5 +46,6 @@ def test_unparsable_request_is_invalid_argument(
     # Still serving.
     cid = new_id()
     assert (
-        append(stub, cid, [text_message("after a malformed request")]).metadata.message_count == 1
+        calls.append(stub, cid, [text_message("after a malformed request")]).metadata.message_count
+        == 1
     )

@@ -20,9 +20,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent_state._gen import agent_state_pb2 as pb
+from tests.support import calls
+from tests.support.calls import text_message
+from tests.support.server import ServerProcess, free_port, health_check, run_agent_state, sqlite_url
 
-from .helpers import make_stub, new_id, text_message
-from .server_process import ServerProcess, free_port, health_check, run_agent_state, sqlite_url
+from .helpers import new_id, status_code
 
 RW_TOKEN = "rw-token-0123456789abcdef"
 RO_TOKEN = "ro-token-0123456789abcdef"
@@ -49,9 +51,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
             credentials=credentials,
         )
         started.append(server)
-        server.start()
-        server.wait_ready()
-        return server
+        return server.start_ready()
 
     yield start
     for server in started:
@@ -66,14 +66,6 @@ def _append(stub: Any, conversation: str, text: str = "hello", **kwargs: Any) ->
         timeout=10,
         **kwargs,
     )
-
-
-def _code(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 # --- configuration ------------------------------------------------------------
@@ -212,16 +204,16 @@ def test_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_path: Path
         "--tls-cert-file", str(cert), "--tls-key-file", str(key), credentials=credentials
     )
     with grpc.secure_channel(server.address, credentials) as channel:
-        reply = _append(make_stub(channel), new_id())
+        reply = _append(calls.make_stub(channel), new_id())
         assert reply.metadata.message_count == 1
     with grpc.insecure_channel(server.address) as plain:
-        stub = make_stub(plain)
-        assert _code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
+        stub = calls.make_stub(plain)
+        assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
     other_ca = trustme.CA()
     stranger = grpc.ssl_channel_credentials(root_certificates=other_ca.cert_pem.bytes())
     with grpc.secure_channel(server.address, stranger) as channel:
-        stub = make_stub(channel)
-        assert _code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
+        stub = calls.make_stub(channel)
+        assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
 
 
 def test_mutual_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_path: Path) -> None:
@@ -238,11 +230,11 @@ def test_mutual_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_pat
         credentials=with_cert,
     )  # fmt: skip
     with grpc.secure_channel(server.address, with_cert) as channel:
-        assert _append(make_stub(channel), new_id()).metadata.message_count == 1
+        assert _append(calls.make_stub(channel), new_id()).metadata.message_count == 1
     without_cert = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
     with grpc.secure_channel(server.address, without_cert) as channel:
-        stub = make_stub(channel)
-        assert _code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
+        stub = calls.make_stub(channel)
+        assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
     foreign = trustme.CA().issue_cert("intruder@example.test")
     wrong_ca = grpc.ssl_channel_credentials(
         root_certificates=ca_file.read_bytes(),
@@ -250,8 +242,8 @@ def test_mutual_tls(serve: Callable[..., ServerProcess], ca: trustme.CA, tmp_pat
         certificate_chain=foreign.cert_chain_pems[0].bytes(),
     )
     with grpc.secure_channel(server.address, wrong_ca) as channel:
-        stub = make_stub(channel)
-        assert _code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
+        stub = calls.make_stub(channel)
+        assert status_code(lambda: _append(stub, new_id())) is grpc.StatusCode.UNAVAILABLE
 
 
 # --- bearer tokens ------------------------------------------------------------
@@ -268,7 +260,7 @@ def test_tokens(serve: Callable[..., ServerProcess], tmp_path: Path) -> None:
         "--auth-tokens-file", str(tokens_file), env={"AGENT_STATE_AUTH_TOKENS": f"rw:{RW_TOKEN}"}
     )
     with grpc.insecure_channel(server.address) as channel:
-        stub = make_stub(channel)
+        stub = calls.make_stub(channel)
         conversation = new_id()
 
         def get(metadata: list[tuple[str, str]] | None) -> object:
@@ -278,20 +270,21 @@ def test_tokens(serve: Callable[..., ServerProcess], tmp_path: Path) -> None:
                 metadata=metadata,
             )
 
-        assert _code(lambda: _append(stub, conversation)) is grpc.StatusCode.UNAUTHENTICATED
-        assert _code(lambda: get(None)) is grpc.StatusCode.UNAUTHENTICATED
-        assert _code(lambda: get(_bearer("not-a-token-at-all-00000"))) is (
+        assert status_code(lambda: _append(stub, conversation)) is grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(lambda: get(None)) is grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(lambda: get(_bearer("not-a-token-at-all-00000"))) is (
             grpc.StatusCode.UNAUTHENTICATED
         )
-        assert _code(lambda: get([("authorization", RW_TOKEN)])) is (
+        assert status_code(lambda: get([("authorization", RW_TOKEN)])) is (
             grpc.StatusCode.UNAUTHENTICATED
         )
         ro = _bearer(RO_TOKEN)
-        denied = _code(lambda: _append(stub, conversation, metadata=ro))
+        denied = status_code(lambda: _append(stub, conversation, metadata=ro))
         assert denied is grpc.StatusCode.PERMISSION_DENIED
-        assert _code(lambda: get(ro)) is grpc.StatusCode.NOT_FOUND  # allowed, and nothing written
+        # Allowed, and nothing written.
+        assert status_code(lambda: get(ro)) is grpc.StatusCode.NOT_FOUND
         assert _append(stub, conversation, metadata=_bearer(RW_TOKEN)).metadata.message_count == 1
-        assert _code(lambda: get(ro)) is grpc.StatusCode.OK
+        assert status_code(lambda: get(ro)) is grpc.StatusCode.OK
         # Health stays open; reflection is a read.
         assert health_check(channel, "", timeout=5).status == health_pb2.HealthCheckResponse.SERVING
         reflect: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -300,8 +293,8 @@ def test_tokens(serve: Callable[..., ServerProcess], tmp_path: Path) -> None:
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             return list(reflect.ServerReflectionInfo(iter([request]), metadata=metadata))
 
-        assert _code(lambda: list_services(None)) is grpc.StatusCode.UNAUTHENTICATED
-        assert _code(lambda: list_services(ro)) is grpc.StatusCode.OK
+        assert status_code(lambda: list_services(None)) is grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(lambda: list_services(ro)) is grpc.StatusCode.OK
     assert RW_TOKEN not in server.output()
     assert RO_TOKEN not in server.output()
 
@@ -323,16 +316,16 @@ def test_metrics(serve: Callable[..., ServerProcess], make_database_url: Callabl
     port = free_port()
     server = serve("--metrics-address", f"127.0.0.1:{port}", database_url=make_database_url())
     with grpc.insecure_channel(server.address) as channel:
-        stub = make_stub(channel)
+        stub = calls.make_stub(channel)
         conversation = new_id()
         for _ in range(3):
             _append(stub, conversation)
         missing = pb.GetConversationRequest(conversation_id=new_id())
-        assert _code(lambda: stub.GetConversation(missing, timeout=10)) is (
+        assert status_code(lambda: stub.GetConversation(missing, timeout=10)) is (
             grpc.StatusCode.NOT_FOUND
         )
         bad = pb.GetConversationRequest(conversation_id="not-a-uuid")
-        assert _code(lambda: stub.GetConversation(bad, timeout=10)) is (
+        assert status_code(lambda: stub.GetConversation(bad, timeout=10)) is (
             grpc.StatusCode.INVALID_ARGUMENT
         )
     samples = _scrape(port)
@@ -382,7 +375,7 @@ def test_one_log_line_per_call_with_request_id(
     server = serve("--log-format", log_format, env={"AGENT_STATE_AUTH_TOKENS": f"rw:{RW_TOKEN}"})
     conversation = new_id()
     with grpc.insecure_channel(server.address) as channel:
-        stub = make_stub(channel)
+        stub = calls.make_stub(channel)
         metadata = [*_bearer(RW_TOKEN), ("x-request-id", "req-from-client-1")]
         _, call = stub.AppendConversationMessages.with_call(
             pb.AppendConversationMessagesRequest(
@@ -429,7 +422,7 @@ def test_tracing_spans_for_calls_and_sql(
         database_url=make_database_url(),
     )
     with grpc.insecure_channel(server.address) as channel:
-        _append(make_stub(channel), new_id(), SECRET_BODY)
+        _append(calls.make_stub(channel), new_id(), SECRET_BODY)
     assert server.terminate() == 0
     output = server.output()
     assert '"name": "agynio.api.agent_state.v1.AgentStateService/AppendConversationMessages"' in (

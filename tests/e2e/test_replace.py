@@ -10,26 +10,18 @@ import pytest
 from tests.e2e.helpers import (
     INVALID_ARGUMENT,
     NOT_FOUND,
-    Stub,
-    all_ids,
-    append,
-    delete,
     expect_error,
-    get,
-    list_all,
+    expect_range_change,
     micros,
     new_id,
-    replace,
-    seed,
-    snapshot,
-    snapshot_ids,
-    text_message,
     texts,
 )
+from tests.support import calls
+from tests.support.calls import Stub, text_message
 
 
 def _letters(stub: Stub, cid: str, n: int = 5) -> list[str]:
-    return seed(stub, cid, n)
+    return calls.seed(stub, cid, n)
 
 
 # --- [from..to] mode -------------------------------------------------------------------
@@ -56,18 +48,13 @@ def _letters(stub: Stub, cid: str, n: int = 5) -> list[str]:
 def test_range_mode(stub: Stub, rng: tuple[int, int], new: list[int], result: list[int]) -> None:
     cid = new_id()
     ids = _letters(stub, cid)
-    before = get(stub, cid)
-    response = replace(
+    before = calls.get(stub, cid)
+    response = calls.replace(
         stub, cid, from_id=ids[rng[0]], to_id=ids[rng[1]], new_ids=[ids[i] for i in new]
     )
     assert list(response.replaced_message_ids) == ids[rng[0] : rng[1] + 1]
     assert list(response.inserted_message_ids) == [ids[i] for i in new]
-    assert all_ids(stub, cid) == [ids[i] for i in result]
-    assert texts(list_all(stub, cid)) == [f"m{i}" for i in result]
-    metadata = get(stub, cid)
-    assert metadata.message_count == len(result)
-    assert response.metadata == metadata
-    assert micros(metadata.updated_at) > micros(before.updated_at)
+    expect_range_change(stub, cid, ids, result, response.metadata, before)
 
 
 # --- insert-only modes -------------------------------------------------------------------
@@ -86,13 +73,13 @@ def test_range_mode(stub: Stub, rng: tuple[int, int], new: list[int], result: li
 def test_insert_after_from(stub: Stub, anchor: int, new: list[int], result: list[int]) -> None:
     cid = new_id()
     ids = _letters(stub, cid)
-    before = get(stub, cid)
-    response = replace(stub, cid, from_id=ids[anchor], new_ids=[ids[i] for i in new])
+    before = calls.get(stub, cid)
+    response = calls.replace(stub, cid, from_id=ids[anchor], new_ids=[ids[i] for i in new])
     assert list(response.replaced_message_ids) == []
     assert list(response.inserted_message_ids) == [ids[i] for i in new]
-    assert all_ids(stub, cid) == [ids[i] for i in result]
+    assert calls.all_ids(stub, cid) == [ids[i] for i in result]
     assert response.metadata.message_count == 5
-    assert micros(get(stub, cid).updated_at) > micros(before.updated_at)
+    assert micros(calls.get(stub, cid).updated_at) > micros(before.updated_at)
 
 
 @pytest.mark.parametrize(
@@ -108,10 +95,10 @@ def test_insert_after_from(stub: Stub, anchor: int, new: list[int], result: list
 def test_insert_before_to(stub: Stub, anchor: int, new: list[int], result: list[int]) -> None:
     cid = new_id()
     ids = _letters(stub, cid)
-    response = replace(stub, cid, to_id=ids[anchor], new_ids=[ids[i] for i in new])
+    response = calls.replace(stub, cid, to_id=ids[anchor], new_ids=[ids[i] for i in new])
     assert list(response.replaced_message_ids) == []
     assert list(response.inserted_message_ids) == [ids[i] for i in new]
-    assert all_ids(stub, cid) == [ids[i] for i in result]
+    assert calls.all_ids(stub, cid) == [ids[i] for i in result]
     assert response.metadata.message_count == 5
 
 
@@ -121,84 +108,86 @@ def test_insert_before_to(stub: Stub, anchor: int, new: list[int], result: list[
 def test_detach_then_reinsert(stub: Stub) -> None:
     cid = new_id()
     a, b, c, d, e = _letters(stub, cid)
-    detached = replace(stub, cid, from_id=b, to_id=c)
+    detached = calls.replace(stub, cid, from_id=b, to_id=c)
     assert list(detached.replaced_message_ids) == [b, c]
     assert list(detached.inserted_message_ids) == []
     assert detached.metadata.message_count == 3
-    assert all_ids(stub, cid) == [a, d, e]
-    assert get(stub, cid).message_count == 3
+    assert calls.all_ids(stub, cid) == [a, d, e]
+    assert calls.get(stub, cid).message_count == 3
 
     # Detached messages can be snapshotted, and put back by every mode.
-    snap = snapshot(stub, cid, [c, b])
-    assert snapshot_ids(stub, snap.snapshot_id) == [c, b]
-    back = replace(stub, cid, from_id=d, new_ids=[c])
+    snap = calls.snapshot(stub, cid, [c, b])
+    assert calls.snapshot_ids(stub, snap.snapshot_id) == [c, b]
+    back = calls.replace(stub, cid, from_id=d, new_ids=[c])
     assert back.metadata.message_count == 4
-    assert all_ids(stub, cid) == [a, d, c, e]
-    replace(stub, cid, to_id=a, new_ids=[b])
-    assert all_ids(stub, cid) == [b, a, d, c, e]
-    replace(stub, cid, from_id=a, to_id=d)  # detach a, d
-    assert all_ids(stub, cid) == [b, c, e]
-    replace(stub, cid, from_id=c, to_id=c, new_ids=[d, c, a])
-    assert all_ids(stub, cid) == [b, d, c, a, e]
-    assert get(stub, cid).message_count == 5
+    assert calls.all_ids(stub, cid) == [a, d, c, e]
+    calls.replace(stub, cid, to_id=a, new_ids=[b])
+    assert calls.all_ids(stub, cid) == [b, a, d, c, e]
+    calls.replace(stub, cid, from_id=a, to_id=d)  # detach a, d
+    assert calls.all_ids(stub, cid) == [b, c, e]
+    calls.replace(stub, cid, from_id=c, to_id=c, new_ids=[d, c, a])
+    assert calls.all_ids(stub, cid) == [b, d, c, a, e]
+    assert calls.get(stub, cid).message_count == 5
     # The re-inserted messages are the same messages.
-    assert texts(list_all(stub, cid)) == ["m1", "m3", "m2", "m0", "m4"]
+    assert texts(calls.list_all(stub, cid)) == ["m1", "m3", "m2", "m0", "m4"]
 
 
 def test_detached_messages_are_not_anchors(stub: Stub) -> None:
     cid = new_id()
     a, b, c = _letters(stub, cid, 3)
-    replace(stub, cid, from_id=b, to_id=b)
-    expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=b, new_ids=[a]))
-    expect_error(NOT_FOUND, lambda: replace(stub, cid, to_id=b, new_ids=[a]))
-    expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=a, to_id=b))
-    expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=b, to_id=c))
-    assert all_ids(stub, cid) == [a, c]
+    calls.replace(stub, cid, from_id=b, to_id=b)
+    expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=b, new_ids=[a]))
+    expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, to_id=b, new_ids=[a]))
+    expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=a, to_id=b))
+    expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=b, to_id=c))
+    assert calls.all_ids(stub, cid) == [a, c]
 
 
 def test_detach_everything_then_build_again(stub: Stub) -> None:
     cid = new_id()
     a, b = _letters(stub, cid, 2)
-    replace(stub, cid, from_id=a, to_id=b)
-    assert get(stub, cid).message_count == 0
-    assert all_ids(stub, cid) == []
-    (c,) = seed(stub, cid, 1, prefix="n")
-    replace(stub, cid, to_id=c, new_ids=[b, a])
-    assert all_ids(stub, cid) == [b, a, c]
+    calls.replace(stub, cid, from_id=a, to_id=b)
+    assert calls.get(stub, cid).message_count == 0
+    assert calls.all_ids(stub, cid) == []
+    (c,) = calls.seed(stub, cid, 1, prefix="n")
+    calls.replace(stub, cid, to_id=c, new_ids=[b, a])
+    assert calls.all_ids(stub, cid) == [b, a, c]
 
 
 def test_summarisation_is_one_atomic_replace(stub: Stub) -> None:
     cid = new_id()
-    history = seed(stub, cid, 10)
-    summary = append(stub, cid, [text_message("summary of m0..m5", kind="summary")]).appended[0]
-    response = replace(stub, cid, from_id=history[0], to_id=history[5], new_ids=[summary.id])
+    history = calls.seed(stub, cid, 10)
+    summary = calls.append(stub, cid, [text_message("summary of m0..m5", kind="summary")]).appended[
+        0
+    ]
+    response = calls.replace(stub, cid, from_id=history[0], to_id=history[5], new_ids=[summary.id])
     assert list(response.replaced_message_ids) == history[:6]
     assert list(response.inserted_message_ids) == [summary.id]
-    assert all_ids(stub, cid) == [summary.id, *history[6:]]
+    assert calls.all_ids(stub, cid) == [summary.id, *history[6:]]
     assert response.metadata.message_count == 5
     # Whole history summarised.
-    final = append(stub, cid, [text_message("summary of all", kind="summary")]).appended[0]
-    replace(stub, cid, from_id=summary.id, to_id=history[9], new_ids=[final.id])
-    assert all_ids(stub, cid) == [final.id]
-    assert get(stub, cid).message_count == 1
+    final = calls.append(stub, cid, [text_message("summary of all", kind="summary")]).appended[0]
+    calls.replace(stub, cid, from_id=summary.id, to_id=history[9], new_ids=[final.id])
+    assert calls.all_ids(stub, cid) == [final.id]
+    assert calls.get(stub, cid).message_count == 1
     # The summarised messages still exist (detached): a snapshot can name them.
-    snap = snapshot(stub, cid, [history[0], summary.id, final.id])
-    assert snapshot_ids(stub, snap.snapshot_id) == [history[0], summary.id, final.id]
+    snap = calls.snapshot(stub, cid, [history[0], summary.id, final.id])
+    assert calls.snapshot_ids(stub, snap.snapshot_id) == [history[0], summary.id, final.id]
 
 
 def test_ordering_never_holds_an_id_twice(stub: Stub) -> None:
     cid = new_id()
     ids = _letters(stub, cid, 6)
     steps: list[Callable[[], object]] = [
-        lambda: replace(stub, cid, from_id=ids[0], new_ids=[ids[5], ids[4]]),
-        lambda: replace(stub, cid, to_id=ids[5], new_ids=[ids[0], ids[3]]),
-        lambda: replace(stub, cid, from_id=ids[1], to_id=ids[2], new_ids=ids[::-1][:4]),
+        lambda: calls.replace(stub, cid, from_id=ids[0], new_ids=[ids[5], ids[4]]),
+        lambda: calls.replace(stub, cid, to_id=ids[5], new_ids=[ids[0], ids[3]]),
+        lambda: calls.replace(stub, cid, from_id=ids[1], to_id=ids[2], new_ids=ids[::-1][:4]),
     ]
     for step in steps:
         step()
-        current = all_ids(stub, cid)
+        current = calls.all_ids(stub, cid)
         assert len(current) == len(set(current))
-        assert get(stub, cid).message_count == len(current)
+        assert calls.get(stub, cid).message_count == len(current)
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -219,29 +208,33 @@ class World:
 @pytest.fixture
 def world(stub: Stub) -> World:
     cid = new_id()
-    ids = seed(stub, cid, 7)
-    replace(stub, cid, from_id=ids[5], to_id=ids[5])
-    delete(stub, cid, from_id=ids[6])
+    ids = calls.seed(stub, cid, 7)
+    calls.replace(stub, cid, from_id=ids[5], to_id=ids[5])
+    calls.delete(stub, cid, from_id=ids[6])
     other = new_id()
-    foreign = seed(stub, other, 1)[0]
+    foreign = calls.seed(stub, other, 1)[0]
     return World(cid, ids[:5], ids[5], ids[6], foreign, new_id())
 
 
 def _unchanged(stub: Stub, world: World, check: Callable[[], object]) -> None:
-    before = get(stub, world.cid)
+    before = calls.get(stub, world.cid)
     check()
-    assert all_ids(stub, world.cid) == world.ids
-    assert get(stub, world.cid) == before
+    assert calls.all_ids(stub, world.cid) == world.ids
+    assert calls.get(stub, world.cid) == before
     # The detached message is still there to be re-inserted.
-    replace(stub, world.cid, from_id=world.ids[4], new_ids=[world.detached])
-    assert all_ids(stub, world.cid) == [*world.ids, world.detached]
+    calls.replace(stub, world.cid, from_id=world.ids[4], new_ids=[world.detached])
+    assert calls.all_ids(stub, world.cid) == [*world.ids, world.detached]
 
 
 def test_neither_from_nor_to_is_invalid(stub: Stub, world: World) -> None:
     def check() -> None:
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, world.cid, new_ids=[world.ids[0]]))
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, world.cid))
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, new_id(), new_ids=[world.ids[0]]))
+        expect_error(
+            INVALID_ARGUMENT, lambda: calls.replace(stub, world.cid, new_ids=[world.ids[0]])
+        )
+        expect_error(INVALID_ARGUMENT, lambda: calls.replace(stub, world.cid))
+        expect_error(
+            INVALID_ARGUMENT, lambda: calls.replace(stub, new_id(), new_ids=[world.ids[0]])
+        )
 
     _unchanged(stub, world, check)
 
@@ -250,9 +243,10 @@ def test_from_after_to_is_invalid(stub: Stub, world: World) -> None:
     a, b, _, d, _ = world.ids
 
     def check() -> None:
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, world.cid, from_id=d, to_id=b))
+        expect_error(INVALID_ARGUMENT, lambda: calls.replace(stub, world.cid, from_id=d, to_id=b))
         expect_error(
-            INVALID_ARGUMENT, lambda: replace(stub, world.cid, from_id=b, to_id=a, new_ids=[a])
+            INVALID_ARGUMENT,
+            lambda: calls.replace(stub, world.cid, from_id=b, to_id=a, new_ids=[a]),
         )
 
     _unchanged(stub, world, check)
@@ -265,12 +259,14 @@ def test_range_ends_not_in_the_ordering_are_not_found(stub: Stub, world: World, 
 
     def check() -> None:
         cid = world.cid
-        expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=missing, to_id=c))
-        expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=a, to_id=missing))
-        expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=missing, to_id=missing))
-        expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=missing, new_ids=[e]))
-        expect_error(NOT_FOUND, lambda: replace(stub, cid, to_id=missing, new_ids=[e]))
-        expect_error(NOT_FOUND, lambda: replace(stub, cid, from_id=missing, to_id=c, new_ids=[a]))
+        expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=missing, to_id=c))
+        expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=a, to_id=missing))
+        expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=missing, to_id=missing))
+        expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, from_id=missing, new_ids=[e]))
+        expect_error(NOT_FOUND, lambda: calls.replace(stub, cid, to_id=missing, new_ids=[e]))
+        expect_error(
+            NOT_FOUND, lambda: calls.replace(stub, cid, from_id=missing, to_id=c, new_ids=[a])
+        )
 
     _unchanged(stub, world, check)
 
@@ -279,9 +275,9 @@ def test_insert_only_with_no_ids_is_invalid(stub: Stub, world: World) -> None:
     a = world.ids[0]
 
     def check() -> None:
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, world.cid, from_id=a))
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, world.cid, to_id=a))
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, new_id(), from_id=a))
+        expect_error(INVALID_ARGUMENT, lambda: calls.replace(stub, world.cid, from_id=a))
+        expect_error(INVALID_ARGUMENT, lambda: calls.replace(stub, world.cid, to_id=a))
+        expect_error(INVALID_ARGUMENT, lambda: calls.replace(stub, new_id(), from_id=a))
 
     _unchanged(stub, world, check)
 
@@ -290,16 +286,24 @@ def test_anchor_named_in_new_ids_is_invalid(stub: Stub, world: World) -> None:
     a, b, c, _, _ = world.ids
 
     def check() -> None:
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, world.cid, from_id=a, new_ids=[a]))
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, world.cid, from_id=a, new_ids=[b, a]))
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, world.cid, to_id=c, new_ids=[c, b]))
+        expect_error(
+            INVALID_ARGUMENT, lambda: calls.replace(stub, world.cid, from_id=a, new_ids=[a])
+        )
+        expect_error(
+            INVALID_ARGUMENT, lambda: calls.replace(stub, world.cid, from_id=a, new_ids=[b, a])
+        )
+        expect_error(
+            INVALID_ARGUMENT, lambda: calls.replace(stub, world.cid, to_id=c, new_ids=[c, b])
+        )
         # Another spelling of the anchor is still the anchor.
         expect_error(
-            INVALID_ARGUMENT, lambda: replace(stub, world.cid, to_id=c, new_ids=[c.upper()])
+            INVALID_ARGUMENT, lambda: calls.replace(stub, world.cid, to_id=c, new_ids=[c.upper()])
         )
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, world.cid, from_id="{" + a + "}", new_ids=[a.replace("-", "")]),
+            lambda: calls.replace(
+                stub, world.cid, from_id="{" + a + "}", new_ids=[a.replace("-", "")]
+            ),
         )
 
     _unchanged(stub, world, check)
@@ -311,17 +315,17 @@ def test_duplicate_new_ids_are_invalid(stub: Stub, world: World) -> None:
     def check() -> None:
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, world.cid, from_id=b, to_id=c, new_ids=[b, b]),
+            lambda: calls.replace(stub, world.cid, from_id=b, to_id=c, new_ids=[b, b]),
             "new_message_ids",
         )
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, world.cid, from_id=a, new_ids=[d, world.detached, d]),
+            lambda: calls.replace(stub, world.cid, from_id=a, new_ids=[d, world.detached, d]),
             "new_message_ids",
         )
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(
+            lambda: calls.replace(
                 stub, world.cid, to_id=a, new_ids=[world.detached, world.detached.upper()]
             ),
             "new_message_ids",
@@ -337,11 +341,15 @@ def test_new_ids_must_be_messages_of_the_conversation(stub: Stub, world: World, 
 
     def check() -> None:
         expect_error(
-            NOT_FOUND, lambda: replace(stub, world.cid, from_id=b, to_id=c, new_ids=[c, missing])
+            NOT_FOUND,
+            lambda: calls.replace(stub, world.cid, from_id=b, to_id=c, new_ids=[c, missing]),
         )
-        expect_error(NOT_FOUND, lambda: replace(stub, world.cid, from_id=a, new_ids=[missing]))
         expect_error(
-            NOT_FOUND, lambda: replace(stub, world.cid, to_id=a, new_ids=[world.detached, missing])
+            NOT_FOUND, lambda: calls.replace(stub, world.cid, from_id=a, new_ids=[missing])
+        )
+        expect_error(
+            NOT_FOUND,
+            lambda: calls.replace(stub, world.cid, to_id=a, new_ids=[world.detached, missing]),
         )
 
     _unchanged(stub, world, check)
@@ -350,9 +358,11 @@ def test_new_ids_must_be_messages_of_the_conversation(stub: Stub, world: World, 
 def test_unknown_conversation_is_not_found(stub: Stub, world: World) -> None:
     expect_error(
         NOT_FOUND,
-        lambda: replace(stub, new_id(), from_id=world.ids[0], to_id=world.ids[1]),
+        lambda: calls.replace(stub, new_id(), from_id=world.ids[0], to_id=world.ids[1]),
     )
-    expect_error(NOT_FOUND, lambda: replace(stub, new_id(), from_id=new_id(), new_ids=[new_id()]))
+    expect_error(
+        NOT_FOUND, lambda: calls.replace(stub, new_id(), from_id=new_id(), new_ids=[new_id()])
+    )
 
 
 def test_check_order(stub: Stub, world: World) -> None:
@@ -363,42 +373,42 @@ def test_check_order(stub: Stub, world: World) -> None:
         # (1) what the request alone shows beats (2) an unknown conversation.
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, unknown, from_id=a, to_id=b, new_ids=[c, "bad"]),
+            lambda: calls.replace(stub, unknown, from_id=a, to_id=b, new_ids=[c, "bad"]),
             "new_message_ids[1]",
         )
         expect_error(
-            INVALID_ARGUMENT, lambda: replace(stub, unknown, from_id="bad", to_id=b), "from"
+            INVALID_ARGUMENT, lambda: calls.replace(stub, unknown, from_id="bad", to_id=b), "from"
         )
-        expect_error(INVALID_ARGUMENT, lambda: replace(stub, unknown, to_id=a, new_ids=[a]))
+        expect_error(INVALID_ARGUMENT, lambda: calls.replace(stub, unknown, to_id=a, new_ids=[a]))
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, unknown, from_id=a, to_id=b, new_ids=[c, c]),
+            lambda: calls.replace(stub, unknown, from_id=a, to_id=b, new_ids=[c, c]),
         )
         # (1) beats (3) ends not in the ordering.
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, world.cid, from_id=new_id(), to_id=b, new_ids=[c, c]),
+            lambda: calls.replace(stub, world.cid, from_id=new_id(), to_id=b, new_ids=[c, c]),
         )
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, world.cid, from_id=world.random, new_ids=[world.random]),
+            lambda: calls.replace(stub, world.cid, from_id=world.random, new_ids=[world.random]),
         )
         # (1) beats (5) the other named ids exist.
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, world.cid, from_id=a, new_ids=[world.random, "bad"]),
+            lambda: calls.replace(stub, world.cid, from_id=a, new_ids=[world.random, "bad"]),
             "new_message_ids[1]",
         )
         # (2) an unknown conversation beats (5).
-        expect_error(NOT_FOUND, lambda: replace(stub, unknown, from_id=a, new_ids=[new_id()]))
+        expect_error(NOT_FOUND, lambda: calls.replace(stub, unknown, from_id=a, new_ids=[new_id()]))
         # (4) from after to beats (5) the other ids exist.
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, world.cid, from_id=d, to_id=b, new_ids=[world.random]),
+            lambda: calls.replace(stub, world.cid, from_id=d, to_id=b, new_ids=[world.random]),
         )
         expect_error(
             INVALID_ARGUMENT,
-            lambda: replace(stub, world.cid, from_id=c, to_id=a, new_ids=[world.deleted]),
+            lambda: calls.replace(stub, world.cid, from_id=c, to_id=a, new_ids=[world.deleted]),
         )
 
     _unchanged(stub, world, check)

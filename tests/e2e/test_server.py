@@ -18,24 +18,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.e2e.helpers import (
-    UNAVAILABLE,
-    Stub,
-    all_ids,
-    append,
-    get,
-    list_page,
-    make_stub,
-    new_id,
-    text_message,
-)
-from tests.e2e.server_process import (
-    ServerProcess,
-    TcpProxy,
-    free_port,
-    health_check,
-    postgres_url_from_conninfo,
-)
+from tests.e2e.helpers import UNAVAILABLE, new_id
+from tests.support.calls import Stub, all_ids, append, get, list_page, make_stub, text_message
+from tests.support.postgres import postgres_url_from_conninfo
+from tests.support.server import ServerProcess, free_port, health_check
+from tests.support.tcp_proxy import TcpProxy
 
 SERVICE = "agynio.api.agent_state.v1.AgentStateService"
 PACKAGE = "agynio.api.agent_state.v1"
@@ -107,13 +94,7 @@ def _start(
     url: str, log: Path, *, via_environment: bool = False, extra_args: Sequence[str] = ()
 ) -> ServerProcess:
     process = ServerProcess(database_url=url, log_path=log, extra_args=list(extra_args))
-    process.start(via_environment=via_environment)
-    try:
-        process.wait_ready()
-    except BaseException:
-        process.terminate()
-        raise
-    return process
+    return process.start_ready(via_environment=via_environment)
 
 
 def _exercise(process: ServerProcess) -> None:

@@ -13,31 +13,17 @@ from tests.e2e.helpers import (
     ASSISTANT,
     DEFAULT_PAGE_SIZE,
     INVALID_ARGUMENT,
-    MAX_PAGE_SIZE,
     NOT_FOUND,
     TOOL,
     USER,
-    Stub,
-    append,
-    delete,
     expect_error,
-    get,
     is_canonical_uuid,
-    list_all,
     new_id,
-    replace,
-    seed,
-    snapshot,
-    snapshot_ids,
-    snapshot_ids_page,
-    snapshot_ids_pages,
-    snapshot_messages,
-    snapshot_page,
-    snapshot_pages,
-    text_message,
     tool_image_message,
     tool_text_message,
 )
+from tests.support import calls
+from tests.support.calls import Stub, text_message
 
 
 def _varied(stub: Stub, cid: str) -> list[pb.Message]:
@@ -58,13 +44,13 @@ def _varied(stub: Stub, cid: str) -> list[pb.Message]:
         ),
         text_message("\U0001f600", ASSISTANT, "\U0001f600"),
     ]
-    return list(append(stub, cid, batch).appended)
+    return list(calls.append(stub, cid, batch).appended)
 
 
 def test_snapshot_response(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 2)
-    snap = snapshot(stub, cid.upper(), ids)
+    ids = calls.seed(stub, cid, 2)
+    snap = calls.snapshot(stub, cid.upper(), ids)
     assert is_canonical_uuid(snap.snapshot_id)
     assert snap.conversation_id == cid
     assert snap.HasField("created_at")
@@ -75,44 +61,44 @@ def test_snapshot_messages_keep_everything_of_the_originals(stub: Stub) -> None:
     cid = new_id()
     originals = _varied(stub, cid)
     order = [originals[i].id for i in (4, 0, 2, 0, 3, 1, 4)]
-    snap = snapshot(stub, cid, order)
-    messages = snapshot_messages(stub, snap.snapshot_id)
+    snap = calls.snapshot(stub, cid, order)
+    messages = calls.snapshot_messages(stub, snap.snapshot_id)
     by_id = {m.id: m for m in originals}
     assert [m.id for m in messages] == order
     assert messages == [
         by_id[i] for i in order
     ]  # id, conversation_id, role, kind, body, created_at
     assert all(m.conversation_id == cid for m in messages)
-    assert snapshot_ids(stub, snap.snapshot_id) == order
+    assert calls.snapshot_ids(stub, snap.snapshot_id) == order
 
 
 def test_snapshot_reads_back_identically_after_changes(stub: Stub) -> None:
     cid = new_id()
     originals = _varied(stub, cid)
     ids = [m.id for m in originals]
-    snap = snapshot(stub, cid, [ids[3], ids[1], ids[1], ids[0]])
-    first = snapshot_messages(stub, snap.snapshot_id)
-    first_ids = snapshot_ids(stub, snap.snapshot_id)
-    more = seed(stub, cid, 3, prefix="later")
-    replace(stub, cid, from_id=ids[0], to_id=ids[2], new_ids=[more[0], ids[1]])
-    replace(stub, cid, from_id=ids[4], to_id=ids[4])
-    delete(stub, cid, to_id=more[2])
-    assert get(stub, cid).message_count == 0
-    assert snapshot_messages(stub, snap.snapshot_id) == first
-    assert snapshot_messages(stub, snap.snapshot_id, page_size=1) == first
-    assert snapshot_ids(stub, snap.snapshot_id) == first_ids
+    snap = calls.snapshot(stub, cid, [ids[3], ids[1], ids[1], ids[0]])
+    first = calls.snapshot_messages(stub, snap.snapshot_id)
+    first_ids = calls.snapshot_ids(stub, snap.snapshot_id)
+    more = calls.seed(stub, cid, 3, prefix="later")
+    calls.replace(stub, cid, from_id=ids[0], to_id=ids[2], new_ids=[more[0], ids[1]])
+    calls.replace(stub, cid, from_id=ids[4], to_id=ids[4])
+    calls.delete(stub, cid, to_id=more[2])
+    assert calls.get(stub, cid).message_count == 0
+    assert calls.snapshot_messages(stub, snap.snapshot_id) == first
+    assert calls.snapshot_messages(stub, snap.snapshot_id, page_size=1) == first
+    assert calls.snapshot_ids(stub, snap.snapshot_id) == first_ids
     # A second snapshot of another moment is independent of the first.
-    seed(stub, cid, 1, prefix="again")
-    assert snapshot_messages(stub, snap.snapshot_id) == first
+    calls.seed(stub, cid, 1, prefix="again")
+    assert calls.snapshot_messages(stub, snap.snapshot_id) == first
 
 
 def test_repeats_and_order_are_kept(stub: Stub) -> None:
     cid = new_id()
-    a, b, c = seed(stub, cid, 3)
+    a, b, c = calls.seed(stub, cid, 3)
     order = [c, a, c, c, b, a]
-    snap = snapshot(stub, cid, order)
-    assert snapshot_ids(stub, snap.snapshot_id) == order
-    assert [m.body.text.text for m in snapshot_messages(stub, snap.snapshot_id)] == [
+    snap = calls.snapshot(stub, cid, order)
+    assert calls.snapshot_ids(stub, snap.snapshot_id) == order
+    assert [m.body.text.text for m in calls.snapshot_messages(stub, snap.snapshot_id)] == [
         "m2",
         "m0",
         "m2",
@@ -124,20 +110,20 @@ def test_repeats_and_order_are_kept(stub: Stub) -> None:
 
 def test_snapshot_does_not_change_the_conversation(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 3)
-    before = get(stub, cid)
-    listed = list_all(stub, cid)
-    snapshot(stub, cid, ids[::-1])
-    assert get(stub, cid) == before
-    assert list_all(stub, cid) == listed
+    ids = calls.seed(stub, cid, 3)
+    before = calls.get(stub, cid)
+    listed = calls.list_all(stub, cid)
+    calls.snapshot(stub, cid, ids[::-1])
+    assert calls.get(stub, cid) == before
+    assert calls.list_all(stub, cid) == listed
 
 
 def test_detached_messages_can_be_snapshotted(stub: Stub) -> None:
     cid = new_id()
-    a, b, c = seed(stub, cid, 3)
-    replace(stub, cid, from_id=a, to_id=b)
-    snap = snapshot(stub, cid, [b, c, a])
-    assert [m.body.text.text for m in snapshot_messages(stub, snap.snapshot_id)] == [
+    a, b, c = calls.seed(stub, cid, 3)
+    calls.replace(stub, cid, from_id=a, to_id=b)
+    snap = calls.snapshot(stub, cid, [b, c, a])
+    assert [m.body.text.text for m in calls.snapshot_messages(stub, snap.snapshot_id)] == [
         "m1",
         "m2",
         "m0",
@@ -146,28 +132,32 @@ def test_detached_messages_can_be_snapshotted(stub: Stub) -> None:
 
 def test_create_snapshot_errors(stub: Stub) -> None:
     cid = new_id()
-    a, b, gone = seed(stub, cid, 3)
-    delete(stub, cid, from_id=gone)
-    foreign = seed(stub, new_id(), 1)[0]
-    expect_error(NOT_FOUND, lambda: snapshot(stub, new_id(), [a]))
-    expect_error(INVALID_ARGUMENT, lambda: snapshot(stub, cid, []), "message_ids")
-    expect_error(NOT_FOUND, lambda: snapshot(stub, cid, [a, new_id()]))
-    expect_error(NOT_FOUND, lambda: snapshot(stub, cid, [foreign]))
-    expect_error(NOT_FOUND, lambda: snapshot(stub, cid, [b, gone, a]))
+    a, b, gone = calls.seed(stub, cid, 3)
+    calls.delete(stub, cid, from_id=gone)
+    foreign = calls.seed(stub, new_id(), 1)[0]
+    expect_error(NOT_FOUND, lambda: calls.snapshot(stub, new_id(), [a]))
+    expect_error(INVALID_ARGUMENT, lambda: calls.snapshot(stub, cid, []), "message_ids")
+    expect_error(NOT_FOUND, lambda: calls.snapshot(stub, cid, [a, new_id()]))
+    expect_error(NOT_FOUND, lambda: calls.snapshot(stub, cid, [foreign]))
+    expect_error(NOT_FOUND, lambda: calls.snapshot(stub, cid, [b, gone, a]))
     # Check order: what the request alone shows comes first.
-    expect_error(INVALID_ARGUMENT, lambda: snapshot(stub, new_id(), []), "message_ids")
-    expect_error(INVALID_ARGUMENT, lambda: snapshot(stub, new_id(), [a, "x"]), "message_ids[1]")
-    expect_error(INVALID_ARGUMENT, lambda: snapshot(stub, cid, [new_id(), "x"]), "message_ids[1]")
+    expect_error(INVALID_ARGUMENT, lambda: calls.snapshot(stub, new_id(), []), "message_ids")
+    expect_error(
+        INVALID_ARGUMENT, lambda: calls.snapshot(stub, new_id(), [a, "x"]), "message_ids[1]"
+    )
+    expect_error(
+        INVALID_ARGUMENT, lambda: calls.snapshot(stub, cid, [new_id(), "x"]), "message_ids[1]"
+    )
 
 
 def test_unknown_snapshot_is_not_found(stub: Stub) -> None:
     sid = new_id()
-    expect_error(NOT_FOUND, lambda: snapshot_page(stub, sid))
-    expect_error(NOT_FOUND, lambda: snapshot_ids_page(stub, sid))
+    expect_error(NOT_FOUND, lambda: calls.snapshot_page(stub, sid))
+    expect_error(NOT_FOUND, lambda: calls.snapshot_ids_page(stub, sid))
     # A conversation id is not a snapshot id.
     cid = new_id()
-    seed(stub, cid, 1)
-    expect_error(NOT_FOUND, lambda: snapshot_page(stub, cid))
+    calls.seed(stub, cid, 1)
+    expect_error(NOT_FOUND, lambda: calls.snapshot_page(stub, cid))
 
 
 # --- paging ---------------------------------------------------------------------------------
@@ -179,15 +169,15 @@ def test_unknown_snapshot_is_not_found(stub: Stub) -> None:
 )
 def test_snapshot_paging(stub: Stub, count: int, size: int, lengths: list[int]) -> None:
     cid = new_id()
-    a, b = seed(stub, cid, 2)
+    a, b = calls.seed(stub, cid, 2)
     order = [(a if i % 3 else b) for i in range(count)]
-    snap = snapshot(stub, cid, order)
-    pages = snapshot_pages(stub, snap.snapshot_id, page_size=size)
+    snap = calls.snapshot(stub, cid, order)
+    pages = calls.snapshot_pages(stub, snap.snapshot_id, page_size=size)
     assert [len(p.messages) for p in pages] == lengths
     assert [m.id for p in pages for m in p.messages] == order
     assert all(p.next_page_token for p in pages[:-1])
     assert pages[-1].next_page_token == ""
-    id_pages = snapshot_ids_pages(stub, snap.snapshot_id, page_size=size)
+    id_pages = calls.snapshot_ids_pages(stub, snap.snapshot_id, page_size=size)
     assert [len(p.message_ids) for p in id_pages] == lengths
     assert [i for p in id_pages for i in p.message_ids] == order
     assert id_pages[-1].next_page_token == ""
@@ -195,61 +185,66 @@ def test_snapshot_paging(stub: Stub, count: int, size: int, lengths: list[int]) 
 
 def test_snapshot_page_size_default_and_cap(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 7)
+    ids = calls.seed(stub, cid, 7)
     order = [ids[i % 7] for i in range(1200)]
-    snap = snapshot(stub, cid, order)
+    snap = calls.snapshot(stub, cid, order)
     sid = snap.snapshot_id
     for size in (0, -1, -(2**31)):
-        page = snapshot_page(stub, sid, page_size=size)
+        page = calls.snapshot_page(stub, sid, page_size=size)
         assert [m.id for m in page.messages] == order[:DEFAULT_PAGE_SIZE]
         assert page.next_page_token
-        id_page = snapshot_ids_page(stub, sid, page_size=size)
+        id_page = calls.snapshot_ids_page(stub, sid, page_size=size)
         assert list(id_page.message_ids) == order[:DEFAULT_PAGE_SIZE]
-    for size in (MAX_PAGE_SIZE, MAX_PAGE_SIZE + 1, 2**31 - 1):
-        page = snapshot_page(stub, sid, page_size=size)
-        assert len(page.messages) == MAX_PAGE_SIZE
-        rest = snapshot_page(stub, sid, page_size=size, page_token=page.next_page_token)
+    for size in (calls.MAX_PAGE_SIZE, calls.MAX_PAGE_SIZE + 1, 2**31 - 1):
+        page = calls.snapshot_page(stub, sid, page_size=size)
+        assert len(page.messages) == calls.MAX_PAGE_SIZE
+        rest = calls.snapshot_page(stub, sid, page_size=size, page_token=page.next_page_token)
         assert [m.id for m in [*page.messages, *rest.messages]] == order
         assert rest.next_page_token == ""
-        id_page = snapshot_ids_page(stub, sid, page_size=size)
-        assert len(id_page.message_ids) == MAX_PAGE_SIZE
-        id_rest = snapshot_ids_page(stub, sid, page_size=size, page_token=id_page.next_page_token)
+        id_page = calls.snapshot_ids_page(stub, sid, page_size=size)
+        assert len(id_page.message_ids) == calls.MAX_PAGE_SIZE
+        id_rest = calls.snapshot_ids_page(
+            stub, sid, page_size=size, page_token=id_page.next_page_token
+        )
         assert [*id_page.message_ids, *id_rest.message_ids] == order
         assert id_rest.next_page_token == ""
 
 
 def test_snapshot_tokens(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 5)
-    one = snapshot(stub, cid, ids).snapshot_id
-    two = snapshot(stub, cid, ids).snapshot_id
-    token = snapshot_page(stub, one, page_size=2).next_page_token
-    id_token = snapshot_ids_page(stub, one, page_size=2).next_page_token
+    ids = calls.seed(stub, cid, 5)
+    one = calls.snapshot(stub, cid, ids).snapshot_id
+    two = calls.snapshot(stub, cid, ids).snapshot_id
+    token = calls.snapshot_page(stub, one, page_size=2).next_page_token
+    id_token = calls.snapshot_ids_page(stub, one, page_size=2).next_page_token
     assert token
     assert id_token
     assert [
-        m.id for m in snapshot_page(stub, one.upper(), page_size=2, page_token=token).messages
+        m.id for m in calls.snapshot_page(stub, one.upper(), page_size=2, page_token=token).messages
     ] == ids[2:4]
     assert (
-        list(snapshot_ids_page(stub, one, page_size=2, page_token=id_token).message_ids) == ids[2:4]
+        list(calls.snapshot_ids_page(stub, one, page_size=2, page_token=id_token).message_ids)
+        == ids[2:4]
     )
     # Bound to its snapshot.
-    expect_error(INVALID_ARGUMENT, lambda: snapshot_page(stub, two, page_token=token))
-    expect_error(INVALID_ARGUMENT, lambda: snapshot_ids_page(stub, two, page_token=id_token))
+    expect_error(INVALID_ARGUMENT, lambda: calls.snapshot_page(stub, two, page_token=token))
+    expect_error(INVALID_ARGUMENT, lambda: calls.snapshot_ids_page(stub, two, page_token=id_token))
     for bad in ("garbage", "AAAA", "\x00", "x" * 3000):
         expect_error(
-            INVALID_ARGUMENT, partial(snapshot_page, stub, one, page_token=bad), "page_token"
+            INVALID_ARGUMENT, partial(calls.snapshot_page, stub, one, page_token=bad), "page_token"
         )
         expect_error(
-            INVALID_ARGUMENT, partial(snapshot_ids_page, stub, one, page_token=bad), "page_token"
+            INVALID_ARGUMENT,
+            partial(calls.snapshot_ids_page, stub, one, page_token=bad),
+            "page_token",
         )
         # (1) before (2): a malformed token with an unknown snapshot.
-        expect_error(INVALID_ARGUMENT, partial(snapshot_page, stub, new_id(), page_token=bad))
+        expect_error(INVALID_ARGUMENT, partial(calls.snapshot_page, stub, new_id(), page_token=bad))
 
 
 def test_snapshots_racing_deletes_are_whole_or_not_found(stub: Stub) -> None:
     cid = new_id()
-    ids = seed(stub, cid, 60)
+    ids = calls.seed(stub, cid, 60)
     done = threading.Event()
     outcomes: list[str] = []
     snapshots: list[str] = []
@@ -257,7 +252,7 @@ def test_snapshots_racing_deletes_are_whole_or_not_found(stub: Stub) -> None:
     def take() -> None:
         while not done.is_set():
             try:
-                snapshots.append(snapshot(stub, cid, ids[::-1]).snapshot_id)
+                snapshots.append(calls.snapshot(stub, cid, ids[::-1]).snapshot_id)
             except grpc.RpcError as exc:
                 outcomes.append(exc.code().name)
 
@@ -266,13 +261,13 @@ def test_snapshots_racing_deletes_are_whole_or_not_found(stub: Stub) -> None:
         thread.start()
     try:
         for message_id in ids:
-            delete(stub, cid, to_id=message_id)
+            calls.delete(stub, cid, to_id=message_id)
     finally:
         done.set()
         for thread in threads:
             thread.join(timeout=30)
     assert set(outcomes) <= {"NOT_FOUND"}, outcomes
     for sid in snapshots:
-        messages = snapshot_messages(stub, sid)
+        messages = calls.snapshot_messages(stub, sid)
         assert [m.id for m in messages] == ids[::-1]
         assert [m.body.text.text for m in messages] == [f"m{i}" for i in range(59, -1, -1)]

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import grpc
 
-from tests.e2e.helpers import append, get, make_stub, new_id, text_message
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.helpers import new_id
+from tests.support import calls
+from tests.support.calls import text_message
+from tests.support.server import ServerProcess
 
 
 def _children(pid: int) -> list[int]:
@@ -37,11 +39,9 @@ def _state(pid: int) -> str:
 
 
 def _start(url: str, tmp_path: Path, name: str) -> ServerProcess:
-    process = ServerProcess(
+    return ServerProcess(
         database_url=url, log_path=tmp_path / name, extra_args=["--workers", "2"]
-    ).start()
-    process.wait_ready()
-    return process
+    ).start_ready()
 
 
 def test_workers_serve_one_port_and_drain_together(
@@ -57,9 +57,9 @@ def test_workers_serve_one_port_and_drain_together(
             with grpc.insecure_channel(
                 server.address, options=[("grpc.use_local_subchannel_pool", 1)]
             ) as channel:
-                append(make_stub(channel), conversation, [text_message("hello")])
+                calls.append(calls.make_stub(channel), conversation, [text_message("hello")])
         with grpc.insecure_channel(server.address) as channel:
-            assert get(make_stub(channel), conversation).message_count == 8
+            assert calls.get(calls.make_stub(channel), conversation).message_count == 8
         code = server.terminate(timeout=20)
     finally:
         server.terminate()

@@ -46,18 +46,10 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.e2e.helpers import (
-    Stub,
-    all_ids,
-    append,
-    get,
-    list_all,
-    make_stub,
-    new_id,
-    text_message,
-)
-from tests.e2e.server_process import ServerProcess, health_check
+from tests.e2e.helpers import new_id
 from tests.reliability.throwaway_postgres import PostgresUnavailable, ThrowawayPostgres
+from tests.support.calls import Stub, all_ids, append, get, list_all, make_stub, text_message
+from tests.support.server import ServerProcess, health_check
 
 pytestmark = pytest.mark.postgres
 
@@ -139,13 +131,7 @@ def start_server(
     process = ServerProcess(database_url=url, log_path=log, extra_args=list(extra_args))
     if port is not None:
         process.port = port
-    process.start()
-    try:
-        process.wait_ready()
-    except BaseException:
-        process.terminate()
-        raise
-    return process
+    return process.start_ready()
 
 
 # --- calls and their tally ---------------------------------------------------------

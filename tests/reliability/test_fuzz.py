@@ -39,7 +39,7 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_state._gen import agent_state_pb2 as pb
@@ -47,9 +47,7 @@ from tests.e2e.conftest import database_url_for
 from tests.e2e.helpers import (
     ASSISTANT,
     INVALID_ARGUMENT,
-    MAX_BATCH,
     MAX_KIND_CODE_POINTS,
-    MAX_PAGE_SIZE,
     MAX_REQUEST_BYTES,
     MIB,
     NOT_FOUND,
@@ -57,26 +55,31 @@ from tests.e2e.helpers import (
     RESOURCE_EXHAUSTED,
     TOOL,
     USER,
-    Stub,
-    all_ids,
-    append,
     content,
-    get,
     input_content,
-    list_all,
-    make_stub,
     micros,
     new_id,
     role,
-    seed,
-    snapshot,
-    snapshot_ids,
     spellings,
-    text_message,
     tool_image_message,
     tool_text_message,
 )
-from tests.e2e.server_process import ServerProcess, health_check
+from tests.reliability.hypothesis_settings import AGAINST_A_SERVER
+from tests.support.calls import (
+    MAX_BATCH,
+    MAX_PAGE_SIZE,
+    Stub,
+    all_ids,
+    append,
+    get,
+    list_all,
+    make_stub,
+    seed,
+    snapshot,
+    snapshot_ids,
+    text_message,
+)
+from tests.support.server import ServerProcess, health_check
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
 METHODS = [method.name for method in SERVICE.methods]
@@ -103,18 +106,7 @@ ALLOWED = frozenset({OK, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED})
 ALL_CODES = frozenset(grpc.StatusCode)
 
 EXAMPLES = int(os.environ.get("AGENT_STATE_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    # No .hypothesis directory in the repository; failures print their seed.
-    database=None,
-    print_blob=True,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.filter_too_much,
-    ],
-)
+FUZZ = settings(AGAINST_A_SERVER, max_examples=EXAMPLES)
 
 # (backend, method) -> calls made, for the summary at the end.
 CASES: Counter[tuple[str, str]] = Counter()
@@ -1081,14 +1073,10 @@ def own_server(
         database_url=database_url or database_url_for(backend_name, request, directory),
         log_path=directory / "own-server.log",
         extra_args=list(args),
-    ).start()
-    try:
-        process.wait_ready()
-        with grpc.insecure_channel(process.address) as chan:
-            yield chan
-            assert_serving(process, chan)
-    finally:
-        process.terminate()
+    )
+    with process, grpc.insecure_channel(process.address) as chan:
+        yield chan
+        assert_serving(process, chan)
 
 
 # Deadlines around the time a call takes, so that some expire mid-call.

@@ -23,7 +23,7 @@ from typing import TypeVar, cast
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -33,8 +33,8 @@ from hypothesis.stateful import (
 )
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.e2e.helpers import Stub
 from tests.e2e.helpers import spellings as e2e_spellings
+from tests.reliability.hypothesis_settings import AGAINST_A_SERVER
 from tests.reliability.model import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
@@ -52,6 +52,7 @@ from tests.reliability.model import (
     canonical_id,
     is_ambiguous_id,
 )
+from tests.support.calls import Stub
 
 EXAMPLES = int(os.environ.get("AGENT_STATE_MODEL_EXAMPLES", "25"))
 STEPS = int(os.environ.get("AGENT_STATE_MODEL_STEPS", "30"))
@@ -879,18 +880,7 @@ def test_random_call_sequences_match_the_model(stub: Stub, backend: str) -> None
     try:
         run_state_machine_as_test(
             OnThisServer,
-            settings=settings(
-                max_examples=EXAMPLES,
-                stateful_step_count=STEPS,
-                deadline=None,
-                database=None,
-                print_blob=True,
-                suppress_health_check=[
-                    HealthCheck.too_slow,
-                    HealthCheck.data_too_large,
-                    HealthCheck.filter_too_much,
-                ],
-            ),
+            settings=settings(AGAINST_A_SERVER, max_examples=EXAMPLES, stateful_step_count=STEPS),
         )
     finally:
         elapsed = time.monotonic() - started

@@ -55,10 +55,10 @@ from tests.e2e.helpers import (
     content,
     micros,
     new_id,
-    text_message,
     tool_text_message,
 )
-from tests.e2e.server_process import ServerProcess
+from tests.support.calls import text_message
+from tests.support.server import ServerProcess
 
 SOAK_SECONDS = float(os.environ.get("AGENT_STATE_SOAK_SECONDS", "10"))
 SOAK_CLIENTS = int(os.environ.get("AGENT_STATE_SOAK_CLIENTS", "64"))
@@ -813,16 +813,13 @@ async def soak_and_audit(address: str, backend_name: str) -> tuple[Soak, dict[st
 
 @pytest.mark.timeout(int(SOAK_SECONDS * 3 + 240))
 def test_soak(backend: str, make_database_url: Callable[[], str], tmp_path: Path) -> None:
-    server = ServerProcess(database_url=make_database_url(), log_path=tmp_path / "server.log")
-    server.start()
-    try:
-        server.wait_ready()
+    with ServerProcess(
+        database_url=make_database_url(), log_path=tmp_path / "server.log"
+    ) as server:
         # A loop of its own: the clients and the audit run in this one call.
         soak, result, problems = asyncio.run(soak_and_audit(server.address, backend))
         assert server.process is not None
         assert server.process.poll() is None, f"the server died: {server.describe()}"
-    finally:
-        server.terminate()
     print_report(result)
     REPORTS[backend] = result
     if REPORT_PATH:

@@ -40,9 +40,9 @@ from types import TracebackType
 from typing import IO, Any
 
 import psycopg
-from psycopg import sql
 
-from tests.e2e.server_process import free_port
+from tests.support.postgres import create_database
+from tests.support.server import free_port
 
 # The machine's shared server: never ours to use, stop or kill.
 SHARED_PORT = 5432
@@ -374,9 +374,7 @@ class ThrowawayPostgres:
 
     def create_database(self, name: str) -> str:
         """A new empty database; its URL."""
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return self.url(name)
+        return create_database(self.url(), name)
 
     def __enter__(self) -> ThrowawayPostgres:
         return self.start()

@@ -1,29 +1,33 @@
-"""Start and stop the server under test as a separate process (black box).
+"""The server under test as a separate process (black box), for the tests
+and the benchmark alike.
 
 The server is run exactly the way an operator runs it:
 ``python -m agent_state serve --grpc-address HOST:PORT --database-url URL``
 (or with the GRPC_ADDRESS / DATABASE_URL environment variables). Readiness is
 the standard gRPC health service reporting SERVING for the empty service name.
+Its output goes to a log file, read back by `ServerProcess.describe` when a
+test fails.
+
+One launcher for the end-to-end, reliability and benchmark runs, in
+tests/support so that all of them import it as ``tests.support.server`` (the
+benchmark runs as ``python -m bench.run`` from the repository root, where
+``tests`` is a package); it needs neither pytest nor anything under bench/.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
-from urllib.parse import quote
 
 import grpc
 from grpc_health.v1 import health_pb2
-from psycopg.conninfo import conninfo_to_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 20.0
@@ -40,19 +44,6 @@ def free_port() -> int:
 def sqlite_url(path: Path) -> str:
     """``sqlite:///`` followed by the absolute path of the database file."""
     return f"sqlite:///{path.resolve()}"
-
-
-def postgres_url_from_conninfo(
-    conninfo: str, *, host: str | None = None, port: int | None = None, password: str = ""
-) -> str:
-    """A ``postgresql://`` URL for a libpq conninfo string or URL, optionally re-targeted."""
-    params = conninfo_to_dict(conninfo)
-    user = quote(str(params.get("user", "postgres")), safe="")
-    auth = user + (":" + quote(password, safe="") if password else "")
-    target_host = host or str(params.get("host", "127.0.0.1"))
-    target_port = port or int(str(params.get("port", 5432)))
-    dbname = quote(str(params.get("dbname", "postgres")), safe="")
-    return f"postgresql://{auth}@{target_host}:{target_port}/{dbname}"
 
 
 def run_agent_state(
@@ -94,7 +85,11 @@ def health_check(
 
 @dataclass
 class ServerProcess:
-    """One running server: its address, its process and its captured output."""
+    """One running server: its address, its process and its captured output.
+
+    `start_ready` (or ``with ServerProcess(...) as server``) starts it and
+    waits until it serves; `terminate` stops it.
+    """
 
     database_url: str
     log_path: Path
@@ -132,6 +127,24 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )
         return self
+
+    def start_ready(
+        self, *, via_environment: bool = False, timeout: float = READY_TIMEOUT_S
+    ) -> ServerProcess:
+        """`start`, then `wait_ready`; a server that does not get ready is stopped."""
+        self.start(via_environment=via_environment)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.terminate()
+            raise
+        return self
+
+    def __enter__(self) -> ServerProcess:
+        return self.start_ready()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.terminate()
 
     def output(self) -> str:
         if self._log_file is not None:
@@ -189,73 +202,20 @@ class ServerProcess:
             self._log_file = None
         return code
 
+    def pids(self) -> list[int]:
+        """The server process and its worker processes."""
+        assert self.process is not None, "start() first"
+        found = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        if children.exists():
+            found += [int(pid) for pid in children.read_text().split()]
+        return found
 
-class TcpProxy:
-    """A TCP forwarder we can cut and restore, to make the database unreachable."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._listener.settimeout(0.1)
-        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._accept_thread.start()
-
-    def stop(self) -> None:
-        """Refuse new connections and cut every open one."""
-        self._stop.set()
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout=5)
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        assert listener is not None
-        while not self._stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            client.settimeout(None)
-            with self._lock:
-                self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                sink.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and its workers together."""
+        total = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        return total
