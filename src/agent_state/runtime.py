@@ -62,6 +62,11 @@ def check_serving(settings: Settings) -> None:
         raise NotServable(f"invalid settings: {problem}")
     if settings.workers > 1 and settings.grpc_address.rsplit(":", 1)[-1] == "0":
         raise NotServable("--workers needs a fixed port, not port 0")
+    if settings.tracing:
+        try:
+            tracing.check()
+        except tracing.TracingUnavailable as exc:
+            raise NotServable(f"invalid setting tracing: {exc}") from exc
     build_store(settings)
 
 

@@ -36,6 +36,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
         (["--default-page-size", "2000"], {}, "default_page_size exceeds max_page_size"),
         (["--tls-cert-file", "/etc/hostname"], {}, "tls_cert_file and tls_key_file go together"),
         ([], {"AGENT_STATE_AUTH_TOKENS": "rw:short"}, "auth_tokens: entry 1"),
+        (["--tracing"], {"OTEL_TRACES_EXPORTER": "zipkin"}, "invalid setting tracing"),
     ],
 )  # fmt: skip
 def test_config_exits_2_exactly_where_serve_would(

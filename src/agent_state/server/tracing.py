@@ -23,34 +23,48 @@ class TracingUnavailable(Exception):
     pass
 
 
-def enable() -> None:
-    """Install a tracer provider and instrument psycopg."""
-    global _tracer
+_EXPORTERS = ("otlp", "console")
+
+
+def check() -> None:
+    """Raise TracingUnavailable where `enable` would, installing nothing:
+    `agent-state config` refuses what `serve` would."""
+    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
+    if exporter_name not in _EXPORTERS:
+        raise TracingUnavailable(f"OTEL_TRACES_EXPORTER={exporter_name}: use otlp or console")
     try:
-        from opentelemetry import trace
-        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            ConsoleSpanExporter,
-            SimpleSpanProcessor,
-        )
+        import opentelemetry.exporter.otlp.proto.grpc.trace_exporter
+        import opentelemetry.instrumentation.psycopg
+        import opentelemetry.sdk.trace
     except ImportError as exc:
         raise TracingUnavailable(
             f"needs the OpenTelemetry packages: pip install 'agent-state[otel]' ({exc.name})"
         ) from exc
+
+
+def enable() -> None:
+    """Install a tracer provider and instrument psycopg."""
+    global _tracer
+    check()
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "agent-state")})
     provider = TracerProvider(resource=resource)
     if exporter_name == "console":
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-    elif exporter_name == "otlp":
+    else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    else:
-        raise TracingUnavailable(f"OTEL_TRACES_EXPORTER={exporter_name}: use otlp or console")
     trace.set_tracer_provider(provider)
     PsycopgInstrumentor().instrument(tracer_provider=provider)
     _tracer = trace.get_tracer("agent_state")
