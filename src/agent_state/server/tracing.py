@@ -9,6 +9,7 @@ OTEL_SERVICE_NAME and the rest.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,12 @@ class TracingUnavailable(Exception):
 
 
 _EXPORTERS = ("otlp", "console")
+# What `enable` imports, of each package of the otel extra.
+_MODULES = (
+    "opentelemetry.sdk.trace",
+    "opentelemetry.instrumentation.psycopg",
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+)
 
 
 def check() -> None:
@@ -33,9 +40,8 @@ def check() -> None:
     if exporter_name not in _EXPORTERS:
         raise TracingUnavailable(f"OTEL_TRACES_EXPORTER={exporter_name}: use otlp or console")
     try:
-        import opentelemetry.exporter.otlp.proto.grpc.trace_exporter
-        import opentelemetry.instrumentation.psycopg
-        import opentelemetry.sdk.trace
+        for module in _MODULES:
+            importlib.import_module(module)
     except ImportError as exc:
         raise TracingUnavailable(
             f"needs the OpenTelemetry packages: pip install 'agent-state[otel]' ({exc.name})"
