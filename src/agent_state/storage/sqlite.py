@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -104,14 +104,6 @@ def _each(db: sqlite3.Connection, query: str, rows: Iterable[_Params]) -> None:
 
 def _items(rows: Iterable[tuple[int, bytes]]) -> list[Item]:
     return [Item(position, UUID(bytes=message_id)) for position, message_id in rows]
-
-
-def _entries(rows: Iterable[tuple[int, bytes, bytes, bytes]]) -> Iterator[tuple[int, bytes]]:
-    """(key, encoding) of (key, head, body, tail) rows, pulled one by one
-    (sqlite3 cursors are lazy), so common.budgeted_page reads no body past
-    the one that ends the page."""
-    for key, head, body, tail in rows:
-        yield key, b"".join((head, body, tail))
 
 
 def _insert_messages(db: sqlite3.Connection, key: bytes, messages: Sequence[NewMessage]) -> None:
@@ -210,8 +202,9 @@ class _SqliteRead(ReadTransaction):
             if kinds:
                 _execute(db, "clear_filter_kinds")
                 _each(db, "stage_filter_kind", [{"kind": kind.encode()} for kind in kinds])
+            # A lazy cursor: no body past the one that ends the page is read.
             rows = _execute(db, "message_page", params)
-            return common.budgeted_page(_entries(rows), limit, body_budget)
+            return common.budgeted_page(rows, limit, body_budget)
 
         return await self._conn.run(query)
 
@@ -235,7 +228,7 @@ class _SqliteRead(ReadTransaction):
 
         def query(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
             rows = _execute(db, "snapshot_message_page", params)
-            return common.budgeted_page(_entries(rows), limit, body_budget)
+            return common.budgeted_page(rows, limit, body_budget)
 
         return await self._conn.run(query)
 

@@ -123,11 +123,11 @@ DELETE FROM conversation_items WHERE conversation_id = :conversation AND message
 DELETE FROM messages WHERE conversation_id = :conversation AND id = :id
 
 -- name: message_page
--- Ordered entries after a position with their message's encoding in three
--- parts (|| would turn blobs into text). The cursor is read lazily and
--- the byte budget applied as rows arrive (common.budgeted_page), so
--- bodies past the budget are never read. A filter that is off matches
--- everything; one that is on reads its staged table.
+-- Ordered entries after a position, each with its message's encoding in
+-- three parts (head, body, tail). The cursor is read lazily and the byte
+-- budget applied as rows arrive (common.budgeted_page), so no body past the
+-- row that ends the page is read. A filter that is off matches everything;
+-- one that is on reads its staged table.
 SELECT i.position, m.wire_head, m.body, m.wire_tail
 FROM conversation_items i
 JOIN messages m ON m.conversation_id = i.conversation_id AND m.id = i.message_id
