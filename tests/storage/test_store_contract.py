@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -1112,13 +1111,9 @@ async def test_migrate_records_each_migration_with_its_checksum(
         await store.migrate()
     finally:
         await store.close()
-    query = "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
-    if new_database.backend == "sqlite":
-        with sqlite3.connect(new_database.location) as conn:
-            recorded = conn.execute(query).fetchall()
-    else:
-        with psycopg.connect(new_database.location, autocommit=True) as pg:
-            recorded = pg.execute(query).fetchall()
+    recorded = new_database.execute(
+        "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+    )
     known = migrations.load(new_database.backend)
     assert recorded == [(m.version, m.name, m.checksum) for m in known]
 
@@ -1128,13 +1123,7 @@ async def test_migrate_refuses_a_changed_migration(new_database: FreshDatabase) 
     await store.open()
     try:
         await store.migrate()
-        tamper = "UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1"
-        if new_database.backend == "sqlite":
-            with sqlite3.connect(new_database.location) as conn:
-                conn.execute(tamper)
-        else:
-            with psycopg.connect(new_database.location, autocommit=True) as pg:
-                pg.execute(tamper)
+        new_database.execute("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1")
         with pytest.raises(migrations.MigrationError):
             await store.migrate()
     finally:

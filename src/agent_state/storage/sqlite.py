@@ -355,9 +355,12 @@ class _SqliteWrite(WriteTransaction):
             _execute(db, "insert_snapshot", params)
             if not message_ids:
                 return 0
-            # Bodies first (only of messages not frozen yet), then the frozen rows.
-            _execute(db, "freeze_bodies", params)
-            _execute(db, "freeze_messages", params)
+            frozen = _rows(db, "freeze_messages", params)
+            _each(
+                db,
+                "freeze_body",
+                [{"conversation": self._key, "id": message_id} for (message_id,) in frozen],
+            )
             existing: int = _row(db, "count_existing", params)[0]
             return existing
 

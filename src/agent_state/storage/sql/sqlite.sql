@@ -190,8 +190,8 @@ INSERT INTO snapshots (conversation_id, id, created_at, item_count, message_ids)
 VALUES (:conversation, :snapshot, :created_at, :item_count, :packed)
 
 -- name: freeze_messages
--- Freezes the named messages no snapshot has frozen yet (after
--- freeze_bodies, which looks for the same ones).
+-- Freezes the named messages no snapshot has frozen yet and returns their
+-- ids, whose bodies freeze_body then keeps.
 INSERT INTO snapshot_messages (conversation_id, message_id, role, kind, body_sha256,
     created_at, wire_head, wire_tail)
 SELECT m.conversation_id, m.id, m.role, m.kind, m.body_sha256, m.created_at,
@@ -211,6 +211,7 @@ WHERE m.conversation_id = :conversation
         SELECT 1 FROM snapshot_messages f
         WHERE f.conversation_id = m.conversation_id AND f.message_id = m.id
     )
+RETURNING message_id
 
 -- name: count_existing
 -- How many of the named ids (repeats counted) are messages of the conversation.
@@ -275,26 +276,12 @@ VALUES (:version, :name, :checksum, :applied_at)
 
 -- only in this dialect
 
--- name: freeze_bodies
--- Keeps the bodies of the named messages no snapshot has frozen yet, once
--- per conversation (before freeze_messages, which PostgreSQL does in one).
+-- name: freeze_body
+-- One message freeze_messages returned per call (executemany): keeps its
+-- body, once per conversation (PostgreSQL does both in freeze_messages).
 INSERT OR IGNORE INTO snapshot_bodies (conversation_id, sha256, body)
-SELECT m.conversation_id, m.body_sha256, m.body
-FROM messages m
-WHERE m.conversation_id = :conversation
-    AND m.id IN (
-        WITH RECURSIVE wanted (n, id) AS (
-            SELECT 1, substr(:packed, 1, 16) WHERE length(:packed) >= 16
-            UNION ALL
-            SELECT n + 1, substr(:packed, n * 16 + 1, 16) FROM wanted
-            WHERE n * 16 < length(:packed)
-        )
-        SELECT id FROM wanted
-    )
-    AND NOT EXISTS (
-        SELECT 1 FROM snapshot_messages f
-        WHERE f.conversation_id = m.conversation_id AND f.message_id = m.id
-    )
+SELECT conversation_id, body_sha256, body FROM messages
+WHERE conversation_id = :conversation AND id = :id
 
 -- name: configure_connection
 -- Run once on each new connection (executescript: no parameters, several
