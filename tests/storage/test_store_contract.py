@@ -1105,12 +1105,8 @@ async def test_concurrent_migrations_both_succeed(new_database: FreshDatabase) -
 async def test_migrate_records_each_migration_with_its_checksum(
     new_database: FreshDatabase,
 ) -> None:
-    store = new_database.make()
-    await store.open()
-    try:
+    async with new_database.make() as store:
         await store.migrate()
-    finally:
-        await store.close()
     recorded = new_database.execute(
         "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
     )
