@@ -8,8 +8,10 @@
 -- sqlite3 runs one statement per call and limits the number of bound
 -- parameters, so rows go in through executemany, and lists of ids travel as
 -- one blob of 16-byte ids that a recursive CTE splits (`wanted`), as the
--- PostgreSQL queries do with generate_series. Long list filters go through
--- temporary tables of the connection (temp.filter_roles, temp.filter_kinds).
+-- PostgreSQL queries do with generate_series. The list filters of
+-- message_page go through temporary tables of the connection
+-- (temp.filter_roles, temp.filter_kinds): any number of values under one
+-- constant query text.
 
 
 -- Transactions ---------------------------------------------------------------
