@@ -77,9 +77,9 @@ def test_parse_refuses_repeated_names_and_empty_queries(text: str) -> None:
         sql.parse("test", text)
 
 
-def _rows(*sizes: int) -> list[tuple[int, bytes, bytes, bytes]]:
-    """One row per size: key 1, 2, ...; head and tail of one byte each."""
-    return [(key, b"h", b"b" * (size - 2), b"t") for key, size in enumerate(sizes, start=1)]
+def _rows(*sizes: int) -> list[tuple[int, bytes]]:
+    """One (key, encoding) row per size: keys 1, 2, ..."""
+    return [(key, bytes([key]) * size) for key, size in enumerate(sizes, start=1)]
 
 
 @pytest.mark.parametrize(
@@ -100,21 +100,18 @@ def _rows(*sizes: int) -> list[tuple[int, bytes, bytes, bytes]]:
 def test_budgeted_page(sizes: list[int], limit: int, budget: int, taken: int, more: bool) -> None:
     rows = _rows(*sizes)
     page = common.budgeted_page(iter(rows), limit, budget)
-    assert page == Page([(key, h + b + t) for key, h, b, t in rows[:taken]], more=more)
+    assert page == Page(rows[:taken], more=more)
 
 
 def test_budgeted_page_stops_at_a_row_the_query_left_out() -> None:
-    rows: list[tuple[int, bytes | None, bytes | None, bytes | None]] = [
-        (1, b"h", b"body", b"t"),
-        (2, None, None, None),
-    ]
-    assert common.budgeted_page(rows, 10, 1 << 20) == Page([(1, b"hbodyt")], more=True)
+    rows: list[tuple[int, bytes | None]] = [(1, b"entry"), (2, None)]
+    assert common.budgeted_page(rows, 10, 1 << 20) == Page([(1, b"entry")], more=True)
 
 
 def test_budgeted_page_reads_no_row_past_the_one_that_ends_the_page() -> None:
     read: list[int] = []
 
-    def cursor() -> Iterator[tuple[int, bytes, bytes, bytes]]:
+    def cursor() -> Iterator[tuple[int, bytes]]:
         for row in _rows(10, 10, 10, 10):
             read.append(row[0])
             yield row

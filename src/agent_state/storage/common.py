@@ -94,26 +94,24 @@ def limited_page(rows: Sequence[T], limit: int) -> Page[T]:
 def budgeted_page(
     rows: Iterable[Sequence[Any]], limit: int, budget: int
 ) -> Page[tuple[int, bytes]]:
-    """The page of (key, encoding) from (key, head, body, tail) rows under
-    a byte budget; an encoding is head + body + tail.
+    """The page of (key, encoding) rows under a byte budget.
 
     Rows are taken in order while fewer than `limit` are on the page and
     the encodings taken add up to less than `budget`; the first row is
     always taken. Any row past that means more exist: it is not read
     further, so `rows` may be a lazy cursor (SQLite), and the query should
-    ask for `limit` + 1 rows. A row without a body (None) is one a query
-    left out because the budget was spent before it (PostgreSQL does the
-    same sum in SQL, so that large bodies past the budget never leave the
-    server): it also means more exist.
+    ask for `limit` + 1 rows. A row without an encoding (None) is one a
+    query left out because the budget was spent before it (PostgreSQL does
+    the same sum in SQL, so that large bodies past the budget never leave
+    the server): it also means more exist.
     """
     page: list[tuple[int, bytes]] = []
     spent = 0
-    for key, head, body, tail in rows:
-        if body is None or len(page) == limit or (page and spent >= budget):
+    for key, entry in rows:
+        if entry is None or len(page) == limit or (page and spent >= budget):
             return Page(page, more=True)
-        entry = b"".join((head, body, tail))
-        spent += len(entry)
         page.append((key, entry))
+        spent += len(entry)
     return Page(page, more=False)
 
 

@@ -148,19 +148,16 @@ WHERE conversation_id = %(conversation)s AND message_id = ANY(%(ids)s::uuid[])
 DELETE FROM messages WHERE conversation_id = %(conversation)s AND id = ANY(%(ids)s::uuid[])
 
 -- name: message_page
--- Ordered entries after a position, each with its message's encoding in
--- three parts (head, body, tail) while the encodings before it stay under
+-- Ordered entries after a position, each with its message's encoding
+-- (wire_head || body || wire_tail) while the encodings before it stay under
 -- the byte budget, so that large bodies past the budget never leave the
 -- server. A row carries its encoding when it is the first or `before` (the
 -- size of the encodings preceding it on the page) is under the budget; of
--- the rows past that, only the first comes back, without encoding (NULLs),
+-- the rows past that, only the first comes back, without encoding (NULL),
 -- to tell the caller to stop (see common.budgeted_page). An empty role or kind list matches everything:
 -- one constant text, so psycopg's prepared statement is reused; the filters
 -- only test the row each primary-key probe found, so they plan alike.
-SELECT position,
-       CASE WHEN n = 1 OR before < %(budget)s THEN wire_head END,
-       CASE WHEN n = 1 OR before < %(budget)s THEN body END,
-       CASE WHEN n = 1 OR before < %(budget)s THEN wire_tail END
+SELECT position, CASE WHEN n = 1 OR before < %(budget)s THEN wire_head || body || wire_tail END
 FROM (
     SELECT position, wire_head, body, wire_tail,
            row_number() OVER w AS n,
@@ -303,10 +300,7 @@ WHERE conversation_id = %(conversation)s AND id = %(snapshot)s
 -- name: snapshot_message_page
 -- Items of a snapshot after an index, each with its frozen message's
 -- encoding, under the byte budget as in message_page.
-SELECT idx,
-       CASE WHEN n = 1 OR before < %(budget)s THEN wire_head END,
-       CASE WHEN n = 1 OR before < %(budget)s THEN body END,
-       CASE WHEN n = 1 OR before < %(budget)s THEN wire_tail END
+SELECT idx, CASE WHEN n = 1 OR before < %(budget)s THEN wire_head || body || wire_tail END
 FROM (
     SELECT idx, wire_head, body, wire_tail,
            row_number() OVER w AS n,

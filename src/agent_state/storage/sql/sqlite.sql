@@ -125,12 +125,13 @@ DELETE FROM conversation_items WHERE conversation_id = :conversation AND message
 DELETE FROM messages WHERE conversation_id = :conversation AND id = :id
 
 -- name: message_page
--- Ordered entries after a position, each with its message's encoding in
--- three parts (head, body, tail). The cursor is read lazily and the byte
--- budget applied as rows arrive (common.budgeted_page), so no body past the
--- row that ends the page is read. A filter that is off matches everything;
--- one that is on reads its staged table.
-SELECT i.position, m.wire_head, m.body, m.wire_tail
+-- Ordered entries after a position, each with its message's encoding. The
+-- cursor is read lazily and the byte budget applied as rows arrive
+-- (common.budgeted_page), so no body past the row that ends the page is
+-- read. A filter that is off matches everything; one that is on reads its
+-- staged table. || concatenates text: the blobs pass through it and back
+-- (CAST) byte for byte, the database's text encoding being UTF-8.
+SELECT i.position, CAST(m.wire_head || m.body || m.wire_tail AS BLOB)
 FROM conversation_items i
 JOIN messages m ON m.conversation_id = i.conversation_id AND m.id = i.message_id
 WHERE i.conversation_id = :conversation AND i.position > :after
@@ -235,8 +236,8 @@ SELECT substr(message_ids, :start, :length) FROM snapshots
 WHERE conversation_id = :conversation AND id = :snapshot
 
 -- name: snapshot_message_page
--- Items of a snapshot after an index, with their frozen message's encoding
--- in three parts, under the byte budget as in message_page.
+-- Items of a snapshot after an index, with their frozen message's
+-- encoding, under the byte budget as in message_page.
 WITH RECURSIVE slice (ids) AS (
     SELECT substr(message_ids, :start, :length) FROM snapshots
     WHERE conversation_id = :conversation AND id = :snapshot
@@ -246,7 +247,7 @@ WITH RECURSIVE slice (ids) AS (
     SELECT n + 1, substr(slice.ids, n * 16 + 1, 16) FROM wanted, slice
     WHERE n * 16 < length(slice.ids)
 )
-SELECT :after + wanted.n, f.wire_head, b.body, f.wire_tail
+SELECT :after + wanted.n, CAST(f.wire_head || b.body || f.wire_tail AS BLOB)
 FROM wanted
 JOIN snapshot_messages f ON f.conversation_id = :conversation AND f.message_id = wanted.id
 JOIN snapshot_bodies b ON b.conversation_id = f.conversation_id AND b.sha256 = f.body_sha256
