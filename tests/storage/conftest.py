@@ -3,8 +3,11 @@ tests of migrate(). (`store` lives in tests/conftest.py.)"""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import BACKENDS, StoreFactory, factory, location
@@ -17,6 +20,16 @@ class FreshDatabase:
     backend: str
     location: str
     make: StoreFactory
+
+    def execute(self, query: str) -> list[tuple[Any, ...]]:
+        """Run `query` on the database directly, not through a store, and
+        return its rows (none for a statement that returns none)."""
+        if self.backend == "sqlite":
+            with sqlite3.connect(self.location) as conn:
+                return conn.execute(query).fetchall()
+        with psycopg.connect(self.location, autocommit=True) as pg:
+            cursor = pg.execute(query.encode())
+            return cursor.fetchall() if cursor.description else []
 
 
 @pytest.fixture(params=BACKENDS)

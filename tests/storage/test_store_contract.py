@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -35,7 +34,7 @@ from agent_state.model import (
     Snapshot,
     StoredMessage,
 )
-from agent_state.positions import GAP, MAX_POSITION
+from agent_state.positions import GAP, MAX_POSITION, append_positions
 from agent_state.storage import migrations
 from agent_state.storage.base import Store
 from agent_state.storage.postgres import _MIGRATION_LOCK, PostgresStore
@@ -1103,18 +1102,24 @@ async def test_concurrent_migrations_both_succeed(new_database: FreshDatabase) -
             await store.close()
 
 
+async def test_migrate_records_each_migration_with_its_checksum(
+    new_database: FreshDatabase,
+) -> None:
+    async with new_database.make() as store:
+        await store.migrate()
+    recorded = new_database.execute(
+        "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+    )
+    known = migrations.load(new_database.backend)
+    assert recorded == [(m.version, m.name, m.checksum) for m in known]
+
+
 async def test_migrate_refuses_a_changed_migration(new_database: FreshDatabase) -> None:
     store = new_database.make()
     await store.open()
     try:
         await store.migrate()
-        tamper = "UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1"
-        if new_database.backend == "sqlite":
-            with sqlite3.connect(new_database.location) as conn:
-                conn.execute(tamper)
-        else:
-            with psycopg.connect(new_database.location, autocommit=True) as pg:
-                pg.execute(tamper)
+        new_database.execute("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1")
         with pytest.raises(migrations.MigrationError):
             await store.migrate()
     finally:
@@ -1393,6 +1398,20 @@ async def test_create_snapshot_counts_only_messages_of_the_conversation(store: S
         assert await tx.create_snapshot(snapshot, [kept.id, kept.id]) == 2
 
 
+async def test_create_snapshot_refuses_a_snapshot_of_another_conversation(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    other_id = await new_conversation(store)
+    elsewhere = message(b"elsewhere")
+    await add(store, other_id, [elsewhere], [GAP])
+    snapshot = Snapshot(uuid4(), other_id, T0, 1)
+    with pytest.raises(ValueError, match="conversation of its transaction"):
+        async with store.write(conversation_id) as tx:
+            await tx.create_snapshot(snapshot, [elsewhere.id])
+    async with store.read() as read:
+        with pytest.raises(SnapshotNotFound):
+            await read.snapshot(snapshot.id)
+
+
 async def test_pending_migrations_are_reported_without_applying(
     new_database: FreshDatabase,
 ) -> None:
@@ -1464,6 +1483,23 @@ async def test_append_at_tail_continues_after_the_tail(store: Store) -> None:
         page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
     assert [position for position, _ in page.rows] == [7 * GAP, 8 * GAP]
     assert page.rows[-1][1] == entry(third)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_append_at_tail_places_where_append_positions_says(store: Store, count: int) -> None:
+    """The fast append computes positions itself (in SQL on PostgreSQL):
+    they are those of positions.append_positions, as for any append."""
+    conversation_id = await new_conversation(store)
+    await add(store, conversation_id, [message()], [5 * GAP + 7])
+    async with store.read() as read:
+        tail = (await read.conversation(conversation_id)).tail_position
+    appended = [message() for _ in range(count)]
+    state = await _append_at_tail(store, conversation_id, appended, T0)
+    assert state is not None
+    expected = [Item(p, m.id) for p, m in zip(append_positions(tail, count), appended, strict=True)]
+    assert state.tail_position == expected[-1].position
+    async with store.write(conversation_id) as tx:
+        assert await tx.items_between(tail + 1, None) == expected
 
 
 @pytest.mark.parametrize("updated_at", [T0, T0 - 1])

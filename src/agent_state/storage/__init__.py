@@ -1,5 +1,17 @@
-"""Storage backends behind one interface (base.py); `open_store` picks one
-from a database URL."""
+"""Storage backends behind one interface; `make_store` picks one from a
+database URL.
+
+- base.py: the interface (Store, ReadTransaction, WriteTransaction).
+- sql/: every query, by name, in one file per dialect (postgres.sql,
+  sqlite.sql) holding the same names in the same order.
+- common.py: what both backends do alike, without I/O: rows to values,
+  pages under a byte budget, the steps of a renumbering, not-found errors,
+  the snapshot ownership check.
+- migrations/: the numbered schema files per dialect and their runner.
+- postgres.py, sqlite.py: only what is the dialect's own: connections and
+  pools or threads, transactions, cancellation, parameter adaptation and
+  the translation of driver errors.
+"""
 
 from __future__ import annotations
 

@@ -16,15 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from uuid import UUID
 
-from ..model import (
-    ConversationState,
-    Item,
-    NewMessage,
-    Page,
-    RememberedCall,
-    Renumbering,
-    Snapshot,
-)
+from ..model import ConversationState, Item, NewMessage, Page, RememberedCall, Renumbering, Snapshot
 
 
 class ReadTransaction(ABC):

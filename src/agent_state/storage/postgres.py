@@ -1,17 +1,17 @@
 """The PostgreSQL backend: psycopg 3 (async) over a connection pool.
 
+The queries are the named ones of sql/postgres.sql; what they have in common
+with SQLite (rows to values, pages under a byte budget, renumbering steps,
+the migration runner) is in common.py and migrations/. This module holds
+what is PostgreSQL's own: the pool, transactions, cancellation, parameter
+adaptation and the translation of driver errors.
+
 Every transaction runs in pipeline mode on an autocommit connection with an
 explicit BEGIN: statements whose results nobody waits for (BEGIN, the
 writes, COMMIT) travel together with the next statement that is waited
 for, so a typical write costs two round trips instead of one per statement.
 Bulk operations pass columns as arrays, so each one is a single statement
 however many rows it touches.
-
-Joins that look rows up one by one are written as LATERAL subqueries with
-OFFSET 0. The planner cannot flatten those, so each lookup is a probe of
-the full primary key, whatever the statistics say. Without that, a
-conversation younger than its table's last ANALYZE looks like one row to
-the planner, which then scans the whole conversation once per row.
 
 Driver errors meaning "the database is not there right now" become
 StorageUnavailable at every public method; any other database error is a
@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -37,22 +37,21 @@ from psycopg.errors import PipelineAborted
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ..errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
-from ..model import (
-    ConversationState,
-    Item,
-    NewMessage,
-    Page,
-    RememberedCall,
-    Renumbering,
-    Snapshot,
-)
-from . import migrations
+from ..errors import StorageUnavailable
+from ..model import ConversationState, Item, NewMessage, Page, RememberedCall, Renumbering, Snapshot
+from . import common, migrations, sql
 from .base import PoolStats, ReadTransaction, Store, WriteTransaction
 
 __all__ = ["PostgresStore"]
 
 _Connection = AsyncConnection[TupleRow]
+
+_QUERIES = sql.load("postgres")
+# Sent as simple queries (prepare=False): bytes, as psycopg sends them.
+_BEGIN_WRITE = _QUERIES["begin_write"].encode()
+_BEGIN_READ = _QUERIES["begin_read"].encode()
+_COMMIT = _QUERIES["commit"].encode()
+_ROLLBACK = _QUERIES["rollback"].encode()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Binary timestamptz is int64 microseconds since 2000-01-01 UTC.
@@ -65,6 +64,8 @@ _MIGRATION_LOCK = 0x6167_656E_7453_7461
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 _TRANSACTION_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+
+_Params = Mapping[str, Any]
 
 
 class _MicrosecondsLoader(Loader):
@@ -83,19 +84,6 @@ _ADAPTERS.register_loader("timestamptz", _MicrosecondsLoader)
 
 def _timestamp(microseconds: int) -> datetime:
     return _EPOCH + timedelta(microseconds=microseconds)
-
-
-def _pack(positions: Sequence[int]) -> bytes:
-    return struct.pack(f">{len(positions)}q", *positions)
-
-
-def _unpack(data: bytes) -> tuple[int, ...]:
-    return struct.unpack(f">{len(data) // 8}q", data)
-
-
-def _unpack_ids(data: bytes) -> list[UUID]:
-    """Packed 16-byte ids, in order."""
-    return [UUID(bytes=data[offset : offset + 16]) for offset in range(0, len(data), 16)]
 
 
 _P = ParamSpec("_P")
@@ -121,350 +109,11 @@ def _translated(
     return wrapper
 
 
-# --- SQL -------------------------------------------------------------------
-
-_BEGIN_WRITE = b"BEGIN"
-_BEGIN_READ = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-_COMMIT = b"COMMIT"
-_ROLLBACK = b"ROLLBACK"
-
-_LOCK_CONVERSATION = """
-SELECT message_count, updated_at, tail_position, layout_version, version
-FROM conversations WHERE id = %s FOR UPDATE
-"""
-
-_CREATE_CONVERSATION = """
-INSERT INTO conversations
-    (id, message_count, tail_position, layout_version, version, created_at, updated_at)
-VALUES (%s, 0, 0, 0, 0, now(), to_timestamp(0))
-ON CONFLICT (id) DO NOTHING
-"""
-
-_CONVERSATION = """
-SELECT message_count, updated_at, tail_position, layout_version, version
-FROM conversations WHERE id = %s
-"""
-
-_LOOKUP = """
-SELECT m.id, i.position
-FROM unnest(%(ids)s::uuid[]) AS wanted(id)
-CROSS JOIN LATERAL (
-    SELECT id FROM messages
-    WHERE conversation_id = %(conversation)s AND id = wanted.id
-    OFFSET 0
-) AS m
-LEFT JOIN LATERAL (
-    SELECT position FROM conversation_items
-    WHERE conversation_id = %(conversation)s AND message_id = m.id
-    OFFSET 0
-) AS i ON true
-"""
-
-_ITEMS_BETWEEN = """
-SELECT position, message_id FROM conversation_items
-WHERE conversation_id = %s AND position >= %s AND position <= %s
-ORDER BY position
-"""
-
-_ITEMS_FROM = """
-SELECT position, message_id FROM conversation_items
-WHERE conversation_id = %s AND position >= %s
-ORDER BY position
-"""
-
-_ITEMS_BEFORE = """
-SELECT position, message_id FROM conversation_items
-WHERE conversation_id = %s AND position < %s
-ORDER BY position DESC LIMIT %s
-"""
-
-_ITEMS_AFTER = """
-SELECT position, message_id FROM conversation_items
-WHERE conversation_id = %s AND position > %s
-ORDER BY position LIMIT %s
-"""
-
-_INSERT_MESSAGES = """
-INSERT INTO messages
-    (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
-SELECT %(conversation)s, * FROM unnest(
-    %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
-    %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
-"""
-
-_PLACE = """
-INSERT INTO conversation_items (conversation_id, position, message_id)
-SELECT %(conversation)s, * FROM unnest(%(positions)s::bigint[], %(placed)s::uuid[])
-"""
-
-_SAVE = """
-UPDATE conversations
-SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
-    layout_version = %(layout)s, version = %(version)s
-WHERE id = %(conversation)s
-"""
-
-# An append's three writes in one statement: the rows inserted by the
-# first two are checked against their foreign keys at the end of it.
-_APPEND = f"WITH inserted AS ({_INSERT_MESSAGES}), placed AS ({_PLACE}) {_SAVE}"
-
-# A whole common append in one statement, one implicit transaction: the
-# upsert creates or locks the conversation row and moves its counters only
-# when the condition holds; its RETURNING row gates and positions the
-# inserts (no row: nothing is written).
-_APPEND_AT_TAIL = f"""
-WITH conversation AS (
-    INSERT INTO conversations AS c
-        (id, message_count, tail_position, layout_version, version, created_at, updated_at)
-    VALUES (%(conversation)s, %(count)s, %(count)s * %(gap)s, 0, 1, now(), %(updated_at)s)
-    ON CONFLICT (id) DO UPDATE
-    SET message_count = c.message_count + %(count)s,
-        tail_position = c.tail_position + %(count)s * %(gap)s,
-        version = c.version + 1,
-        updated_at = %(updated_at)s
-    WHERE c.updated_at < %(updated_at)s
-        AND c.tail_position <= %(max_position)s - %(count)s * %(gap)s
-    RETURNING message_count, updated_at, tail_position, layout_version, version
-), inserted AS (
-    {_INSERT_MESSAGES} WHERE EXISTS (SELECT FROM conversation)
-), placed AS (
-    INSERT INTO conversation_items (conversation_id, position, message_id)
-    SELECT %(conversation)s, c.tail_position - %(gap)s * (%(count)s - entry.n), entry.id
-    FROM conversation AS c, unnest(%(ids)s::uuid[]) WITH ORDINALITY AS entry(id, n)
-)
-SELECT * FROM conversation
-"""
-
-_UNPLACE = """
-DELETE FROM conversation_items WHERE conversation_id = %s AND message_id = ANY(%s::uuid[])
-"""
-
-# The ordering's rows go with their messages through ON DELETE CASCADE.
-_DELETE = """
-DELETE FROM messages WHERE conversation_id = %s AND id = ANY(%s::uuid[])
-"""
-
-# The primary key is checked row by row, so moving a window in place could
-# collide with itself: park the rows at their negated new positions first
-# (positions are always positive), then flip them back.
-_RENUMBER_PARK = """
-UPDATE conversation_items AS i SET position = -move.new_position
-FROM unnest(%s::bigint[], %s::bigint[]) AS move(old_position, new_position)
-WHERE i.conversation_id = %s AND i.position = move.old_position
-"""
-
-_RENUMBER_SETTLE = """
-UPDATE conversation_items SET position = -position
-WHERE conversation_id = %s AND position < 0
-"""
-
-_RECORD_RENUMBERING = """
-INSERT INTO conversation_renumberings
-    (conversation_id, layout_version, lower_bound, upper_bound, old_positions, new_positions)
-VALUES (%s, %s, %s, %s, %s, %s)
-"""
-
-_RENUMBERINGS_SINCE = """
-SELECT layout_version, lower_bound, upper_bound, old_positions, new_positions
-FROM conversation_renumberings
-WHERE conversation_id = %s AND layout_version > %s
-ORDER BY layout_version
-"""
-
-_RECALL = """
-SELECT fingerprint, response, created_at FROM idempotency_keys
-WHERE conversation_id = %s AND key = %s
-"""
-
-_REMEMBER = """
-INSERT INTO idempotency_keys (conversation_id, key, fingerprint, response, created_at)
-VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (conversation_id, key) DO UPDATE
-SET fingerprint = excluded.fingerprint, response = excluded.response,
-    created_at = excluded.created_at
-"""
-
-_FORGET_CALLS = """
-DELETE FROM idempotency_keys
-WHERE (conversation_id, key) IN (
-    SELECT conversation_id, key FROM idempotency_keys WHERE created_at < %s LIMIT %s
-)
-"""
-
-_INSERT_SNAPSHOT = """
-INSERT INTO snapshots (conversation_id, id, created_at, item_count, message_ids)
-VALUES (%s, %s, %s, %s, %s)
-"""
-
-# Long id lists travel as one bytea of 16-byte ids and are unpacked here:
-# adapting a uuid[] parameter costs psycopg more than the query itself.
-_PACKED_IDS = """(
-    SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
-    FROM generate_series(1, length(%(packed)s) / 16) AS n
-)"""
-
-# Freezes the messages no snapshot has frozen yet, and keeps each of their
-# bodies once per conversation.
-_FREEZE_MESSAGES = f"""
-WITH frozen AS (
-    INSERT INTO snapshot_messages (conversation_id, message_id, role, kind, body_sha256,
-        created_at, wire_head, wire_tail)
-    SELECT %(conversation)s, m.id, m.role, m.kind, m.body_sha256, m.created_at,
-        m.wire_head, m.wire_tail
-    FROM {_PACKED_IDS} AS wanted
-    CROSS JOIN LATERAL (
-        SELECT id, role, kind, body_sha256, created_at, wire_head, wire_tail FROM messages
-        WHERE conversation_id = %(conversation)s AND id = wanted.id
-        OFFSET 0
-    ) AS m
-    -- Most messages were frozen by an earlier snapshot (of the same
-    -- context, one turn shorter): skip them. OFFSET 0 keeps this a probe
-    -- of the key per id, whatever the statistics say.
-    WHERE NOT EXISTS (
-        SELECT 1 FROM snapshot_messages
-        WHERE conversation_id = %(conversation)s AND message_id = wanted.id
-        OFFSET 0
-    )
-    ON CONFLICT DO NOTHING
-    RETURNING message_id
-)
-INSERT INTO snapshot_bodies (conversation_id, sha256, body)
-SELECT %(conversation)s, m.body_sha256, m.body
-FROM frozen
-CROSS JOIN LATERAL (
-    SELECT body_sha256, body FROM messages
-    WHERE conversation_id = %(conversation)s AND id = frozen.message_id
-    OFFSET 0
-) AS m
-ON CONFLICT DO NOTHING
-"""
-
-# How many of the named ids (repeats counted) are messages of the conversation.
-_COUNT_EXISTING = f"""
-SELECT count(*) FROM {_PACKED_IDS} AS wanted
-CROSS JOIN LATERAL (
-    SELECT 1 FROM messages WHERE conversation_id = %(conversation)s AND id = wanted.id
-    OFFSET 0
-) AS found
-"""
-
-_SNAPSHOT = """
-SELECT conversation_id, created_at, item_count FROM snapshots WHERE id = %s LIMIT 1
-"""
-
-_ID_PAGE = """
-SELECT position, message_id FROM conversation_items
-WHERE conversation_id = %s AND position > %s
-ORDER BY position LIMIT %s
-"""
-
-# A slice of a snapshot's packed ids: 16 bytes per item, 1-based offsets.
-_SNAPSHOT_ID_SLICE = """
-SELECT substring(message_ids FROM %s FOR %s) FROM snapshots
-WHERE conversation_id = %s AND id = %s
-"""
-
-
-def _budgeted_page(source: str, key: str) -> str:
-    """A page query that sends encodings only within the budget.
-
-    `source` yields `key`, wire_head, body and wire_tail, ordered by `key`
-    and ending with the LIMIT. `before` is the size of the encodings
-    preceding a row on the page. A row carries its encoding when it is the
-    first or `before` is under the budget; of the rows past that, only the
-    first comes back (without encoding) to tell the caller to stop.
-    """
-    return f"""
-SELECT {key}, CASE WHEN n = 1 OR before < %(budget)s THEN wire_head || body || wire_tail END
-FROM (
-    SELECT {key}, wire_head, body, wire_tail,
-           row_number() OVER w AS n,
-           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before,
-           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)
-               AS before_previous
-    FROM (
-        SELECT *, octet_length(wire_head) + octet_length(body) + octet_length(wire_tail) AS size
-        FROM ({source}) AS listed
-    ) AS candidates
-    WINDOW w AS (ORDER BY {key})
-) AS page
-WHERE n <= 2 OR before_previous < %(budget)s
-ORDER BY {key}
-"""
-
-
-def _message_page_query(by_role: bool, by_kind: bool) -> str:
-    filters = ""
-    if by_role:
-        filters += " AND role = ANY(%(roles)s::smallint[])"
-    if by_kind:
-        filters += " AND kind = ANY(%(kinds)s::bytea[])"
-    source = f"""
-        SELECT i.position, m.wire_head, m.body, m.wire_tail
-        FROM conversation_items i
-        CROSS JOIN LATERAL (
-            SELECT wire_head, body, wire_tail FROM messages
-            WHERE conversation_id = i.conversation_id AND id = i.message_id{filters}
-            OFFSET 0
-        ) AS m
-        WHERE i.conversation_id = %(conversation)s AND i.position > %(after)s
-        ORDER BY i.position LIMIT %(limit)s"""
-    return _budgeted_page(source, "position")
-
-
-# Indexed by (filter by role, filter by kind): constant texts, so that
-# psycopg's automatic prepared statements are reused.
-_MESSAGE_PAGES = {
-    (by_role, by_kind): _message_page_query(by_role, by_kind)
-    for by_role in (False, True)
-    for by_kind in (False, True)
-}
-
-_SNAPSHOT_MESSAGE_PAGE = _budgeted_page(
-    """
-        SELECT %(after)s + n AS idx, sm.wire_head, sb.body, sm.wire_tail
-        FROM (
-            SELECT substring(message_ids FROM %(start)s FOR %(length)s) AS ids
-            FROM snapshots WHERE conversation_id = %(conversation)s AND id = %(snapshot)s
-        ) AS slice
-        CROSS JOIN generate_series(1, length(slice.ids) / 16) AS n
-        CROSS JOIN LATERAL (
-            SELECT wire_head, wire_tail, body_sha256 FROM snapshot_messages
-            WHERE conversation_id = %(conversation)s
-                AND message_id = encode(substring(slice.ids FROM n * 16 - 15 FOR 16), 'hex')::uuid
-            OFFSET 0
-        ) AS sm
-        CROSS JOIN LATERAL (
-            SELECT body FROM snapshot_bodies
-            WHERE conversation_id = %(conversation)s AND sha256 = sm.body_sha256
-            OFFSET 0
-        ) AS sb
-        ORDER BY n LIMIT %(limit)s""",
-    "idx",
-)
-
-_CREATE_MIGRATIONS_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    integer     PRIMARY KEY,
-    name       text        NOT NULL,
-    checksum   text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-
-
-def _budgeted_rows(rows: list[tuple[Any, ...]], limit: int) -> Page[tuple[int, bytes]]:
-    """Rows of a _budgeted_page query as a page: it ends at the row past
-    `limit` or the first row without an encoding, either meaning more exist."""
-    page: list[tuple[int, bytes]] = []
-    for key, entry in rows:
-        if entry is None or len(page) == limit:
-            return Page(page, more=True)
-        page.append((key, bytes(entry)))
-    return Page(page, more=False)
+# --- Parameters --------------------------------------------------------------
 
 
 def _message_params(conversation_id: UUID, messages: Sequence[NewMessage]) -> dict[str, Any]:
+    """insert_messages' parameters: one array per column."""
     return {
         "conversation": conversation_id,
         "ids": [new.message.id for new in messages],
@@ -478,28 +127,43 @@ def _message_params(conversation_id: UUID, messages: Sequence[NewMessage]) -> di
     }
 
 
-def _limited(rows: list[tuple[Any, ...]], limit: int) -> tuple[list[tuple[Any, ...]], bool]:
-    """Rows of a query run with LIMIT limit + 1, and whether more exist."""
-    return rows[:limit], len(rows) > limit
+def _place_params(conversation_id: UUID, items: Sequence[Item]) -> dict[str, Any]:
+    return {
+        "conversation": conversation_id,
+        "positions": [item.position for item in items],
+        "placed": [item.message_id for item in items],
+    }
 
 
-def _state(conversation_id: UUID, row: tuple[Any, ...]) -> ConversationState:
-    message_count, updated_at, tail_position, layout_version, version = row
-    return ConversationState(
-        id=conversation_id,
-        message_count=message_count,
-        updated_at=updated_at,
-        tail_position=tail_position,
-        layout_version=layout_version,
-        version=version,
-    )
+def _save_params(state: ConversationState) -> dict[str, Any]:
+    return {
+        "conversation": state.id,
+        "count": state.message_count,
+        "updated_at": _timestamp(state.updated_at),
+        "tail": state.tail_position,
+        "layout": state.layout_version,
+        "version": state.version,
+    }
 
 
-async def _rows(
-    conn: _Connection, query: str, params: Sequence[Any] | dict[str, Any]
-) -> list[tuple[Any, ...]]:
-    cursor = await conn.execute(query, params, binary=True)
+# --- Statements --------------------------------------------------------------
+
+
+async def _rows(conn: _Connection, query: str, params: _Params) -> list[tuple[Any, ...]]:
+    cursor = await conn.execute(_QUERIES[query], params, binary=True)
     return await cursor.fetchall()
+
+
+async def _row(conn: _Connection, query: str, params: _Params) -> tuple[Any, ...] | None:
+    cursor = await conn.execute(_QUERIES[query], params, binary=True)
+    return await cursor.fetchone()
+
+
+async def _items(conn: _Connection, query: str, params: _Params) -> list[Item]:
+    return [Item(position, message_id) for position, message_id in await _rows(conn, query, params)]
+
+
+# --- Cancellation ----------------------------------------------------------------
 
 
 def _drop(conn: _Connection) -> None:
@@ -538,6 +202,9 @@ async def _abandon(conn: _Connection, pipeline: AsyncPipeline) -> None:
             await conn.execute(_ROLLBACK, prepare=False)
 
 
+# --- Transactions ------------------------------------------------------------------
+
+
 class _PostgresRead(ReadTransaction):
     __slots__ = ("_conn",)
 
@@ -546,22 +213,18 @@ class _PostgresRead(ReadTransaction):
 
     @_translated
     async def conversation(self, conversation_id: UUID) -> ConversationState:
-        cursor = await self._conn.execute(_CONVERSATION, (conversation_id,), binary=True)
-        row = await cursor.fetchone()
+        row = await _row(self._conn, "conversation", {"conversation": conversation_id})
         if row is None:
-            raise ConversationNotFound(
-                "conversation_id", f"conversation {conversation_id} does not exist"
-            )
-        return _state(conversation_id, row)
+            raise common.conversation_not_found(conversation_id)
+        return common.conversation_state(conversation_id, row)
 
     @_translated
     async def renumberings_since(
         self, conversation_id: UUID, layout_version: int
     ) -> list[Renumbering]:
-        rows = await _rows(self._conn, _RENUMBERINGS_SINCE, (conversation_id, layout_version))
+        params = {"conversation": conversation_id, "layout": layout_version}
         return [
-            Renumbering(version, lower, upper, _unpack(old), _unpack(new))
-            for version, lower, upper, old, new in rows
+            common.renumbering(row) for row in await _rows(self._conn, "renumberings_since", params)
         ]
 
     @_translated
@@ -574,32 +237,27 @@ class _PostgresRead(ReadTransaction):
         kinds: frozenset[str],
         body_budget: int,
     ) -> Page[tuple[int, bytes]]:
-        params: dict[str, Any] = {
+        params = {
             "conversation": conversation_id,
             "after": after,
             "limit": limit + 1,
             "budget": body_budget,
+            "roles": list(roles),
+            "kinds": [kind.encode() for kind in kinds],
         }
-        if roles:
-            params["roles"] = list(roles)
-        if kinds:
-            params["kinds"] = [kind.encode() for kind in kinds]
-        query = _MESSAGE_PAGES[bool(roles), bool(kinds)]
-        return _budgeted_rows(await _rows(self._conn, query, params), limit)
+        rows = await _rows(self._conn, "message_page", params)
+        return common.budgeted_page(rows, limit, body_budget)
 
     @_translated
     async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
-        rows, more = _limited(
-            await _rows(self._conn, _ID_PAGE, (conversation_id, after, limit + 1)), limit
-        )
-        return Page([Item(position, message_id) for position, message_id in rows], more)
+        params = {"conversation": conversation_id, "position": after, "limit": limit + 1}
+        return common.limited_page(await _items(self._conn, "items_after", params), limit)
 
     @_translated
     async def snapshot(self, snapshot_id: UUID) -> Snapshot:
-        cursor = await self._conn.execute(_SNAPSHOT, (snapshot_id,), binary=True)
-        row = await cursor.fetchone()
+        row = await _row(self._conn, "snapshot", {"snapshot": snapshot_id})
         if row is None:
-            raise SnapshotNotFound("snapshot_id", f"snapshot {snapshot_id} does not exist")
+            raise common.snapshot_not_found(snapshot_id)
         conversation_id, created_at, item_count = row
         return Snapshot(snapshot_id, conversation_id, created_at, item_count)
 
@@ -611,24 +269,23 @@ class _PostgresRead(ReadTransaction):
             "conversation": snapshot.conversation_id,
             "snapshot": snapshot.id,
             "after": after,
-            "start": (after + 1) * 16 + 1,
-            "length": (limit + 1) * 16,
             "limit": limit + 1,
             "budget": body_budget,
-        }
-        return _budgeted_rows(await _rows(self._conn, _SNAPSHOT_MESSAGE_PAGE, params), limit)
+        } | common.id_slice(after, limit + 1)
+        rows = await _rows(self._conn, "snapshot_message_page", params)
+        return common.budgeted_page(rows, limit, body_budget)
 
     @_translated
     async def snapshot_id_page(
         self, snapshot: Snapshot, after: int, limit: int
     ) -> Page[tuple[int, UUID]]:
-        params = ((after + 1) * 16 + 1, (limit + 1) * 16, snapshot.conversation_id, snapshot.id)
-        rows = await _rows(self._conn, _SNAPSHOT_ID_SLICE, params)
-        ids = _unpack_ids(bytes(rows[0][0])) if rows else []
-        return Page(
-            [(after + 1 + index, message_id) for index, message_id in enumerate(ids[:limit])],
-            more=len(ids) > limit,
-        )
+        params = {
+            "conversation": snapshot.conversation_id,
+            "snapshot": snapshot.id,
+        } | common.id_slice(after, limit + 1)
+        row = await _row(self._conn, "snapshot_id_slice", params)
+        ids = common.unpack_ids(bytes(row[0])) if row else []
+        return common.limited_page(list(enumerate(ids, start=after + 1)), limit)
 
 
 class _PostgresWrite(WriteTransaction):
@@ -643,146 +300,171 @@ class _PostgresWrite(WriteTransaction):
     def state(self) -> ConversationState:
         return self._state
 
-    async def _run(self, query: str, params: Sequence[Any] | dict[str, Any]) -> None:
+    async def _run(self, query: str, params: _Params) -> None:
         # No result to wait for: the statement is sent with the next one
         # that is waited for, or with the COMMIT.
-        await self._conn.execute(query, params, binary=True)
-
-    async def _items(self, query: str, params: Sequence[Any]) -> list[Item]:
-        return [
-            Item(position, message_id)
-            for position, message_id in await _rows(self._conn, query, params)
-        ]
+        await self._conn.execute(_QUERIES[query], params, binary=True)
 
     @_translated
     async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:
         if not message_ids:
             return {}
         params = {"conversation": self._id, "ids": list(message_ids)}
-        rows = await _rows(self._conn, _LOOKUP, params)
+        rows = await _rows(self._conn, "lookup", params)
         return {message_id: position for message_id, position in rows}
 
     @_translated
     async def items_between(self, lower: int, upper: int | None) -> list[Item]:
-        if upper is None:
-            return await self._items(_ITEMS_FROM, (self._id, lower))
-        return await self._items(_ITEMS_BETWEEN, (self._id, lower, upper))
+        params = {"conversation": self._id, "lower": lower, "upper": upper}
+        query = "items_from" if upper is None else "items_between"
+        return await _items(self._conn, query, params)
 
     @_translated
     async def items_before(self, position: int, limit: int) -> list[Item]:
-        return await self._items(_ITEMS_BEFORE, (self._id, position, limit))
+        params = {"conversation": self._id, "position": position, "limit": limit}
+        return await _items(self._conn, "items_before", params)
 
     @_translated
     async def items_after(self, position: int, limit: int) -> list[Item]:
-        return await self._items(_ITEMS_AFTER, (self._id, position, limit))
+        params = {"conversation": self._id, "position": position, "limit": limit}
+        return await _items(self._conn, "items_after", params)
 
     @_translated
     async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
         if messages:
-            await self._run(_INSERT_MESSAGES, self._message_params(messages))
+            await self._run("insert_messages", _message_params(self._id, messages))
 
     @_translated
     async def append(
         self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
     ) -> None:
-        params = self._message_params(messages) | self._place_params(items)
-        await self._run(_APPEND, params | self._save_params(state))
+        params = _message_params(self._id, messages) | _place_params(self._id, items)
+        await self._run("append", params | _save_params(state))
 
     @_translated
     async def place(self, items: Sequence[Item]) -> None:
         if items:
-            await self._run(_PLACE, self._place_params(items))
-
-    def _message_params(self, messages: Sequence[NewMessage]) -> dict[str, Any]:
-        return _message_params(self._id, messages)
-
-    def _place_params(self, items: Sequence[Item]) -> dict[str, Any]:
-        return {
-            "conversation": self._id,
-            "positions": [item.position for item in items],
-            "placed": [item.message_id for item in items],
-        }
-
-    def _save_params(self, state: ConversationState) -> dict[str, Any]:
-        return {
-            "conversation": self._id,
-            "count": state.message_count,
-            "updated_at": _timestamp(state.updated_at),
-            "tail": state.tail_position,
-            "layout": state.layout_version,
-            "version": state.version,
-        }
+            await self._run("place", _place_params(self._id, items))
 
     @_translated
     async def unplace(self, message_ids: Sequence[UUID]) -> None:
         if message_ids:
-            await self._run(_UNPLACE, (self._id, list(message_ids)))
+            await self._run("unplace", {"conversation": self._id, "ids": list(message_ids)})
 
     @_translated
     async def delete(self, message_ids: Sequence[UUID]) -> None:
         if message_ids:
-            await self._run(_DELETE, (self._id, list(message_ids)))
+            params = {"conversation": self._id, "ids": list(message_ids)}
+            await self._run("delete_messages", params)
 
     @_translated
     async def renumber(self, renumbering: Renumbering) -> None:
-        if renumbering.old_positions:
-            await self._run(
-                _RENUMBER_PARK,
-                (list(renumbering.old_positions), list(renumbering.new_positions), self._id),
-            )
-            await self._run(_RENUMBER_SETTLE, (self._id,))
-        await self._run(
-            _RECORD_RENUMBERING,
-            (
-                self._id,
-                renumbering.layout_version,
-                renumbering.lower,
-                renumbering.upper,
-                _pack(renumbering.old_positions),
-                _pack(renumbering.new_positions),
-            ),
-        )
+        if moves := common.parked_moves(renumbering):
+            params = {
+                "conversation": self._id,
+                "old_positions": [old for old, _ in moves],
+                "parked": [parked for _, parked in moves],
+            }
+            await self._run("park_renumbered", params)
+            await self._run("settle_renumbered", {"conversation": self._id})
+        record = common.renumbering_record(renumbering)
+        await self._run("record_renumbering", record | {"conversation": self._id})
 
     @_translated
     async def save(self, state: ConversationState) -> None:
-        await self._run(_SAVE, self._save_params(state))
+        await self._run("save_conversation", _save_params(state))
 
     @_translated
     async def recall(self, key: str) -> RememberedCall | None:
-        rows = await _rows(self._conn, _RECALL, (self._id, key))
-        return RememberedCall(*rows[0]) if rows else None
+        row = await _row(self._conn, "recall", {"conversation": self._id, "key": key})
+        return None if row is None else RememberedCall(*row)
 
     @_translated
     async def remember(self, key: str, call: RememberedCall) -> None:
-        await self._run(
-            _REMEMBER,
-            (self._id, key, call.fingerprint, call.response, _timestamp(call.created_at)),
-        )
+        params = {
+            "conversation": self._id,
+            "key": key,
+            "fingerprint": call.fingerprint,
+            "response": call.response,
+            "created_at": _timestamp(call.created_at),
+        }
+        await self._run("remember", params)
 
     @_translated
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
-        if snapshot.conversation_id != self._id:
-            raise ValueError("a snapshot belongs to the conversation of its transaction")
-        ids = list(message_ids)
-        packed = b"".join(message_id.bytes for message_id in ids)
-        await self._run(
-            _INSERT_SNAPSHOT,
-            (
-                self._id,
-                snapshot.id,
-                _timestamp(snapshot.created_at),
-                len(ids),
-                packed,
-            ),
-        )
-        if not ids:
+        common.check_snapshot_owner(snapshot, self._id)
+        packed = common.pack_ids(message_ids)
+        params = {
+            "conversation": self._id,
+            "snapshot": snapshot.id,
+            "created_at": _timestamp(snapshot.created_at),
+            "item_count": len(message_ids),
+            "packed": packed,
+        }
+        await self._run("insert_snapshot", params)
+        if not message_ids:
             return 0
-        await self._run(_FREEZE_MESSAGES, {"conversation": self._id, "packed": packed})
-        rows = await _rows(
-            self._conn, _COUNT_EXISTING, {"conversation": self._id, "packed": packed}
-        )
-        existing: int = rows[0][0]
+        await self._run("freeze_messages", params)
+        row = await _row(self._conn, "count_existing", params)
+        assert row is not None
+        existing: int = row[0]
         return existing
+
+
+class _PostgresMigrations(migrations.MigrationSession):
+    """The migration runner's hooks over one pooled connection."""
+
+    def __init__(self, conn: _Connection, statement_timeout_ms: int | None) -> None:
+        self._conn = conn
+        self._statement_timeout_ms = statement_timeout_ms
+
+    @asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        conn = self._conn
+        if self._statement_timeout_ms is not None:
+            # Waiting for the lock or a long migration is no timeout.
+            await _set_statement_timeout(conn, 0)
+        await conn.execute(_QUERIES["lock_migrations"], {"key": _MIGRATION_LOCK})
+        try:
+            yield
+        finally:
+            try:
+                await conn.execute(_QUERIES["unlock_migrations"], {"key": _MIGRATION_LOCK})
+                if self._statement_timeout_ms is not None:
+                    await _set_statement_timeout(conn, self._statement_timeout_ms)
+            except psycopg.Error:
+                # A pooled session must not keep the lock: drop it.
+                await conn.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        async with self._conn.transaction():
+            yield
+
+    async def prepare(self) -> None:
+        await self._conn.execute(_QUERIES["create_schema_migrations"])
+
+    async def applied(self) -> dict[int, str]:
+        exists = await _row(self._conn, "schema_migrations_exists", {})
+        if exists is None or not exists[0]:
+            return {}
+        rows = await _rows(self._conn, "applied_migrations", {})
+        return {version: checksum for version, checksum in rows}
+
+    async def apply(self, migration: migrations.Migration) -> None:
+        # No parameters: sent as a simple query, so the file may hold many
+        # statements.
+        await self._conn.execute(migration.sql.encode(), prepare=False)
+        params = {
+            "version": migration.version,
+            "name": migration.name,
+            "checksum": migration.checksum,
+        }
+        await self._conn.execute(_QUERIES["record_migration"], params)
+
+
+async def _set_statement_timeout(conn: _Connection, milliseconds: int) -> None:
+    await conn.execute(_QUERIES["set_statement_timeout"], {"milliseconds": str(milliseconds)})
 
 
 class PostgresStore(Store):
@@ -857,10 +539,8 @@ class PostgresStore(Store):
             await pool.close()
 
     async def _configure(self, conn: _Connection) -> None:
-        await conn.execute(
-            "SELECT set_config('statement_timeout', %s, false)",
-            (str(self._statement_timeout_ms),),
-        )
+        assert self._statement_timeout_ms is not None
+        await _set_statement_timeout(conn, self._statement_timeout_ms)
 
     def _opened(self) -> AsyncConnectionPool[_Connection]:
         if self._pool is None:
@@ -883,50 +563,15 @@ class PostgresStore(Store):
 
     @_translated
     async def migrate(self) -> list[int]:
-        async with self._opened().connection() as conn:
-            # Session-level lock: servers starting together apply each
-            # migration once, one after the other.
-            if self._statement_timeout_ms is not None:
-                # Waiting for the lock or a long migration is no timeout.
-                await conn.execute("SET statement_timeout = 0")
-            await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
-            try:
-                await conn.execute(_CREATE_MIGRATIONS_TABLE)
-                cursor = await conn.execute("SELECT version, checksum FROM schema_migrations")
-                applied = {version: checksum for version, checksum in await cursor.fetchall()}
-                done: list[int] = []
-                for migration in migrations.pending(migrations.load("postgres"), applied):
-                    async with conn.transaction():
-                        # No parameters: sent as a simple query, so the file
-                        # may hold many statements.
-                        await conn.execute(migration.sql.encode(), prepare=False)
-                        await conn.execute(
-                            "INSERT INTO schema_migrations (version, name, checksum) "
-                            "VALUES (%s, %s, %s)",
-                            (migration.version, migration.name, migration.checksum),
-                        )
-                    done.append(migration.version)
-                return done
-            finally:
-                try:
-                    await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
-                    if self._statement_timeout_ms is not None:
-                        await self._configure(conn)
-                except psycopg.Error:
-                    # A pooled session must not keep the lock: drop it.
-                    await conn.close()
+        async with self._connection() as conn:
+            session = _PostgresMigrations(conn, self._statement_timeout_ms)
+            return await migrations.run("postgres", session)
 
     @_translated
     async def pending_migrations(self) -> list[int]:
-        async with self._opened().connection() as conn:
-            cursor = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-            row = await cursor.fetchone()
-            applied: dict[int, str] = {}
-            if row is not None and row[0]:
-                cursor = await conn.execute("SELECT version, checksum FROM schema_migrations")
-                applied = {version: checksum for version, checksum in await cursor.fetchall()}
-        known = migrations.load("postgres")
-        return [migration.version for migration in migrations.pending(known, applied)]
+        async with self._connection() as conn:
+            session = _PostgresMigrations(conn, self._statement_timeout_ms)
+            return await migrations.pending_versions("postgres", session)
 
     async def append_at_tail(
         self,
@@ -946,16 +591,16 @@ class PostgresStore(Store):
         try:
             # An autocommit connection outside a pipeline: one round trip.
             async with self._connection() as conn:
-                cursor = await conn.execute(_APPEND_AT_TAIL, params, binary=True)
-                row = await cursor.fetchone()
+                row = await _row(conn, "append_at_tail", params)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable() from exc
-        return None if row is None else _state(conversation_id, row)
+        return None if row is None else common.conversation_state(conversation_id, row)
 
     async def forget_calls(self, created_before: int, limit: int) -> int:
         try:
             async with self._connection() as conn:
-                cursor = await conn.execute(_FORGET_CALLS, (_timestamp(created_before), limit))
+                params = {"created_before": _timestamp(created_before), "limit": limit}
+                cursor = await conn.execute(_QUERIES["forget_calls"], params)
                 return cursor.rowcount
         except _UNAVAILABLE as exc:
             raise StorageUnavailable() from exc
@@ -999,16 +644,13 @@ class PostgresStore(Store):
 
     @staticmethod
     async def _lock(conn: _Connection, conversation_id: UUID, create: bool) -> ConversationState:
-        cursor = await conn.execute(_LOCK_CONVERSATION, (conversation_id,), binary=True)
-        row = await cursor.fetchone()
+        params = {"conversation": conversation_id}
+        row = await _row(conn, "lock_conversation", params)
         if row is None and create:
             # A concurrent creator makes the INSERT wait for its outcome;
             # either way the row exists for the second SELECT to lock.
-            await conn.execute(_CREATE_CONVERSATION, (conversation_id,), binary=True)
-            cursor = await conn.execute(_LOCK_CONVERSATION, (conversation_id,), binary=True)
-            row = await cursor.fetchone()
+            await conn.execute(_QUERIES["create_conversation"], params, binary=True)
+            row = await _row(conn, "lock_conversation", params)
         if row is None:
-            raise ConversationNotFound(
-                "conversation_id", f"conversation {conversation_id} does not exist"
-            )
-        return _state(conversation_id, row)
+            raise common.conversation_not_found(conversation_id)
+        return common.conversation_state(conversation_id, row)

@@ -1,0 +1,392 @@
+-- The PostgreSQL queries of the storage layer, loaded once by sql/__init__.py.
+--
+-- sqlite.sql holds the same names in the same order, so the two files read
+-- side by side; what only this dialect needs comes after the line
+-- "-- only in this dialect". Parameters are named: %(name)s here, :name
+-- there, with the same names in both.
+--
+-- Joins that look rows up one by one are written as LATERAL subqueries with
+-- OFFSET 0. The planner cannot flatten those, so each lookup is a probe of
+-- the full primary key, whatever the statistics say. Without that, a
+-- conversation younger than its table's last ANALYZE looks like one row to
+-- the planner, which then scans the whole conversation once per row.
+--
+-- Long id lists travel as one bytea of 16-byte ids and are unpacked in the
+-- query: adapting a uuid[] parameter costs psycopg more than the query.
+
+
+-- Transactions ---------------------------------------------------------------
+
+-- name: begin_write
+BEGIN
+
+-- name: begin_read
+-- One snapshot for the whole read, so a page and its metadata agree.
+BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY
+
+-- name: commit
+COMMIT
+
+-- name: rollback
+ROLLBACK
+
+
+-- Conversations ----------------------------------------------------------------
+
+-- name: create_conversation
+-- An empty conversation, unless it exists. A concurrent creator makes this
+-- wait for its outcome; either way the row then exists.
+INSERT INTO conversations
+    (id, message_count, tail_position, layout_version, version, created_at, updated_at)
+VALUES (%(conversation)s, 0, 0, 0, 0, now(), to_timestamp(0))
+ON CONFLICT (id) DO NOTHING
+
+-- name: lock_conversation
+-- The row a write transaction works on, locked until it ends.
+SELECT message_count, updated_at, tail_position, layout_version, version
+FROM conversations WHERE id = %(conversation)s FOR UPDATE
+
+-- name: conversation
+SELECT message_count, updated_at, tail_position, layout_version, version
+FROM conversations WHERE id = %(conversation)s
+
+-- name: save_conversation
+UPDATE conversations
+SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
+    layout_version = %(layout)s, version = %(version)s
+WHERE id = %(conversation)s
+
+-- name: append_at_tail
+-- A whole common append in one statement, one implicit transaction: the
+-- upsert creates or locks the conversation row and moves its counters only
+-- when the condition holds; its RETURNING row gates and positions the
+-- inserts (no row: nothing is written).
+WITH conversation AS (
+    INSERT INTO conversations AS c
+        (id, message_count, tail_position, layout_version, version, created_at, updated_at)
+    VALUES (%(conversation)s, %(count)s, %(count)s * %(gap)s, 0, 1, now(), %(updated_at)s)
+    ON CONFLICT (id) DO UPDATE
+    SET message_count = c.message_count + %(count)s,
+        tail_position = c.tail_position + %(count)s * %(gap)s,
+        version = c.version + 1,
+        updated_at = %(updated_at)s
+    WHERE c.updated_at < %(updated_at)s
+        AND c.tail_position <= %(max_position)s - %(count)s * %(gap)s
+    RETURNING message_count, updated_at, tail_position, layout_version, version
+), inserted AS (
+    INSERT INTO messages
+        (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
+    SELECT %(conversation)s, * FROM unnest(
+        %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
+        %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
+    WHERE EXISTS (SELECT FROM conversation)
+), placed AS (
+    -- The n-th of the messages goes n gaps past the old tail.
+    INSERT INTO conversation_items (conversation_id, position, message_id)
+    SELECT %(conversation)s, c.tail_position - %(gap)s * (%(count)s - entry.n), entry.id
+    FROM conversation AS c, unnest(%(ids)s::uuid[]) WITH ORDINALITY AS entry(id, n)
+)
+SELECT * FROM conversation
+
+
+-- Messages and the ordering ------------------------------------------------------
+
+-- name: lookup
+-- Of the named ids, the messages of the conversation, with their position
+-- (NULL when detached).
+SELECT m.id, i.position
+FROM unnest(%(ids)s::uuid[]) AS wanted(id)
+CROSS JOIN LATERAL (
+    SELECT id FROM messages
+    WHERE conversation_id = %(conversation)s AND id = wanted.id
+    OFFSET 0
+) AS m
+LEFT JOIN LATERAL (
+    SELECT position FROM conversation_items
+    WHERE conversation_id = %(conversation)s AND message_id = m.id
+    OFFSET 0
+) AS i ON true
+
+-- name: items_between
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = %(conversation)s AND position >= %(lower)s AND position <= %(upper)s
+ORDER BY position
+
+-- name: items_from
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = %(conversation)s AND position >= %(lower)s
+ORDER BY position
+
+-- name: items_before
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = %(conversation)s AND position < %(position)s
+ORDER BY position DESC LIMIT %(limit)s
+
+-- name: items_after
+-- Also the page of ListConversationMessageIds.
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = %(conversation)s AND position > %(position)s
+ORDER BY position LIMIT %(limit)s
+
+-- name: insert_messages
+INSERT INTO messages
+    (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
+SELECT %(conversation)s, * FROM unnest(
+    %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
+    %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
+
+-- name: place
+INSERT INTO conversation_items (conversation_id, position, message_id)
+SELECT %(conversation)s, * FROM unnest(%(positions)s::bigint[], %(placed)s::uuid[])
+
+-- name: unplace
+DELETE FROM conversation_items
+WHERE conversation_id = %(conversation)s AND message_id = ANY(%(ids)s::uuid[])
+
+-- name: delete_messages
+-- The ordering's rows go with their messages through ON DELETE CASCADE.
+DELETE FROM messages WHERE conversation_id = %(conversation)s AND id = ANY(%(ids)s::uuid[])
+
+-- name: message_page
+-- Ordered entries after a position, each with its message's encoding
+-- (wire_head || body || wire_tail) while the encodings before it stay under
+-- the byte budget, so that large bodies past the budget never leave the
+-- server. A row carries its encoding when it is the first or `before` (the
+-- size of the encodings preceding it on the page) is under the budget; of
+-- the rows past that, only the first comes back, without encoding (NULL),
+-- to tell the caller to stop (see common.budgeted_page). An empty role or kind list matches everything:
+-- one constant text, so psycopg's prepared statement is reused; the filters
+-- only test the row each primary-key probe found, so they plan alike.
+SELECT position, CASE WHEN n = 1 OR before < %(budget)s THEN wire_head || body || wire_tail END
+FROM (
+    SELECT position, wire_head, body, wire_tail,
+           row_number() OVER w AS n,
+           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before,
+           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)
+               AS before_previous
+    FROM (
+        SELECT i.position, m.wire_head, m.body, m.wire_tail,
+               octet_length(m.wire_head) + octet_length(m.body) + octet_length(m.wire_tail)
+                   AS size
+        FROM conversation_items i
+        CROSS JOIN LATERAL (
+            SELECT wire_head, body, wire_tail FROM messages
+            WHERE conversation_id = i.conversation_id AND id = i.message_id
+                AND (cardinality(%(roles)s::smallint[]) = 0
+                     OR role = ANY(%(roles)s::smallint[]))
+                AND (cardinality(%(kinds)s::bytea[]) = 0 OR kind = ANY(%(kinds)s::bytea[]))
+            OFFSET 0
+        ) AS m
+        WHERE i.conversation_id = %(conversation)s AND i.position > %(after)s
+        ORDER BY i.position LIMIT %(limit)s
+    ) AS candidates
+    WINDOW w AS (ORDER BY position)
+) AS page
+WHERE n <= 2 OR before_previous < %(budget)s
+ORDER BY position
+
+
+-- Renumberings -------------------------------------------------------------------
+
+-- name: park_renumbered
+-- First step of a renumbering: each moved row goes to its parked position
+-- (see common.parked_moves).
+UPDATE conversation_items AS i SET position = move.parked
+FROM unnest(%(old_positions)s::bigint[], %(parked)s::bigint[]) AS move(old_position, parked)
+WHERE i.conversation_id = %(conversation)s AND i.position = move.old_position
+
+-- name: settle_renumbered
+-- Second step: parked rows take their new positions.
+UPDATE conversation_items SET position = -position
+WHERE conversation_id = %(conversation)s AND position < 0
+
+-- name: record_renumbering
+INSERT INTO conversation_renumberings
+    (conversation_id, layout_version, lower_bound, upper_bound, old_positions, new_positions)
+VALUES (%(conversation)s, %(layout)s, %(lower)s, %(upper)s, %(old_positions)s, %(new_positions)s)
+
+-- name: renumberings_since
+SELECT layout_version, lower_bound, upper_bound, old_positions, new_positions
+FROM conversation_renumberings
+WHERE conversation_id = %(conversation)s AND layout_version > %(layout)s
+ORDER BY layout_version
+
+
+-- Idempotency keys -----------------------------------------------------------------
+
+-- name: recall
+SELECT fingerprint, response, created_at FROM idempotency_keys
+WHERE conversation_id = %(conversation)s AND key = %(key)s
+
+-- name: remember
+INSERT INTO idempotency_keys (conversation_id, key, fingerprint, response, created_at)
+VALUES (%(conversation)s, %(key)s, %(fingerprint)s, %(response)s, %(created_at)s)
+ON CONFLICT (conversation_id, key) DO UPDATE
+SET fingerprint = excluded.fingerprint, response = excluded.response,
+    created_at = excluded.created_at
+
+-- name: forget_calls
+DELETE FROM idempotency_keys
+WHERE (conversation_id, key) IN (
+    SELECT conversation_id, key FROM idempotency_keys
+    WHERE created_at < %(created_before)s LIMIT %(limit)s
+)
+
+
+-- Snapshots ---------------------------------------------------------------------------
+
+-- name: insert_snapshot
+INSERT INTO snapshots (conversation_id, id, created_at, item_count, message_ids)
+VALUES (%(conversation)s, %(snapshot)s, %(created_at)s, %(item_count)s, %(packed)s)
+
+-- name: freeze_messages
+-- Freezes the named messages no snapshot has frozen yet, and keeps each of
+-- their bodies once per conversation.
+WITH frozen AS (
+    INSERT INTO snapshot_messages (conversation_id, message_id, role, kind, body_sha256,
+        created_at, wire_head, wire_tail)
+    SELECT %(conversation)s, m.id, m.role, m.kind, m.body_sha256, m.created_at,
+        m.wire_head, m.wire_tail
+    FROM (
+        SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
+        FROM generate_series(1, length(%(packed)s) / 16) AS n
+    ) AS wanted
+    CROSS JOIN LATERAL (
+        SELECT id, role, kind, body_sha256, created_at, wire_head, wire_tail FROM messages
+        WHERE conversation_id = %(conversation)s AND id = wanted.id
+        OFFSET 0
+    ) AS m
+    -- Most messages were frozen by an earlier snapshot (of the same
+    -- context, one turn shorter): skip them. OFFSET 0 keeps this a probe
+    -- of the key per id, whatever the statistics say.
+    WHERE NOT EXISTS (
+        SELECT 1 FROM snapshot_messages
+        WHERE conversation_id = %(conversation)s AND message_id = wanted.id
+        OFFSET 0
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+)
+INSERT INTO snapshot_bodies (conversation_id, sha256, body)
+SELECT %(conversation)s, m.body_sha256, m.body
+FROM frozen
+CROSS JOIN LATERAL (
+    SELECT body_sha256, body FROM messages
+    WHERE conversation_id = %(conversation)s AND id = frozen.message_id
+    OFFSET 0
+) AS m
+ON CONFLICT DO NOTHING
+
+-- name: count_existing
+-- How many of the named ids (repeats counted) are messages of the conversation.
+SELECT count(*) FROM (
+    SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
+    FROM generate_series(1, length(%(packed)s) / 16) AS n
+) AS wanted
+CROSS JOIN LATERAL (
+    SELECT 1 FROM messages WHERE conversation_id = %(conversation)s AND id = wanted.id
+    OFFSET 0
+) AS found
+
+-- name: snapshot
+SELECT conversation_id, created_at, item_count FROM snapshots
+WHERE id = %(snapshot)s LIMIT 1
+
+-- name: snapshot_id_slice
+-- A slice of a snapshot's packed ids: 16 bytes per item, 1-based offsets.
+SELECT substring(message_ids FROM %(start)s FOR %(length)s) FROM snapshots
+WHERE conversation_id = %(conversation)s AND id = %(snapshot)s
+
+-- name: snapshot_message_page
+-- Items of a snapshot after an index, each with its frozen message's
+-- encoding, under the byte budget as in message_page.
+SELECT idx, CASE WHEN n = 1 OR before < %(budget)s THEN wire_head || body || wire_tail END
+FROM (
+    SELECT idx, wire_head, body, wire_tail,
+           row_number() OVER w AS n,
+           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before,
+           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)
+               AS before_previous
+    FROM (
+        SELECT %(after)s + n AS idx, sm.wire_head, sb.body, sm.wire_tail,
+               octet_length(sm.wire_head) + octet_length(sb.body) + octet_length(sm.wire_tail)
+                   AS size
+        FROM (
+            SELECT substring(message_ids FROM %(start)s FOR %(length)s) AS ids
+            FROM snapshots WHERE conversation_id = %(conversation)s AND id = %(snapshot)s
+        ) AS slice
+        CROSS JOIN generate_series(1, length(slice.ids) / 16) AS n
+        CROSS JOIN LATERAL (
+            SELECT wire_head, wire_tail, body_sha256 FROM snapshot_messages
+            WHERE conversation_id = %(conversation)s
+                AND message_id = encode(substring(slice.ids FROM n * 16 - 15 FOR 16), 'hex')::uuid
+            OFFSET 0
+        ) AS sm
+        CROSS JOIN LATERAL (
+            SELECT body FROM snapshot_bodies
+            WHERE conversation_id = %(conversation)s AND sha256 = sm.body_sha256
+            OFFSET 0
+        ) AS sb
+        ORDER BY n LIMIT %(limit)s
+    ) AS candidates
+    WINDOW w AS (ORDER BY idx)
+) AS page
+WHERE n <= 2 OR before_previous < %(budget)s
+ORDER BY idx
+
+
+-- Migrations ----------------------------------------------------------------------------
+
+-- name: create_schema_migrations
+-- The record of applied migrations (see migrations/__init__.py); the
+-- migrations themselves never create it.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: schema_migrations_exists
+SELECT to_regclass('schema_migrations') IS NOT NULL
+
+-- name: applied_migrations
+SELECT version, checksum FROM schema_migrations
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name, checksum)
+VALUES (%(version)s, %(name)s, %(checksum)s)
+
+
+-- only in this dialect
+
+-- name: append
+-- An append's three writes in one statement (insert_messages, place and
+-- save_conversation): the rows inserted by the first two are checked
+-- against their foreign keys at the end of it.
+WITH inserted AS (
+    INSERT INTO messages
+        (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
+    SELECT %(conversation)s, * FROM unnest(
+        %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
+        %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
+), placed AS (
+    INSERT INTO conversation_items (conversation_id, position, message_id)
+    SELECT %(conversation)s, * FROM unnest(%(positions)s::bigint[], %(placed)s::uuid[])
+)
+UPDATE conversations
+SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
+    layout_version = %(layout)s, version = %(version)s
+WHERE id = %(conversation)s
+
+-- name: lock_migrations
+-- Session-level lock: servers starting together apply each migration
+-- once, one after the other.
+SELECT pg_advisory_lock(%(key)s)
+
+-- name: unlock_migrations
+SELECT pg_advisory_unlock(%(key)s)
+
+-- name: set_statement_timeout
+-- Milliseconds, as text; 0 turns the timeout off.
+SELECT set_config('statement_timeout', %(milliseconds)s, false)

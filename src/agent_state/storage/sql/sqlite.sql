@@ -1,0 +1,312 @@
+-- The SQLite queries of the storage layer, loaded once by sql/__init__.py.
+--
+-- postgres.sql holds the same names in the same order, so the two files read
+-- side by side; what only this dialect needs comes after the line
+-- "-- only in this dialect". Parameters are named: :name here, %(name)s
+-- there, with the same names in both.
+--
+-- sqlite3 runs one statement per call and limits the number of bound
+-- parameters, so rows go in through executemany, and lists of ids travel as
+-- one blob of 16-byte ids that a recursive CTE splits (`wanted`), as the
+-- PostgreSQL queries do with generate_series. The list filters of
+-- message_page go through temporary tables of the connection
+-- (temp.filter_roles, temp.filter_kinds): any number of values under one
+-- constant query text.
+
+
+-- Transactions ---------------------------------------------------------------
+
+-- name: begin_write
+-- Takes the database's one write lock at once: the transaction then sees
+-- and locks the latest state, which a deferred BEGIN would not promise.
+BEGIN IMMEDIATE
+
+-- name: begin_read
+-- One snapshot of the WAL for the whole read, so a page and its metadata agree.
+BEGIN
+
+-- name: commit
+COMMIT
+
+-- name: rollback
+ROLLBACK
+
+
+-- Conversations ----------------------------------------------------------------
+
+-- name: create_conversation
+-- An empty conversation, unless it exists.
+INSERT OR IGNORE INTO conversations (id, created_at, updated_at)
+VALUES (:conversation, :created_at, 0)
+
+-- name: lock_conversation
+-- The row a write transaction works on; begin_write holds the lock.
+SELECT message_count, updated_at, tail_position, layout_version, version
+FROM conversations WHERE id = :conversation
+
+-- name: conversation
+SELECT message_count, updated_at, tail_position, layout_version, version
+FROM conversations WHERE id = :conversation
+
+-- name: save_conversation
+UPDATE conversations
+SET message_count = :count, updated_at = :updated_at, tail_position = :tail,
+    layout_version = :layout, version = :version
+WHERE id = :conversation
+
+-- name: append_at_tail
+-- The gate of the common append (after create_conversation, in one
+-- transaction): moves the counters only when the condition holds and
+-- returns the new row; no row: nothing is to be written. The caller then
+-- inserts and places the messages after the old tail.
+UPDATE conversations
+SET message_count = message_count + :count,
+    tail_position = tail_position + :count * :gap,
+    version = version + 1,
+    updated_at = :updated_at
+WHERE id = :conversation AND updated_at < :updated_at
+    AND tail_position <= :max_position - :count * :gap
+RETURNING message_count, updated_at, tail_position, layout_version, version
+
+
+-- Messages and the ordering ------------------------------------------------------
+
+-- name: lookup
+-- Of the named ids, the messages of the conversation, with their position
+-- (NULL when detached).
+WITH RECURSIVE wanted (n, id) AS (
+    SELECT 1, substr(:packed, 1, 16) WHERE length(:packed) >= 16
+    UNION ALL
+    SELECT n + 1, substr(:packed, n * 16 + 1, 16) FROM wanted WHERE n * 16 < length(:packed)
+)
+SELECT m.id, i.position
+FROM wanted
+JOIN messages m ON m.conversation_id = :conversation AND m.id = wanted.id
+LEFT JOIN conversation_items i ON i.conversation_id = m.conversation_id AND i.message_id = m.id
+
+-- name: items_between
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = :conversation AND position >= :lower AND position <= :upper
+ORDER BY position
+
+-- name: items_from
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = :conversation AND position >= :lower
+ORDER BY position
+
+-- name: items_before
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = :conversation AND position < :position
+ORDER BY position DESC LIMIT :limit
+
+-- name: items_after
+-- Also the page of ListConversationMessageIds.
+SELECT position, message_id FROM conversation_items
+WHERE conversation_id = :conversation AND position > :position
+ORDER BY position LIMIT :limit
+
+-- name: insert_messages
+-- One row per call (executemany).
+INSERT INTO messages
+    (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
+VALUES (:conversation, :id, :role, :kind, :body, :digest, :created_at, :head, :tail)
+
+-- name: place
+-- One row per call (executemany).
+INSERT INTO conversation_items (conversation_id, position, message_id)
+VALUES (:conversation, :position, :id)
+
+-- name: unplace
+-- One row per call (executemany).
+DELETE FROM conversation_items WHERE conversation_id = :conversation AND message_id = :id
+
+-- name: delete_messages
+-- One row per call (executemany), after unplace.
+DELETE FROM messages WHERE conversation_id = :conversation AND id = :id
+
+-- name: message_page
+-- Ordered entries after a position, each with its message's encoding. The
+-- cursor is read lazily and the byte budget applied as rows arrive
+-- (common.budgeted_page), so no body past the row that ends the page is
+-- read. A filter that is off matches everything; one that is on reads its
+-- staged table. || concatenates text: the blobs pass through it and back
+-- (CAST) byte for byte, the database's text encoding being UTF-8.
+SELECT i.position, CAST(m.wire_head || m.body || m.wire_tail AS BLOB)
+FROM conversation_items i
+JOIN messages m ON m.conversation_id = i.conversation_id AND m.id = i.message_id
+WHERE i.conversation_id = :conversation AND i.position > :after
+    AND (NOT :by_role OR m.role IN (SELECT role FROM temp.filter_roles))
+    AND (NOT :by_kind OR m.kind IN (SELECT kind FROM temp.filter_kinds))
+ORDER BY i.position LIMIT :limit
+
+
+-- Renumberings -------------------------------------------------------------------
+
+-- name: park_renumbered
+-- First step of a renumbering, one row per call (executemany): the row
+-- goes to its parked position (see common.parked_moves).
+UPDATE conversation_items SET position = :parked
+WHERE conversation_id = :conversation AND position = :old_position
+
+-- name: settle_renumbered
+-- Second step: parked rows take their new positions.
+UPDATE conversation_items SET position = -position
+WHERE conversation_id = :conversation AND position < 0
+
+-- name: record_renumbering
+INSERT INTO conversation_renumberings
+    (conversation_id, layout_version, lower_bound, upper_bound, old_positions, new_positions)
+VALUES (:conversation, :layout, :lower, :upper, :old_positions, :new_positions)
+
+-- name: renumberings_since
+SELECT layout_version, lower_bound, upper_bound, old_positions, new_positions
+FROM conversation_renumberings
+WHERE conversation_id = :conversation AND layout_version > :layout
+ORDER BY layout_version
+
+
+-- Idempotency keys -----------------------------------------------------------------
+
+-- name: recall
+SELECT fingerprint, response, created_at FROM idempotency_keys
+WHERE conversation_id = :conversation AND key = :key
+
+-- name: remember
+INSERT INTO idempotency_keys (conversation_id, key, fingerprint, response, created_at)
+VALUES (:conversation, :key, :fingerprint, :response, :created_at)
+ON CONFLICT (conversation_id, key) DO UPDATE
+SET fingerprint = excluded.fingerprint, response = excluded.response,
+    created_at = excluded.created_at
+
+-- name: forget_calls
+DELETE FROM idempotency_keys
+WHERE (conversation_id, key) IN (
+    SELECT conversation_id, key FROM idempotency_keys
+    WHERE created_at < :created_before LIMIT :limit
+)
+
+
+-- Snapshots ---------------------------------------------------------------------------
+
+-- name: insert_snapshot
+INSERT INTO snapshots (conversation_id, id, created_at, item_count, message_ids)
+VALUES (:conversation, :snapshot, :created_at, :item_count, :packed)
+
+-- name: freeze_messages
+-- Freezes the named messages no snapshot has frozen yet and returns their
+-- ids, whose bodies freeze_body then keeps.
+INSERT INTO snapshot_messages (conversation_id, message_id, role, kind, body_sha256,
+    created_at, wire_head, wire_tail)
+SELECT m.conversation_id, m.id, m.role, m.kind, m.body_sha256, m.created_at,
+    m.wire_head, m.wire_tail
+FROM messages m
+WHERE m.conversation_id = :conversation
+    AND m.id IN (
+        WITH RECURSIVE wanted (n, id) AS (
+            SELECT 1, substr(:packed, 1, 16) WHERE length(:packed) >= 16
+            UNION ALL
+            SELECT n + 1, substr(:packed, n * 16 + 1, 16) FROM wanted
+            WHERE n * 16 < length(:packed)
+        )
+        SELECT id FROM wanted
+    )
+    AND NOT EXISTS (
+        SELECT 1 FROM snapshot_messages f
+        WHERE f.conversation_id = m.conversation_id AND f.message_id = m.id
+    )
+RETURNING message_id
+
+-- name: count_existing
+-- How many of the named ids (repeats counted) are messages of the conversation.
+WITH RECURSIVE wanted (n, id) AS (
+    SELECT 1, substr(:packed, 1, 16) WHERE length(:packed) >= 16
+    UNION ALL
+    SELECT n + 1, substr(:packed, n * 16 + 1, 16) FROM wanted WHERE n * 16 < length(:packed)
+)
+SELECT count(*) FROM wanted
+JOIN messages m ON m.conversation_id = :conversation AND m.id = wanted.id
+
+-- name: snapshot
+SELECT conversation_id, created_at, item_count FROM snapshots
+WHERE id = :snapshot LIMIT 1
+
+-- name: snapshot_id_slice
+-- A slice of a snapshot's packed ids: 16 bytes per item, 1-based offsets.
+SELECT substr(message_ids, :start, :length) FROM snapshots
+WHERE conversation_id = :conversation AND id = :snapshot
+
+-- name: snapshot_message_page
+-- Items of a snapshot after an index, with their frozen message's
+-- encoding, under the byte budget as in message_page.
+WITH RECURSIVE slice (ids) AS (
+    SELECT substr(message_ids, :start, :length) FROM snapshots
+    WHERE conversation_id = :conversation AND id = :snapshot
+), wanted (n, id) AS (
+    SELECT 1, substr(ids, 1, 16) FROM slice WHERE length(ids) >= 16
+    UNION ALL
+    SELECT n + 1, substr(slice.ids, n * 16 + 1, 16) FROM wanted, slice
+    WHERE n * 16 < length(slice.ids)
+)
+SELECT :after + wanted.n, CAST(f.wire_head || b.body || f.wire_tail AS BLOB)
+FROM wanted
+JOIN snapshot_messages f ON f.conversation_id = :conversation AND f.message_id = wanted.id
+JOIN snapshot_bodies b ON b.conversation_id = f.conversation_id AND b.sha256 = f.body_sha256
+ORDER BY wanted.n
+
+
+-- Migrations ----------------------------------------------------------------------------
+
+-- name: create_schema_migrations
+-- The record of applied migrations (see migrations/__init__.py); the
+-- migrations themselves never create it.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    checksum   TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL
+)
+
+-- name: schema_migrations_exists
+SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')
+
+-- name: applied_migrations
+SELECT version, checksum FROM schema_migrations
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name, checksum, applied_at)
+VALUES (:version, :name, :checksum, :applied_at)
+
+
+-- only in this dialect
+
+-- name: freeze_body
+-- One message freeze_messages returned per call (executemany): keeps its
+-- body, once per conversation (PostgreSQL does both in freeze_messages).
+INSERT OR IGNORE INTO snapshot_bodies (conversation_id, sha256, body)
+SELECT conversation_id, body_sha256, body FROM messages
+WHERE conversation_id = :conversation AND id = :id
+
+-- name: configure_connection
+-- Run once on each new connection (executescript: no parameters, several
+-- statements). FULL synchronous: a commit the client saw survives power
+-- loss, not only a crash. The temporary tables hold the list filters of
+-- message_page, private to the connection.
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA foreign_keys = ON;
+CREATE TEMP TABLE IF NOT EXISTS filter_roles (role INTEGER PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS filter_kinds (kind BLOB PRIMARY KEY);
+
+-- name: clear_filter_roles
+DELETE FROM temp.filter_roles
+
+-- name: clear_filter_kinds
+DELETE FROM temp.filter_kinds
+
+-- name: stage_filter_role
+-- One row per call (executemany).
+INSERT INTO temp.filter_roles (role) VALUES (:role)
+
+-- name: stage_filter_kind
+-- One row per call (executemany).
+INSERT INTO temp.filter_kinds (kind) VALUES (:kind)
