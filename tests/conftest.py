@@ -19,10 +19,13 @@ import psycopg
 import pytest
 
 from agent_state.storage.base import Store
+from tests.support.pgbouncer import PgBouncer
+from tests.support.pgbouncer import binary as pgbouncer_binary
 from tests.support.postgres import (
     DEFAULT_ADMIN_URL,
     create_database,
     drop_database,
+    postgres_url_from_conninfo,
     random_database_name,
 )
 
@@ -57,6 +60,20 @@ def make_postgres_database() -> Iterator[Callable[[], str]]:
     yield make
     for name in created:
         drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(make_postgres_database: Callable[[], str]) -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction mode in front of the test PostgreSQL
+    (tests/support/pgbouncer.py); fails where PostgreSQL is required and
+    PgBouncer is not installed, else skips with the reason."""
+    if pgbouncer_binary() is None:
+        message = "pgbouncer is not installed (Debian package pgbouncer)"
+        if postgres_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    with PgBouncer(postgres_url_from_conninfo(postgres_admin_url())) as bouncer:
+        yield bouncer
 
 
 @pytest.fixture(scope="session")

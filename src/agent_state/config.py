@@ -100,6 +100,7 @@ class Settings(BaseModel):
     pool_min_size: Annotated[int, Field(ge=1)] = 1
     pool_max_size: Annotated[int, Field(ge=1)] = 10
     statement_timeout_ms: Annotated[int | None, Field(ge=1)] = 30_000
+    prepared_statements: bool = True
     max_append_messages: Annotated[int, Field(ge=1)] = _LIMITS.max_append_messages
     max_request_bytes: Annotated[int, Field(ge=1024)] = 3 * 1024 * 1024
     max_kind_length: Annotated[int, Field(ge=1)] = _LIMITS.max_kind_length

@@ -46,6 +46,7 @@ def build_store(settings: Settings) -> Store:
         pool_min_size=settings.pool_min_size,
         pool_max_size=settings.pool_max_size,
         statement_timeout_ms=settings.statement_timeout_ms,
+        prepared_statements=settings.prepared_statements,
     )
 
 

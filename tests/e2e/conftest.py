@@ -1,8 +1,15 @@
-"""End-to-end fixtures: one server process per storage backend for the whole session.
+"""End-to-end fixtures: one server process per storage backend for the e2e tests.
 
-Every test that takes ``stub`` runs once against SQLite and once against
-PostgreSQL. Tests share the server, so each one works in conversations with
-fresh random ids.
+Every test that takes ``stub`` (or ``backend``) runs against SQLite, against
+PostgreSQL, and against PostgreSQL through a PgBouncer in transaction mode
+(``postgres_pgbouncer``), as production usually reaches it. Tests share the
+server, so each one works in conversations with fresh random ids.
+
+Behind PgBouncer every server the tests start runs with prepared statements
+off (AGENT_STATE_PREPARED_STATEMENTS=false, set in this process's
+environment while that backend is active), as the README tells deployers
+to. The backend fixtures are package-scoped so that the variable is gone
+before any other folder's tests run.
 """
 
 from __future__ import annotations
@@ -16,26 +23,37 @@ import pytest
 
 from tests.support import calls
 from tests.support.calls import Stub
+from tests.support.pgbouncer import PgBouncer
 from tests.support.server import ServerProcess, sqlite_url
 
-BACKENDS = ["sqlite", "postgres"]
+BACKENDS = ["sqlite", "postgres", "postgres_pgbouncer"]
+THROUGH_PGBOUNCER = "postgres_pgbouncer"
 
 
 def database_url_for(backend: str, request: pytest.FixtureRequest, directory: Path) -> str:
     """A fresh, empty database for ``backend`` (PostgreSQL may skip or fail, see tests/conftest)."""
-    if backend == "postgres":
-        make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
-        return make()
-    return sqlite_url(directory / f"agent-state-{uuid.uuid4().hex[:8]}.db")
+    if backend == "sqlite":
+        return sqlite_url(directory / f"agent-state-{uuid.uuid4().hex[:8]}.db")
+    make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
+    url = make()
+    if backend == THROUGH_PGBOUNCER:
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        return bouncer.url_for(url)
+    return url
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(scope="package", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     name: str = request.param
-    return name
+    if name != THROUGH_PGBOUNCER:
+        yield name
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AGENT_STATE_PREPARED_STATEMENTS", "false")
+        yield name
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
@@ -45,7 +63,7 @@ def server(
         yield process
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.address) as chan:
         yield chan

@@ -43,6 +43,7 @@ _HELP = {
     "pool_min_size": "PostgreSQL connections kept open",
     "pool_max_size": "PostgreSQL connections at most",
     "statement_timeout_ms": "bound on every SQL statement",
+    "prepared_statements": "PostgreSQL prepared statements (off behind a transaction pooler)",
     "max_append_messages": "messages per append at most",
     "max_request_bytes": "request size at most",
     "max_kind_length": "characters in a message kind at most",

@@ -31,6 +31,7 @@ def make_store(
     pool_min_size: int = 1,
     pool_max_size: int = 10,
     statement_timeout_ms: int | None = None,
+    prepared_statements: bool = True,
 ) -> Store:
     """The backend for `database_url` (not yet opened).
 
@@ -51,6 +52,7 @@ def make_store(
             min_size=pool_min_size,
             max_size=pool_max_size,
             statement_timeout_ms=statement_timeout_ms,
+            prepared_statements=prepared_statements,
         )
     if scheme == "sqlite":
         path = rest.removeprefix("///")

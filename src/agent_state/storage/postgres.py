@@ -472,6 +472,9 @@ class PostgresStore(Store):
 
     `statement_timeout_ms` bounds every statement (lock waits included);
     `connect_timeout_s` bounds opening the pool and each connection attempt.
+    Without `prepared_statements`, no statement is prepared on the server:
+    behind a pooler in transaction mode (PgBouncer), a prepared statement
+    lives on a server connection that the next transaction may not get.
     """
 
     def __init__(
@@ -482,12 +485,15 @@ class PostgresStore(Store):
         max_size: int = 10,
         statement_timeout_ms: int | None = None,
         connect_timeout_s: float = 5.0,
+        prepared_statements: bool = True,
     ) -> None:
         self._url = url
         self._min_size = min_size
         self._max_size = max_size
         self._statement_timeout_ms = statement_timeout_ms
         self._connect_timeout_s = connect_timeout_s
+        # psycopg prepares a statement on its fifth run by default.
+        self._prepare_threshold = 5 if prepared_statements else None
         self._pool: AsyncConnectionPool[_Connection] | None = None
 
     async def open(self) -> None:
@@ -503,6 +509,7 @@ class PostgresStore(Store):
                 "context": _ADAPTERS,
                 # libpq counts whole seconds.
                 "connect_timeout": max(1, math.ceil(self._connect_timeout_s)),
+                "prepare_threshold": self._prepare_threshold,
             },
             configure=self._configure if self._statement_timeout_ms is not None else None,
             reset=_refuse_pipeline_mode,
