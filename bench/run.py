@@ -107,7 +107,7 @@ class TurnFigures:
     p99: float
     concurrent_p99: float
     floor_p50: float  # the SQL floor (PostgreSQL) or the SQLite floor
-    call_floor: float  # health check p50, from the same client to the same server
+    call_floor: float  # health check p50, same client and server, between the turns
     peer_p50: float | None = None
     peer_p99: float | None = None
 
@@ -351,8 +351,10 @@ def agent_turn(
 ) -> None:
     """The turn (append 1, read everything in pages of 1000, append 2) at
     each length: p50 and p99 from one client, p99 from `sizes.clients`
-    concurrent clients, against the floor plus the calls' own floor."""
-    client = stub(server.address)
+    concurrent clients, against the floor plus the calls' own floor (health
+    checks on the same channel, between the turns)."""
+    conn = channel(server.address)
+    client = calls.make_stub(conn)
     for length in sizes.turn_lengths:
         conversation = str(uuid.uuid4())
         append(client, conversation, length)
@@ -368,8 +370,14 @@ def agent_turn(
         floor_id = uuid.uuid4()
         load_floor(base, floor_id, length)
         settle(url)
-        samples = [timed(turn) for _ in range(reps)]
-        floor_samples = [timed(partial(floor_turn, base, floor_id)) for _ in range(reps)]
+        # Interleaved, so that whatever else the machine does lands on all three.
+        samples: list[float] = []
+        floor_samples: list[float] = []
+        health_samples: list[float] = []
+        for _ in range(reps):
+            samples.append(timed(turn))
+            floor_samples.append(timed(partial(floor_turn, base, floor_id)))
+            health_samples += [timed(partial(health, conn)) for _ in range(5)]
         concurrent = concurrent_turns(server.address, length, sizes, url)
         figures = TurnFigures(
             length=length,
@@ -378,13 +386,14 @@ def agent_turn(
             p99=p99_ms(samples),
             concurrent_p99=p99_ms(concurrent),
             floor_p50=median_ms(floor_samples),
-            call_floor=report.call_floor_ms,
+            call_floor=median_ms(health_samples),
         )
         if peer_turns is not None:
             figures.peer_p50 = median_ms(peer_turns[length])
             figures.peer_p99 = p99_ms(peer_turns[length])
         report.turns.append(figures)
         report_turn(report, figures, sizes)
+    conn.close()
 
 
 def report_turn(report: Report, turn: TurnFigures, sizes: Sizes) -> None:
@@ -811,6 +820,28 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> Report:
     return report
 
 
+def print_turn_summary(reports: list[Report], clients: int) -> None:
+    """The agent turn on every backend in one table (ms; p50 unless named)."""
+    print("\n## agent turn (ms)\n")
+    print(
+        f"| backend | L | p50 | p99 | p99, {clients} clients | floor | floor + calls x call floor"
+        " | p50 / that (T1) | peer p50 | p50 / peer (T2) | overhead |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for report in reports:
+        for turn in report.turns:
+            peer_p50 = "" if turn.peer_p50 is None else f"{turn.peer_p50:.1f}"
+            peer_ratio = "" if turn.peer_p50 is None else f"{turn.p50 / turn.peer_p50:.2f}"
+            print(
+                f"| {report.backend} | {turn.length:,} | {turn.p50:.1f} | {turn.p99:.1f}"
+                f" | {turn.concurrent_p99:.0f} | {turn.floor_p50:.1f}"
+                f" | {turn.floor_p50:.1f} + {turn.calls} x {turn.call_floor:.2f}"
+                f" = {turn.adjusted_floor:.1f} | {turn.p50 / turn.adjusted_floor:.2f}"
+                f" | {peer_p50} | {peer_ratio}"
+                f" | {turn.overhead:.1f} ({turn.overhead / turn.p50:.0%}) |"
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke sizes; targets not enforced")
@@ -832,6 +863,7 @@ def main() -> int:
     reports = [run_backend(backend, sizes, tmp.resolve()) for backend in backends]
     for report in reports:
         report.print()
+    print_turn_summary(reports, sizes.clients)
     plot.turn_latency({report.backend: report.turns for report in reports}, args.plot)
     print(f"\nplot: {args.plot}")
     print(f"total time: {time.perf_counter() - started:.0f} s")
