@@ -34,6 +34,8 @@ def turn_latency(turns: dict[str, list[TurnFigures]], path: Path) -> None:
         line(postgres, adjusted, "SQL floor + calls x call floor", "^--C2")
         line(postgres, [f.floor_p50 for f in postgres], "SQL floor (psycopg)", "^:C2")
     if sqlite:
+        adjusted = [f.adjusted_floor for f in sqlite]
+        line(sqlite, adjusted, "SQLite floor + calls x call floor", "v--C1")
         line(sqlite, [f.floor_p50 for f in sqlite], "SQLite floor (sqlite3)", "v:C1")
     with_peer = [f for f in postgres if f.peer_p50 is not None]
     if with_peer:
@@ -43,7 +45,7 @@ def turn_latency(turns: dict[str, list[TurnFigures]], path: Path) -> None:
     axes.set_yscale("log")
     axes.set_xlabel("conversation length L (messages before the turn)")
     axes.set_ylabel("turn latency p50 (ms)")
-    axes.set_title("Agent turn: append 1, read all in pages of 1000, append 2")
+    axes.set_title("Agent turn: append 1, read all in pages of 1000, append 2 (p50)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
