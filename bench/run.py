@@ -203,6 +203,9 @@ class PostgresFloor:
         self.conn.close()
 
 
+SIDE = ("-wal", "-shm")  # the files SQLite keeps beside a WAL database
+
+
 class SqliteFloor:
     def __init__(self, path: Path) -> None:
         self.conn = floor_sqlite.connect(path)
@@ -792,7 +795,10 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> Report:
             print(f"[{backend}] peer: {time.perf_counter() - started:.1f} s", flush=True)
         else:
             url = sqlite_url(tmp / f"bench-{uuid.uuid4().hex[:6]}.db")
-            base = SqliteFloor(tmp / f"floor-{uuid.uuid4().hex[:6]}.db")
+            floor_path = tmp / f"floor-{uuid.uuid4().hex[:6]}.db"
+            for path in (floor_path, *(floor_path.with_name(floor_path.name + s) for s in SIDE)):
+                cleanup.callback(path.unlink, missing_ok=True)
+            base = SqliteFloor(floor_path)
         cleanup.callback(base.close)
         with serve(url, tmp / f"server-{backend}.log") as server:
             steps: list[tuple[str, Callable[[], None]]] = [
@@ -877,7 +883,8 @@ def main() -> int:
         print(f"  {number}. {target}: {verdict}")
     failures = [failure for report in reports for failure in report.failures]
     if failures:
-        print("\ntargets missed:\n" + "\n".join(failures))
+        enforced = "" if not args.quick else " (not enforced with --quick)"
+        print(f"\ntargets missed{enforced}:\n" + "\n".join(failures))
         if not args.quick:
             return 1
     return 0
