@@ -53,9 +53,9 @@ def stub(address: str) -> Stub:
     return calls.make_stub(channel(address))
 
 
-def health(channel: grpc.Channel) -> None:
+def health(grpc_channel: grpc.Channel) -> None:
     """One grpc.health.v1.Health/Check: the least a call can cost."""
-    health_check(channel, "", timeout=calls.RPC_TIMEOUT_S)
+    health_check(grpc_channel, "", timeout=calls.RPC_TIMEOUT_S)
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
