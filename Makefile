@@ -24,10 +24,12 @@ run: install
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## bench: the benchmark (bench/README.md); PostgreSQL at AGENT_STATE_BENCH_POSTGRES_URL
+## bench: the benchmark (bench/README.md); PostgreSQL at AGENT_STATE_BENCH_POSTGRES_URL;
+## the turn plot goes to build/bench/bench-turn.png (BENCH_ARGS="--plot PATH" to change)
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+## bench-smoke: the benchmark at small sizes, targets not enforced (CI, offline; PostgreSQL needed)
 bench-smoke: install
 	$(BIN)/python -m bench.run --quick
 

@@ -56,15 +56,24 @@ def append(conn: psycopg.Connection, conversation: uuid.UUID, bodies: list[bytes
     )
 
 
+def page(
+    conn: psycopg.Connection, conversation: uuid.UUID, after: int, size: int
+) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = conn.execute(PAGE, (conversation, after, size)).fetchall()
+    return rows
+
+
 def read_all(conn: psycopg.Connection, conversation: uuid.UUID, page_size: int = 1000) -> int:
     after = 0
     count = 0
     while True:
-        rows = conn.execute(PAGE, (conversation, after, page_size)).fetchall()
+        rows = page(conn, conversation, after, page_size)
         count += len(rows)
         if len(rows) < page_size:
             return count
-        after = rows[-1][0]
+        position = rows[-1][0]
+        assert isinstance(position, int)
+        after = position
 
 
 async def append_async(

@@ -18,7 +18,7 @@ import psycopg
 from tests.support import calls
 from tests.support.calls import Stub
 from tests.support.postgres import DEFAULT_ADMIN_URL
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, health_check
 
 ADMIN_URL = os.environ.get("AGENT_STATE_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL)
 
@@ -43,11 +43,33 @@ def settle(url: str | None) -> None:
         conn.execute("CHECKPOINT")
 
 
-def stub(address: str) -> Stub:
-    channel = grpc.insecure_channel(
+def channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(
         address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     )
-    return calls.make_stub(channel)
+
+
+def stub(address: str) -> Stub:
+    return calls.make_stub(channel(address))
+
+
+def health(grpc_channel: grpc.Channel) -> None:
+    """One grpc.health.v1.Health/Check: the least a call can cost."""
+    health_check(grpc_channel, "", timeout=calls.RPC_TIMEOUT_S)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(server: ServerProcess) -> float:
+    """User plus system CPU the server (and its workers) used so far, from
+    /proc/<pid>/stat (utime and stime, in clock ticks)."""
+    ticks = 0
+    for pid in server.pids():
+        # The command name, field 2, may hold spaces: count fields after its ')'.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime
+    return ticks / CLOCK_TICKS
 
 
 def timed(operation: Callable[[], object]) -> float:
@@ -58,6 +80,14 @@ def timed(operation: Callable[[], object]) -> float:
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
+
+
+def p99_ms(samples: list[float]) -> float:
+    """The 99th percentile, interpolated between samples (with fewer than
+    100 samples it lies between the two largest)."""
+    if len(samples) < 2:
+        return samples[0] * 1000
+    return statistics.quantiles(samples, n=100, method="inclusive")[98] * 1000
 
 
 def machine() -> str:
