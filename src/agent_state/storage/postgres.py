@@ -187,8 +187,7 @@ async def _abandon(conn: _Connection, pipeline: AsyncPipeline) -> None:
 
 
 class _PostgresExecutor(Executor):
-    """Runs the named queries on one connection: in a transaction's pipeline,
-    or (for the Store-level operations) outside one, in autocommit."""
+    """Runs the named queries in a transaction's pipeline."""
 
     __slots__ = ("_conn",)
 
@@ -207,19 +206,11 @@ class _PostgresExecutor(Executor):
         await self._conn.execute(_QUERIES[statement.query], params, binary=True)
 
     @_translated
-    async def rows(
-        self, query: str, params: Params, *, before: Sequence[Statement] = ()
-    ) -> list[Row]:
-        for statement in before:
-            await self._send(statement)
+    async def rows(self, query: str, params: Params) -> list[Row]:
         return await _rows(self._conn, query, params)
 
     @_translated
-    async def row(
-        self, query: str, params: Params, *, before: Sequence[Statement] = ()
-    ) -> Row | None:
-        for statement in before:
-            await self._send(statement)
+    async def row(self, query: str, params: Params) -> Row | None:
         return await _row(self._conn, query, params)
 
     @_translated
@@ -245,10 +236,10 @@ class _PostgresExecutor(Executor):
         return common.budgeted_page(rows, limit, budget)
 
     @_translated
-    async def freeze(self, params: Params, *, before: Sequence[Statement]) -> int:
-        for statement in (*before, Statement("freeze_messages", params)):
-            await self._send(statement)
-        row = await _row(self._conn, "count_existing", params)
+    async def freeze(self, insert: Statement) -> int:
+        await self._send(insert)
+        await self._send(Statement("freeze_messages", insert.params))
+        row = await _row(self._conn, "count_existing", insert.params)
         assert row is not None
         existing: int = row[0]
         return existing

@@ -159,26 +159,12 @@ class _SqliteExecutor(Executor):
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
 
-    async def rows(
-        self, query: str, params: Params, *, before: Sequence[Statement] = ()
-    ) -> list[Row]:
-        def rows(db: sqlite3.Connection) -> list[Row]:
-            for statement in before:
-                _send(db, statement)
-            return _rows(db, query, params)
+    async def rows(self, query: str, params: Params) -> list[Row]:
+        return await self._conn.run(lambda db: _rows(db, query, params))
 
-        return await self._conn.run(rows)
-
-    async def row(
-        self, query: str, params: Params, *, before: Sequence[Statement] = ()
-    ) -> Row | None:
-        def row(db: sqlite3.Connection) -> Row | None:
-            for statement in before:
-                _send(db, statement)
-            found: Row | None = _row(db, query, params)
-            return found
-
-        return await self._conn.run(row)
+    async def row(self, query: str, params: Params) -> Row | None:
+        found: Row | None = await self._conn.run(lambda db: _row(db, query, params))
+        return found
 
     async def run(self, *statements: Statement) -> None:
         def run(db: sqlite3.Connection) -> None:
@@ -213,12 +199,12 @@ class _SqliteExecutor(Executor):
 
         return await self._conn.run(page)
 
-    async def freeze(self, params: Params, *, before: Sequence[Statement]) -> int:
+    async def freeze(self, insert: Statement) -> int:
+        params = insert.params
         conversation = params["conversation"]
 
         def freeze(db: sqlite3.Connection) -> int:
-            for statement in before:
-                _send(db, statement)
+            _send(db, insert)
             frozen = _rows(db, "freeze_messages", params)
             _each(
                 db,

@@ -1,17 +1,15 @@
 """Every storage operation, written once, over a small per-dialect executor.
 
-`Read` and `Write` implement base.py's transactions; `at_tail_params` and
-the column helpers serve the Store-level operations. An operation names its
+`Read` and `Write` implement base.py's transactions. An operation names its
 queries (the same names in sql/postgres.sql and sql/sqlite.sql), builds
 their parameters and turns rows into values (common.py); how a statement is
 run is the `Executor`'s, which each backend provides:
 
-- `rows` / `row`: a query waited for, after `before`, statements whose
-  results nobody waits for. PostgreSQL queues them in its pipeline, so they
-  travel with the query; SQLite runs them all in the same hop to the
-  connection's thread. An operation never costs more than one hop.
-- `run`: statements whose results nobody waits for (PostgreSQL: queued,
-  sent with the next waited-for statement or the COMMIT; SQLite: one hop).
+- `rows` / `row`: a query waited for.
+- `run`: a group of statements whose results nobody waits for (PostgreSQL:
+  queued in its pipeline, sent with the next waited-for statement or the
+  COMMIT; SQLite: all in one hop to the connection's thread). An operation
+  never costs more than one hop.
 - A `Statement` with `columns` runs over many rows: PostgreSQL passes each
   column as an array (the query unnests it), SQLite runs it once per row
   (executemany). The parameter names are the same.
@@ -25,6 +23,12 @@ Values are adapted by the dialect, not here: ids are passed as UUIDs
 (SQLite's adapter turns them into 16-byte blobs) and times as common.Micros
 (PostgreSQL's dumper binds timestamptz); id columns come back through the
 executor's `to_uuid`, the one place that knows SQLite's blobs.
+
+The Store-level operations, append_at_tail and forget_calls, take their
+parameters from here too, but each backend runs them itself: PostgreSQL
+as one statement on an autocommit connection; SQLite as a transaction in
+one hop whose inserts are positioned, in Python, from the row of the
+statement before them, under the store's write lock.
 """
 
 from __future__ import annotations
@@ -55,8 +59,7 @@ class Statement:
 
 
 class Executor(ABC):
-    """How one dialect runs the named queries in one transaction (or, for
-    the Store-level operations, on one connection)."""
+    """How one dialect runs the named queries in one transaction."""
 
     joined_append: ClassVar[bool]
     """Whether the dialect writes an append's three tables in one statement
@@ -64,16 +67,12 @@ class Executor(ABC):
     insert_messages, place and save_conversation run as one group."""
 
     @abstractmethod
-    async def rows(
-        self, query: str, params: Params, *, before: Sequence[Statement] = ()
-    ) -> list[Row]:
-        """The rows of `query`, run after the statements `before`."""
+    async def rows(self, query: str, params: Params) -> list[Row]:
+        """The rows of `query`."""
 
     @abstractmethod
-    async def row(
-        self, query: str, params: Params, *, before: Sequence[Statement] = ()
-    ) -> Row | None:
-        """The first row of `query` (None: no row), run after `before`."""
+    async def row(self, query: str, params: Params) -> Row | None:
+        """The first row of `query` (None: no row)."""
 
     @abstractmethod
     async def run(self, *statements: Statement) -> None:
@@ -95,10 +94,10 @@ class Executor(ABC):
         are message_page's list filters (empty: off)."""
 
     @abstractmethod
-    async def freeze(self, params: Params, *, before: Sequence[Statement]) -> int:
-        """After `before`, freeze the messages named by `params` (those of
-        insert_snapshot) that no snapshot has frozen yet, keep their bodies,
-        and return count_existing's count.
+    async def freeze(self, insert: Statement) -> int:
+        """Run `insert` (insert_snapshot), freeze the messages it names that
+        no snapshot has frozen yet, keep their bodies, and return
+        count_existing's count, in one round trip or hop.
 
         The one step whose shape differs: PostgreSQL's freeze_messages feeds
         its RETURNING rows to the bodies' INSERT in one statement; SQLite
@@ -351,7 +350,7 @@ class Write(WriteTransaction):
         if not message_ids:
             await self._x.run(insert)
             return 0
-        return await self._x.freeze(params, before=[insert])
+        return await self._x.freeze(insert)
 
     def _insert(self, messages: Sequence[NewMessage]) -> Statement:
         return Statement("insert_messages", {"conversation": self._id}, message_columns(messages))
