@@ -4,9 +4,9 @@ database URL.
 - base.py: the interface (Store, ReadTransaction, WriteTransaction).
 - sql/: every query, by name, in one file per dialect (postgres.sql,
   sqlite.sql) holding the same names in the same order.
-- transactions.py: every operation, written once (Read, Write, and the
-  parameters of the Store-level ones), over the small `Executor` each
-  backend provides.
+- transactions.py: every operation, written once (Read, Write, and
+  StoreOperations, the shared half of the Store-level ones), over the small
+  `Executor` each backend provides.
 - common.py: dialect-free helpers without I/O: the time parameter marker,
   rows to values, pages under a byte budget, the steps of a renumbering,
   not-found errors, the snapshot ownership check.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -41,8 +41,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ..errors import StorageUnavailable
 from ..model import ConversationState, NewMessage, Page
 from . import common, migrations, sql, transactions
-from .base import PoolStats, ReadTransaction, Store, WriteTransaction
-from .transactions import Executor, Params, Row, Statement
+from .base import PoolStats, ReadTransaction, WriteTransaction
+from .transactions import NO_FILTERS, Executor, Filters, Params, Row, Statement
 
 __all__ = ["PostgresStore"]
 
@@ -220,19 +220,12 @@ class _PostgresExecutor(Executor):
 
     @_translated
     async def page(
-        self,
-        query: str,
-        params: Params,
-        limit: int,
-        budget: int,
-        *,
-        roles: Collection[int] = (),
-        kinds: Collection[bytes] = (),
+        self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
     ) -> Page[tuple[int, bytes]]:
         # The query sums the budget itself; an empty filter array is off.
         # Both filters go to every page query: psycopg ignores unused names.
-        filters = {"roles": list(roles), "kinds": list(kinds)}
-        rows = await _rows(self._conn, query, {**params, **filters})
+        arrays = {"roles": list(filters.roles), "kinds": list(filters.kinds)}
+        rows = await _rows(self._conn, query, {**params, **arrays})
         return common.budgeted_page(rows, limit, budget)
 
     @_translated
@@ -307,7 +300,7 @@ async def _set_statement_timeout(conn: _Connection, milliseconds: int) -> None:
     await conn.execute(_QUERIES["set_statement_timeout"], {"milliseconds": str(milliseconds)})
 
 
-class PostgresStore(Store):
+class PostgresStore(transactions.StoreOperations):
     """Conversations in a PostgreSQL database at `url`.
 
     `statement_timeout_ms` bounds every statement (lock waits included);
@@ -413,34 +406,20 @@ class PostgresStore(Store):
             session = _PostgresMigrations(conn, self._statement_timeout_ms)
             return await migrations.pending_versions("postgres", session)
 
-    async def append_at_tail(
-        self,
-        conversation_id: UUID,
-        messages: Sequence[NewMessage],
-        *,
-        updated_at: int,
-        gap: int,
-        max_position: int,
-    ) -> ConversationState | None:
-        params = transactions.at_tail_params(
-            conversation_id,
-            len(messages),
-            updated_at=updated_at,
-            gap=gap,
-            max_position=max_position,
-        ) | transactions.message_columns(messages)
+    async def _append_at_tail(
+        self, params: dict[str, Any], messages: Sequence[NewMessage]
+    ) -> Row | None:
+        params |= transactions.message_columns(messages)
         try:
             # An autocommit connection outside a pipeline: one round trip.
             async with self._connection() as conn:
-                row = await _row(conn, "append_at_tail", params)
+                return await _row(conn, "append_at_tail", params)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable() from exc
-        return None if row is None else common.conversation_state(conversation_id, row)
 
-    async def forget_calls(self, created_before: int, limit: int) -> int:
+    async def _forget_calls(self, params: Params) -> int:
         try:
             async with self._connection() as conn:
-                params = transactions.forget_params(created_before, limit)
                 cursor = await conn.execute(_QUERIES["forget_calls"], params)
                 return cursor.rowcount
         except _UNAVAILABLE as exc:

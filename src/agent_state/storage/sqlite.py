@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -27,10 +27,10 @@ from uuid import UUID
 
 from ..clock import now_micros
 from ..errors import StorageUnavailable
-from ..model import ConversationState, NewMessage, Page
+from ..model import NewMessage, Page
 from . import common, migrations, sql, transactions
-from .base import PoolStats, ReadTransaction, Store, WriteTransaction
-from .transactions import Executor, Params, Row, Statement
+from .base import PoolStats, ReadTransaction, WriteTransaction
+from .transactions import NO_FILTERS, Executor, Filters, Params, Row, Statement
 
 T = TypeVar("T")
 
@@ -174,15 +174,9 @@ class _SqliteExecutor(Executor):
         await self._conn.run(run)
 
     async def page(
-        self,
-        query: str,
-        params: Params,
-        limit: int,
-        budget: int,
-        *,
-        roles: Collection[int] = (),
-        kinds: Collection[bytes] = (),
+        self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
     ) -> Page[tuple[int, bytes]]:
+        roles, kinds = filters
         params = {**params, "by_role": bool(roles), "by_kind": bool(kinds)}
 
         def page(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
@@ -277,7 +271,7 @@ class _SqliteMigrations(migrations.MigrationSession):
         await self._writer.run(apply)
 
 
-class SqliteStore(Store):
+class SqliteStore(transactions.StoreOperations):
     """Conversations in one SQLite file (created if missing)."""
 
     def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
@@ -330,39 +324,25 @@ class SqliteStore(Store):
             max=self._reader_count + 1,
         )
 
-    async def forget_calls(self, created_before: int, limit: int) -> int:
-        params = transactions.forget_params(created_before, limit)
+    async def _forget_calls(self, params: Params) -> int:
         async with self._write_lock:
             return await self._writer.run(lambda db: _execute(db, "forget_calls", params).rowcount)
 
-    async def append_at_tail(
-        self,
-        conversation_id: UUID,
-        messages: Sequence[NewMessage],
-        *,
-        updated_at: int,
-        gap: int,
-        max_position: int,
-    ) -> ConversationState | None:
-        params = transactions.at_tail_params(
-            conversation_id,
-            len(messages),
-            updated_at=updated_at,
-            gap=gap,
-            max_position=max_position,
-        )
-        conversation = {"conversation": conversation_id}
+    async def _append_at_tail(
+        self, params: dict[str, Any], messages: Sequence[NewMessage]
+    ) -> Row | None:
+        conversation = {"conversation": params["conversation"]}
 
-        def append(db: sqlite3.Connection) -> Any:
+        def append(db: sqlite3.Connection) -> Row | None:
             # One trip to the writer's thread for the whole transaction.
             _end_transaction(db)  # one a cancelled call may have left open
             _execute(db, "begin_write")
             try:
                 _execute(db, "create_conversation", conversation | {"created_at": now_micros()})
-                row = _row(db, "append_at_tail", params)
+                row: Row | None = _row(db, "append_at_tail", params)
                 if row is not None:
-                    state = common.conversation_state(conversation_id, row)
-                    items = common.appended_items(state.tail_position, gap, messages)
+                    state = common.conversation_state(params["conversation"], row)
+                    items = common.appended_items(state.tail_position, params["gap"], messages)
                     columns = transactions.message_columns(messages)
                     _send(db, Statement("insert_messages", conversation, columns))
                     columns = transactions.place_columns(items)
@@ -374,8 +354,7 @@ class SqliteStore(Store):
                 raise
 
         async with self._write_lock:
-            row = await self._writer.run(append)
-        return None if row is None else common.conversation_state(conversation_id, row)
+            return await self._writer.run(append)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:

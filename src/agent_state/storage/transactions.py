@@ -25,10 +25,10 @@ Values are adapted by the dialect, not here: ids are passed as UUIDs
 executor's `to_uuid`, the one place that knows SQLite's blobs.
 
 The Store-level operations, append_at_tail and forget_calls, take their
-parameters from here too, but each backend runs them itself: PostgreSQL
-as one statement on an autocommit connection; SQLite as a transaction in
-one hop whose inserts are positioned, in Python, from the row of the
-statement before them, under the store's write lock.
+parameters and result from `StoreOperations`, but each backend runs them
+itself: PostgreSQL as one statement on an autocommit connection; SQLite as
+a transaction in one hop whose inserts are positioned, in Python, from the
+row of the statement before them, under the store's write lock.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
 
 from ..model import ConversationState, Item, NewMessage, Page, RememberedCall, Renumbering, Snapshot
 from . import common
-from .base import ReadTransaction, WriteTransaction
+from .base import ReadTransaction, Store, WriteTransaction
 
 Params = Mapping[str, Any]
 Row = tuple[Any, ...]
@@ -56,6 +56,16 @@ class Statement:
     query: str
     params: Params
     columns: Mapping[str, Sequence[Any]] | None = None
+
+
+class Filters(NamedTuple):
+    """message_page's list filters; an empty one is off."""
+
+    roles: Collection[int] = ()
+    kinds: Collection[bytes] = ()
+
+
+NO_FILTERS = Filters()
 
 
 class Executor(ABC):
@@ -80,18 +90,10 @@ class Executor(ABC):
 
     @abstractmethod
     async def page(
-        self,
-        query: str,
-        params: Params,
-        limit: int,
-        budget: int,
-        *,
-        roles: Collection[int] = (),
-        kinds: Collection[bytes] = (),
+        self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
     ) -> Page[tuple[int, bytes]]:
         """The page of a query of (key, encoding) rows asked for `limit` + 1
-        rows, under `budget` (common.budgeted_page); `roles` and `kinds`
-        are message_page's list filters (empty: off)."""
+        rows, under `budget` (common.budgeted_page)."""
 
     @abstractmethod
     async def freeze(self, insert: Statement) -> int:
@@ -146,23 +148,6 @@ def save_params(state: ConversationState) -> dict[str, Any]:
     }
 
 
-def at_tail_params(
-    conversation_id: UUID, count: int, *, updated_at: int, gap: int, max_position: int
-) -> dict[str, Any]:
-    """append_at_tail's parameters, but the messages' columns."""
-    return {
-        "conversation": conversation_id,
-        "count": count,
-        "updated_at": common.Micros(updated_at),
-        "gap": gap,
-        "max_position": max_position,
-    }
-
-
-def forget_params(created_before: int, limit: int) -> dict[str, Any]:
-    return {"created_before": common.Micros(created_before), "limit": limit}
-
-
 # --- Transactions ------------------------------------------------------------------
 
 
@@ -199,14 +184,8 @@ class Read(ReadTransaction):
             "limit": limit + 1,
             "budget": body_budget,
         }
-        return await self._x.page(
-            "message_page",
-            params,
-            limit,
-            body_budget,
-            roles=roles,
-            kinds=[kind.encode() for kind in kinds],
-        )
+        filters = Filters(roles, [kind.encode() for kind in kinds])
+        return await self._x.page("message_page", params, limit, body_budget, filters)
 
     async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
         params = {"conversation": conversation_id, "position": after, "limit": limit + 1}
@@ -369,3 +348,43 @@ def _save(state: ConversationState) -> Statement:
 def _items(executor: Executor, rows: Sequence[Row]) -> list[Item]:
     to_uuid = executor.to_uuid
     return [Item(position, to_uuid(message_id)) for position, message_id in rows]
+
+
+class StoreOperations(Store):
+    """The Store-level operations' shared half: their parameters and result.
+    Each backend runs them itself (see the module docstring)."""
+
+    async def append_at_tail(
+        self,
+        conversation_id: UUID,
+        messages: Sequence[NewMessage],
+        *,
+        updated_at: int,
+        gap: int,
+        max_position: int,
+    ) -> ConversationState | None:
+        params = {
+            "conversation": conversation_id,
+            "count": len(messages),
+            "updated_at": common.Micros(updated_at),
+            "gap": gap,
+            "max_position": max_position,
+        }
+        row = await self._append_at_tail(params, messages)
+        return None if row is None else common.conversation_state(conversation_id, row)
+
+    async def forget_calls(self, created_before: int, limit: int) -> int:
+        return await self._forget_calls(
+            {"created_before": common.Micros(created_before), "limit": limit}
+        )
+
+    @abstractmethod
+    async def _append_at_tail(
+        self, params: dict[str, Any], messages: Sequence[NewMessage]
+    ) -> Row | None:
+        """Run append_at_tail (`params`: its parameters but the messages'
+        columns, message_columns); its row, or None when nothing was written."""
+
+    @abstractmethod
+    async def _forget_calls(self, params: Params) -> int:
+        """Run forget_calls; how many keys went."""
