@@ -4,13 +4,17 @@ database URL.
 - base.py: the interface (Store, ReadTransaction, WriteTransaction).
 - sql/: every query, by name, in one file per dialect (postgres.sql,
   sqlite.sql) holding the same names in the same order.
-- common.py: what both backends do alike, without I/O: rows to values,
-  pages under a byte budget, the steps of a renumbering, not-found errors,
-  the snapshot ownership check.
+- transactions.py: every operation, written once (Read, Write, and
+  StoreOperations, the shared half of the Store-level ones), over the small
+  `Executor` each backend provides.
+- common.py: dialect-free helpers without I/O: the time parameter marker,
+  rows to values, pages under a byte budget, the steps of a renumbering,
+  not-found errors, the snapshot ownership check.
 - migrations/: the numbered schema files per dialect and their runner.
 - postgres.py, sqlite.py: only what is the dialect's own: connections and
-  pools or threads, transactions, cancellation, parameter adaptation and
-  the translation of driver errors.
+  pools or threads, transactions, cancellation, the executor (how a
+  statement runs, value adaptation) and the translation of driver errors;
+  append_at_tail and forget_calls run there too (see their comments).
 """
 
 from __future__ import annotations

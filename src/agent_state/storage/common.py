@@ -1,10 +1,11 @@
-"""What both backends do alike, written once, free of any dialect.
+"""Dialect-free helpers of the storage operations (transactions.py), free
+of I/O.
 
-A backend runs its dialect's named queries (sql/) and hands the rows here:
-this module packs and unpacks the binary columns, turns rows into model
-values, builds the not-found errors, assembles pages under their byte
-budget, plans the two steps of a renumbering and checks that a snapshot
-belongs to the conversation of its transaction. It does no I/O.
+This module marks time parameters (Micros), packs and unpacks the binary
+columns, turns rows into model values, builds the not-found errors,
+assembles pages under their byte budget, plans the two steps of a
+renumbering and checks that a snapshot belongs to the conversation of its
+transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,27 @@ T = TypeVar("T")
 
 ID_SIZE = 16
 """Bytes of one id in a packed list of ids."""
+
+
+# --- Parameters ----------------------------------------------------------------
+
+
+class Micros:
+    """A time parameter: microseconds since the Unix epoch (UTC), marked so
+    that each dialect binds it as its own time type. PostgreSQL dumps it as
+    timestamptz (postgres.py registers the dumper: no datetime is built);
+    SQLite's adapter binds the integer. Times come back as ints in both.
+
+    Not an int subclass: psycopg's C array dumper would take a list of those
+    for bigint[]."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Micros({self.value})"
 
 
 # --- Binary columns ----------------------------------------------------------

@@ -1,10 +1,11 @@
 """The PostgreSQL backend: psycopg 3 (async) over a connection pool.
 
-The queries are the named ones of sql/postgres.sql; what they have in common
-with SQLite (rows to values, pages under a byte budget, renumbering steps,
-the migration runner) is in common.py and migrations/. This module holds
-what is PostgreSQL's own: the pool, transactions, cancellation, parameter
-adaptation and the translation of driver errors.
+The operations are written once, in transactions.py, over the executor
+this module provides (`_PostgresExecutor`); the queries are the named ones
+of sql/postgres.sql; the migration runner is in migrations/. This module
+holds what is PostgreSQL's own: the pool, transactions, cancellation, how
+statements are run (the pipeline, column arrays), value adaptation (the
+timestamptz dumper and loader) and the translation of driver errors.
 
 Every transaction runs in pipeline mode on an autocommit connection with an
 explicit BEGIN: statements whose results nobody waits for (BEGIN, the
@@ -23,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -32,15 +33,16 @@ from uuid import UUID
 import psycopg
 from psycopg import AsyncConnection, AsyncPipeline, pq
 from psycopg.abc import Buffer
-from psycopg.adapt import AdaptersMap, Loader
+from psycopg.adapt import AdaptersMap, Dumper, Loader
 from psycopg.errors import PipelineAborted
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import StorageUnavailable
-from ..model import ConversationState, Item, NewMessage, Page, RememberedCall, Renumbering, Snapshot
-from . import common, migrations, sql
-from .base import PoolStats, ReadTransaction, Store, WriteTransaction
+from ..model import ConversationState, NewMessage, Page
+from . import common, migrations, sql, transactions
+from .base import PoolStats, ReadTransaction, WriteTransaction
+from .transactions import NO_FILTERS, Executor, Filters, Params, Row, Statement
 
 __all__ = ["PostgresStore"]
 
@@ -65,8 +67,6 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 _TRANSACTION_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
-_Params = Mapping[str, Any]
-
 
 class _MicrosecondsLoader(Loader):
     """Loads binary timestamptz as int microseconds since the Unix epoch:
@@ -78,12 +78,34 @@ class _MicrosecondsLoader(Loader):
         return int(_INT8.unpack(data)[0]) + _POSTGRES_EPOCH_US
 
 
+class _MicrosecondsDumper(Dumper):
+    """Dumps common.Micros as binary timestamptz, the loader's inverse: a
+    time parameter goes out without building a datetime."""
+
+    format = pq.Format.BINARY
+    oid = psycopg.adapters.types["timestamptz"].oid
+
+    def dump(self, obj: Any) -> Buffer:
+        micros: int = obj.value
+        return _INT8.pack(micros - _POSTGRES_EPOCH_US)
+
+
+class _MicrosecondsTextDumper(Dumper):
+    """Dumps common.Micros as text timestamptz, as the elements of an array:
+    psycopg dumps lists (%s) as text arrays."""
+
+    format = pq.Format.TEXT
+    oid = psycopg.adapters.types["timestamptz"].oid
+
+    def dump(self, obj: Any) -> Buffer:
+        return (_EPOCH + timedelta(microseconds=obj.value)).isoformat().encode()
+
+
 _ADAPTERS = AdaptersMap(psycopg.adapters)
 _ADAPTERS.register_loader("timestamptz", _MicrosecondsLoader)
-
-
-def _timestamp(microseconds: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=microseconds)
+# The last one registered serves %s placeholders of single values.
+_ADAPTERS.register_dumper(common.Micros, _MicrosecondsTextDumper)
+_ADAPTERS.register_dumper(common.Micros, _MicrosecondsDumper)
 
 
 _P = ParamSpec("_P")
@@ -109,58 +131,17 @@ def _translated(
     return wrapper
 
 
-# --- Parameters --------------------------------------------------------------
-
-
-def _message_params(conversation_id: UUID, messages: Sequence[NewMessage]) -> dict[str, Any]:
-    """insert_messages' parameters: one array per column."""
-    return {
-        "conversation": conversation_id,
-        "ids": [new.message.id for new in messages],
-        "roles": [new.message.role for new in messages],
-        "kinds": [new.message.kind.encode() for new in messages],
-        "bodies": [new.message.body for new in messages],
-        "digests": [new.body_sha256 for new in messages],
-        "times": [_timestamp(new.message.created_at) for new in messages],
-        "heads": [new.wire_head for new in messages],
-        "tails": [new.wire_tail for new in messages],
-    }
-
-
-def _place_params(conversation_id: UUID, items: Sequence[Item]) -> dict[str, Any]:
-    return {
-        "conversation": conversation_id,
-        "positions": [item.position for item in items],
-        "placed": [item.message_id for item in items],
-    }
-
-
-def _save_params(state: ConversationState) -> dict[str, Any]:
-    return {
-        "conversation": state.id,
-        "count": state.message_count,
-        "updated_at": _timestamp(state.updated_at),
-        "tail": state.tail_position,
-        "layout": state.layout_version,
-        "version": state.version,
-    }
-
-
 # --- Statements --------------------------------------------------------------
 
 
-async def _rows(conn: _Connection, query: str, params: _Params) -> list[tuple[Any, ...]]:
+async def _rows(conn: _Connection, query: str, params: Params) -> list[Row]:
     cursor = await conn.execute(_QUERIES[query], params, binary=True)
     return await cursor.fetchall()
 
 
-async def _row(conn: _Connection, query: str, params: _Params) -> tuple[Any, ...] | None:
+async def _row(conn: _Connection, query: str, params: Params) -> Row | None:
     cursor = await conn.execute(_QUERIES[query], params, binary=True)
     return await cursor.fetchone()
-
-
-async def _items(conn: _Connection, query: str, params: _Params) -> list[Item]:
-    return [Item(position, message_id) for position, message_id in await _rows(conn, query, params)]
 
 
 # --- Cancellation ----------------------------------------------------------------
@@ -202,213 +183,65 @@ async def _abandon(conn: _Connection, pipeline: AsyncPipeline) -> None:
             await conn.execute(_ROLLBACK, prepare=False)
 
 
-# --- Transactions ------------------------------------------------------------------
+# --- The executor ----------------------------------------------------------------
 
 
-class _PostgresRead(ReadTransaction):
+class _PostgresExecutor(Executor):
+    """Runs the named queries in a transaction's pipeline."""
+
     __slots__ = ("_conn",)
+
+    joined_append = True
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
 
-    @_translated
-    async def conversation(self, conversation_id: UUID) -> ConversationState:
-        row = await _row(self._conn, "conversation", {"conversation": conversation_id})
-        if row is None:
-            raise common.conversation_not_found(conversation_id)
-        return common.conversation_state(conversation_id, row)
+    async def _send(self, statement: Statement) -> None:
+        # No result to wait for: in a pipeline, the statement is sent with
+        # the next one that is waited for, or with the COMMIT.
+        params = statement.params
+        if statement.columns is not None:
+            # Each column travels as one array, which the query unnests.
+            params = {**params, **statement.columns}
+        await self._conn.execute(_QUERIES[statement.query], params, binary=True)
 
     @_translated
-    async def renumberings_since(
-        self, conversation_id: UUID, layout_version: int
-    ) -> list[Renumbering]:
-        params = {"conversation": conversation_id, "layout": layout_version}
-        return [
-            common.renumbering(row) for row in await _rows(self._conn, "renumberings_since", params)
-        ]
+    async def rows(self, query: str, params: Params) -> list[Row]:
+        return await _rows(self._conn, query, params)
 
     @_translated
-    async def message_page(
-        self,
-        conversation_id: UUID,
-        after: int,
-        limit: int,
-        roles: frozenset[int],
-        kinds: frozenset[str],
-        body_budget: int,
+    async def row(self, query: str, params: Params) -> Row | None:
+        return await _row(self._conn, query, params)
+
+    @_translated
+    async def run(self, *statements: Statement) -> None:
+        for statement in statements:
+            await self._send(statement)
+
+    @_translated
+    async def page(
+        self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
     ) -> Page[tuple[int, bytes]]:
-        params = {
-            "conversation": conversation_id,
-            "after": after,
-            "limit": limit + 1,
-            "budget": body_budget,
-            "roles": list(roles),
-            "kinds": [kind.encode() for kind in kinds],
-        }
-        rows = await _rows(self._conn, "message_page", params)
-        return common.budgeted_page(rows, limit, body_budget)
+        # The query sums the budget itself; an empty filter array is off.
+        # Both filters go to every page query: psycopg ignores unused names.
+        arrays = {"roles": list(filters.roles), "kinds": list(filters.kinds)}
+        rows = await _rows(self._conn, query, {**params, **arrays})
+        return common.budgeted_page(rows, limit, budget)
 
     @_translated
-    async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
-        params = {"conversation": conversation_id, "position": after, "limit": limit + 1}
-        return common.limited_page(await _items(self._conn, "items_after", params), limit)
-
-    @_translated
-    async def snapshot(self, snapshot_id: UUID) -> Snapshot:
-        row = await _row(self._conn, "snapshot", {"snapshot": snapshot_id})
-        if row is None:
-            raise common.snapshot_not_found(snapshot_id)
-        conversation_id, created_at, item_count = row
-        return Snapshot(snapshot_id, conversation_id, created_at, item_count)
-
-    @_translated
-    async def snapshot_message_page(
-        self, snapshot: Snapshot, after: int, limit: int, body_budget: int
-    ) -> Page[tuple[int, bytes]]:
-        params = {
-            "conversation": snapshot.conversation_id,
-            "snapshot": snapshot.id,
-            "after": after,
-            "limit": limit + 1,
-            "budget": body_budget,
-        } | common.id_slice(after, limit + 1)
-        rows = await _rows(self._conn, "snapshot_message_page", params)
-        return common.budgeted_page(rows, limit, body_budget)
-
-    @_translated
-    async def snapshot_id_page(
-        self, snapshot: Snapshot, after: int, limit: int
-    ) -> Page[tuple[int, UUID]]:
-        params = {
-            "conversation": snapshot.conversation_id,
-            "snapshot": snapshot.id,
-        } | common.id_slice(after, limit + 1)
-        row = await _row(self._conn, "snapshot_id_slice", params)
-        ids = common.unpack_ids(bytes(row[0])) if row else []
-        return common.limited_page(list(enumerate(ids, start=after + 1)), limit)
-
-
-class _PostgresWrite(WriteTransaction):
-    __slots__ = ("_conn", "_id", "_state")
-
-    def __init__(self, conn: _Connection, state: ConversationState) -> None:
-        self._conn = conn
-        self._id = state.id
-        self._state = state
-
-    @property
-    def state(self) -> ConversationState:
-        return self._state
-
-    async def _run(self, query: str, params: _Params) -> None:
-        # No result to wait for: the statement is sent with the next one
-        # that is waited for, or with the COMMIT.
-        await self._conn.execute(_QUERIES[query], params, binary=True)
-
-    @_translated
-    async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:
-        if not message_ids:
-            return {}
-        params = {"conversation": self._id, "ids": list(message_ids)}
-        rows = await _rows(self._conn, "lookup", params)
-        return {message_id: position for message_id, position in rows}
-
-    @_translated
-    async def items_between(self, lower: int, upper: int | None) -> list[Item]:
-        params = {"conversation": self._id, "lower": lower, "upper": upper}
-        query = "items_from" if upper is None else "items_between"
-        return await _items(self._conn, query, params)
-
-    @_translated
-    async def items_before(self, position: int, limit: int) -> list[Item]:
-        params = {"conversation": self._id, "position": position, "limit": limit}
-        return await _items(self._conn, "items_before", params)
-
-    @_translated
-    async def items_after(self, position: int, limit: int) -> list[Item]:
-        params = {"conversation": self._id, "position": position, "limit": limit}
-        return await _items(self._conn, "items_after", params)
-
-    @_translated
-    async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
-        if messages:
-            await self._run("insert_messages", _message_params(self._id, messages))
-
-    @_translated
-    async def append(
-        self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
-    ) -> None:
-        params = _message_params(self._id, messages) | _place_params(self._id, items)
-        await self._run("append", params | _save_params(state))
-
-    @_translated
-    async def place(self, items: Sequence[Item]) -> None:
-        if items:
-            await self._run("place", _place_params(self._id, items))
-
-    @_translated
-    async def unplace(self, message_ids: Sequence[UUID]) -> None:
-        if message_ids:
-            await self._run("unplace", {"conversation": self._id, "ids": list(message_ids)})
-
-    @_translated
-    async def delete(self, message_ids: Sequence[UUID]) -> None:
-        if message_ids:
-            params = {"conversation": self._id, "ids": list(message_ids)}
-            await self._run("delete_messages", params)
-
-    @_translated
-    async def renumber(self, renumbering: Renumbering) -> None:
-        if moves := common.parked_moves(renumbering):
-            params = {
-                "conversation": self._id,
-                "old_positions": [old for old, _ in moves],
-                "parked": [parked for _, parked in moves],
-            }
-            await self._run("park_renumbered", params)
-            await self._run("settle_renumbered", {"conversation": self._id})
-        record = common.renumbering_record(renumbering)
-        await self._run("record_renumbering", record | {"conversation": self._id})
-
-    @_translated
-    async def save(self, state: ConversationState) -> None:
-        await self._run("save_conversation", _save_params(state))
-
-    @_translated
-    async def recall(self, key: str) -> RememberedCall | None:
-        row = await _row(self._conn, "recall", {"conversation": self._id, "key": key})
-        return None if row is None else RememberedCall(*row)
-
-    @_translated
-    async def remember(self, key: str, call: RememberedCall) -> None:
-        params = {
-            "conversation": self._id,
-            "key": key,
-            "fingerprint": call.fingerprint,
-            "response": call.response,
-            "created_at": _timestamp(call.created_at),
-        }
-        await self._run("remember", params)
-
-    @_translated
-    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
-        common.check_snapshot_owner(snapshot, self._id)
-        packed = common.pack_ids(message_ids)
-        params = {
-            "conversation": self._id,
-            "snapshot": snapshot.id,
-            "created_at": _timestamp(snapshot.created_at),
-            "item_count": len(message_ids),
-            "packed": packed,
-        }
-        await self._run("insert_snapshot", params)
-        if not message_ids:
-            return 0
-        await self._run("freeze_messages", params)
-        row = await _row(self._conn, "count_existing", params)
+    async def freeze(self, insert: Statement) -> int:
+        await self._send(insert)
+        await self._send(Statement("freeze_messages", insert.params))
+        row = await _row(self._conn, "count_existing", insert.params)
         assert row is not None
         existing: int = row[0]
         return existing
+
+    @staticmethod
+    def to_uuid(value: Any) -> UUID:
+        # psycopg loads uuid columns as UUIDs.
+        result: UUID = value
+        return result
 
 
 class _PostgresMigrations(migrations.MigrationSession):
@@ -467,7 +300,7 @@ async def _set_statement_timeout(conn: _Connection, milliseconds: int) -> None:
     await conn.execute(_QUERIES["set_statement_timeout"], {"milliseconds": str(milliseconds)})
 
 
-class PostgresStore(Store):
+class PostgresStore(transactions.StoreOperations):
     """Conversations in a PostgreSQL database at `url`.
 
     `statement_timeout_ms` bounds every statement (lock waits included);
@@ -580,33 +413,20 @@ class PostgresStore(Store):
             session = _PostgresMigrations(conn, self._statement_timeout_ms)
             return await migrations.pending_versions("postgres", session)
 
-    async def append_at_tail(
-        self,
-        conversation_id: UUID,
-        messages: Sequence[NewMessage],
-        *,
-        updated_at: int,
-        gap: int,
-        max_position: int,
-    ) -> ConversationState | None:
-        params = _message_params(conversation_id, messages) | {
-            "count": len(messages),
-            "updated_at": _timestamp(updated_at),
-            "gap": gap,
-            "max_position": max_position,
-        }
+    async def _append_at_tail(
+        self, params: dict[str, Any], messages: Sequence[NewMessage]
+    ) -> Row | None:
+        params |= transactions.message_columns(messages)
         try:
             # An autocommit connection outside a pipeline: one round trip.
             async with self._connection() as conn:
-                row = await _row(conn, "append_at_tail", params)
+                return await _row(conn, "append_at_tail", params)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable() from exc
-        return None if row is None else common.conversation_state(conversation_id, row)
 
-    async def forget_calls(self, created_before: int, limit: int) -> int:
+    async def _forget_calls(self, params: Params) -> int:
         try:
             async with self._connection() as conn:
-                params = {"created_before": _timestamp(created_before), "limit": limit}
                 cursor = await conn.execute(_QUERIES["forget_calls"], params)
                 return cursor.rowcount
         except _UNAVAILABLE as exc:
@@ -615,7 +435,7 @@ class PostgresStore(Store):
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:
         async with self._transaction(_BEGIN_READ) as conn:
-            yield _PostgresRead(conn)
+            yield transactions.Read(_PostgresExecutor(conn))
 
     @asynccontextmanager
     async def write(
@@ -623,7 +443,7 @@ class PostgresStore(Store):
     ) -> AsyncIterator[WriteTransaction]:
         async with self._transaction(_BEGIN_WRITE) as conn:
             state = await self._lock(conn, conversation_id, create)
-            yield _PostgresWrite(conn, state)
+            yield transactions.Write(_PostgresExecutor(conn), state)
 
     @asynccontextmanager
     async def _transaction(self, begin: bytes) -> AsyncIterator[_Connection]:

@@ -1,10 +1,12 @@
 """The embedded backend: one SQLite file in WAL mode.
 
-The queries are the named ones of sql/sqlite.sql; what they have in common
-with PostgreSQL (rows to values, pages under a byte budget, renumbering
-steps, the migration runner) is in common.py and migrations/. This module
-holds what is SQLite's own: connections on threads, the write lock,
-transactions, parameter adaptation (ids are 16-byte blobs, times integers).
+The operations are written once, in transactions.py, over the executor
+this module provides (`_SqliteExecutor`); the queries are the named ones of
+sql/sqlite.sql; the migration runner is in migrations/. This module holds
+what is SQLite's own: connections on threads, the write lock, transactions,
+how statements are run (one hop per operation, executemany, staged list
+filters, a lazy page cursor) and value adaptation (ids are 16-byte blobs,
+times integers, through sqlite3 adapters).
 
 SQLite has one writer at a time, so write transactions queue on an asyncio
 lock over a single writer connection (which also makes them serialized per
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -25,15 +27,14 @@ from uuid import UUID
 
 from ..clock import now_micros
 from ..errors import StorageUnavailable
-from ..model import ConversationState, Item, NewMessage, Page, RememberedCall, Renumbering, Snapshot
-from . import common, migrations, sql
-from .base import PoolStats, ReadTransaction, Store, WriteTransaction
+from ..model import NewMessage, Page
+from . import common, migrations, sql, transactions
+from .base import PoolStats, ReadTransaction, WriteTransaction
+from .transactions import NO_FILTERS, Executor, Filters, Params, Row, Statement
 
 T = TypeVar("T")
 
 _QUERIES = sql.load("sqlite")
-
-_Params = Mapping[str, Any]
 
 
 class _Connection:
@@ -85,63 +86,38 @@ class _Connection:
 # --- Statements (on a connection's thread) ---------------------------------------
 
 
-def _execute(db: sqlite3.Connection, query: str, params: _Params | None = None) -> sqlite3.Cursor:
+def _execute(db: sqlite3.Connection, query: str, params: Params | None = None) -> sqlite3.Cursor:
     return db.execute(_QUERIES[query], {} if params is None else params)
 
 
-def _row(db: sqlite3.Connection, query: str, params: _Params) -> Any:
+def _row(db: sqlite3.Connection, query: str, params: Params) -> Any:
     return _execute(db, query, params).fetchone()
 
 
-def _rows(db: sqlite3.Connection, query: str, params: _Params) -> list[Any]:
+def _rows(db: sqlite3.Connection, query: str, params: Params) -> list[Any]:
     return _execute(db, query, params).fetchall()
 
 
-def _each(db: sqlite3.Connection, query: str, rows: Iterable[_Params]) -> None:
+def _each(db: sqlite3.Connection, query: str, rows: Iterable[Params]) -> None:
     """Run a one-row statement once per row."""
     db.executemany(_QUERIES[query], rows)
 
 
-def _items(rows: Iterable[tuple[int, bytes]]) -> list[Item]:
-    return [Item(position, UUID(bytes=message_id)) for position, message_id in rows]
-
-
-def _insert_messages(db: sqlite3.Connection, key: bytes, messages: Sequence[NewMessage]) -> None:
-    rows = [
-        {
-            "conversation": key,
-            "id": new.message.id.bytes,
-            "role": new.message.role,
-            "kind": new.message.kind.encode("utf-8"),
-            "body": new.message.body,
-            "digest": new.body_sha256,
-            "created_at": new.message.created_at,
-            "head": new.wire_head,
-            "tail": new.wire_tail,
-        }
-        for new in messages
-    ]
-    _each(db, "insert_messages", rows)
-
-
-def _place(db: sqlite3.Connection, key: bytes, items: Sequence[Item]) -> None:
-    rows = [
-        {"conversation": key, "position": item.position, "id": item.message_id.bytes}
-        for item in items
-    ]
-    _each(db, "place", rows)
-
-
-def _save(db: sqlite3.Connection, state: ConversationState) -> None:
-    params = {
-        "conversation": state.id.bytes,
-        "count": state.message_count,
-        "updated_at": state.updated_at,
-        "tail": state.tail_position,
-        "layout": state.layout_version,
-        "version": state.version,
-    }
-    _execute(db, "save_conversation", params)
+def _send(db: sqlite3.Connection, statement: Statement) -> None:
+    """Run a statement whose result nobody reads; one with columns, once per
+    row (executemany), each row binding one value of every column."""
+    query = _QUERIES[statement.query]
+    if statement.columns is None:
+        db.execute(query, statement.params)
+        return
+    names = tuple(statement.columns)
+    db.executemany(
+        query,
+        (
+            {**statement.params, **dict(zip(names, values, strict=True))}
+            for values in zip(*statement.columns.values(), strict=True)
+        ),
+    )
 
 
 def _begin_read(db: sqlite3.Connection) -> None:
@@ -155,45 +131,55 @@ def _end_transaction(db: sqlite3.Connection) -> None:
         _execute(db, "rollback")
 
 
-# --- Transactions ------------------------------------------------------------------
+# --- The executor ----------------------------------------------------------------
 
 
-class _SqliteRead(ReadTransaction):
+def _uuid_blob(value: UUID) -> bytes:
+    return value.bytes
+
+
+def _micros_integer(value: common.Micros) -> int:
+    return value.value
+
+
+# Ids are 16-byte blobs and times integers: every parameter of those types
+# is bound so, wherever it appears.
+sqlite3.register_adapter(UUID, _uuid_blob)
+sqlite3.register_adapter(common.Micros, _micros_integer)
+
+
+class _SqliteExecutor(Executor):
+    """Runs the named queries on one connection, each call in one hop to
+    its thread."""
+
+    __slots__ = ("_conn",)
+
+    joined_append = False
+
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
 
-    async def conversation(self, conversation_id: UUID) -> ConversationState:
-        params = {"conversation": conversation_id.bytes}
-        row = await self._conn.run(lambda db: _row(db, "conversation", params))
-        if row is None:
-            raise common.conversation_not_found(conversation_id)
-        return common.conversation_state(conversation_id, row)
+    async def rows(self, query: str, params: Params) -> list[Row]:
+        return await self._conn.run(lambda db: _rows(db, query, params))
 
-    async def renumberings_since(
-        self, conversation_id: UUID, layout_version: int
-    ) -> list[Renumbering]:
-        params = {"conversation": conversation_id.bytes, "layout": layout_version}
-        rows = await self._conn.run(lambda db: _rows(db, "renumberings_since", params))
-        return [common.renumbering(row) for row in rows]
+    async def row(self, query: str, params: Params) -> Row | None:
+        found: Row | None = await self._conn.run(lambda db: _row(db, query, params))
+        return found
 
-    async def message_page(
-        self,
-        conversation_id: UUID,
-        after: int,
-        limit: int,
-        roles: frozenset[int],
-        kinds: frozenset[str],
-        body_budget: int,
+    async def run(self, *statements: Statement) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            for statement in statements:
+                _send(db, statement)
+
+        await self._conn.run(run)
+
+    async def page(
+        self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
     ) -> Page[tuple[int, bytes]]:
-        params = {
-            "conversation": conversation_id.bytes,
-            "after": after,
-            "limit": limit + 1,
-            "by_role": bool(roles),
-            "by_kind": bool(kinds),
-        }
+        roles, kinds = filters
+        params = {**params, "by_role": bool(roles), "by_kind": bool(kinds)}
 
-        def query(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
+        def page(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
             # The list filters go through temporary tables: any number of
             # values under one constant query text.
             if roles:
@@ -201,170 +187,32 @@ class _SqliteRead(ReadTransaction):
                 _each(db, "stage_filter_role", [{"role": role} for role in roles])
             if kinds:
                 _execute(db, "clear_filter_kinds")
-                _each(db, "stage_filter_kind", [{"kind": kind.encode()} for kind in kinds])
+                _each(db, "stage_filter_kind", [{"kind": kind} for kind in kinds])
             # A lazy cursor: no body past the one that ends the page is read.
-            rows = _execute(db, "message_page", params)
-            return common.budgeted_page(rows, limit, body_budget)
+            return common.budgeted_page(_execute(db, query, params), limit, budget)
 
-        return await self._conn.run(query)
+        return await self._conn.run(page)
 
-    async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
-        params = {"conversation": conversation_id.bytes, "position": after, "limit": limit + 1}
-        rows = await self._conn.run(lambda db: _rows(db, "items_after", params))
-        return common.limited_page(_items(rows), limit)
+    async def freeze(self, insert: Statement) -> int:
+        params = insert.params
+        conversation = params["conversation"]
 
-    async def snapshot(self, snapshot_id: UUID) -> Snapshot:
-        params = {"snapshot": snapshot_id.bytes}
-        row = await self._conn.run(lambda db: _row(db, "snapshot", params))
-        if row is None:
-            raise common.snapshot_not_found(snapshot_id)
-        conversation_id, created_at, item_count = row
-        return Snapshot(snapshot_id, UUID(bytes=conversation_id), created_at, item_count)
-
-    async def snapshot_message_page(
-        self, snapshot: Snapshot, after: int, limit: int, body_budget: int
-    ) -> Page[tuple[int, bytes]]:
-        params = _snapshot_params(snapshot) | common.id_slice(after, limit + 1) | {"after": after}
-
-        def query(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
-            rows = _execute(db, "snapshot_message_page", params)
-            return common.budgeted_page(rows, limit, body_budget)
-
-        return await self._conn.run(query)
-
-    async def snapshot_id_page(
-        self, snapshot: Snapshot, after: int, limit: int
-    ) -> Page[tuple[int, UUID]]:
-        params = _snapshot_params(snapshot) | common.id_slice(after, limit + 1)
-        row = await self._conn.run(lambda db: _row(db, "snapshot_id_slice", params))
-        ids = common.unpack_ids(bytes(row[0])) if row and row[0] is not None else []
-        return common.limited_page(list(enumerate(ids, start=after + 1)), limit)
-
-
-def _snapshot_params(snapshot: Snapshot) -> dict[str, Any]:
-    return {"conversation": snapshot.conversation_id.bytes, "snapshot": snapshot.id.bytes}
-
-
-class _SqliteWrite(WriteTransaction):
-    def __init__(self, conn: _Connection, state: ConversationState) -> None:
-        self._conn = conn
-        self._state = state
-        self._key = state.id.bytes
-
-    @property
-    def state(self) -> ConversationState:
-        return self._state
-
-    async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:
-        if not message_ids:
-            return {}
-        params = {"conversation": self._key, "packed": common.pack_ids(message_ids)}
-        rows = await self._conn.run(lambda db: _rows(db, "lookup", params))
-        return {UUID(bytes=message_id): position for message_id, position in rows}
-
-    async def items_between(self, lower: int, upper: int | None) -> list[Item]:
-        params = {"conversation": self._key, "lower": lower, "upper": upper}
-        query = "items_from" if upper is None else "items_between"
-        return _items(await self._conn.run(lambda db: _rows(db, query, params)))
-
-    async def items_before(self, position: int, limit: int) -> list[Item]:
-        params = {"conversation": self._key, "position": position, "limit": limit}
-        return _items(await self._conn.run(lambda db: _rows(db, "items_before", params)))
-
-    async def items_after(self, position: int, limit: int) -> list[Item]:
-        params = {"conversation": self._key, "position": position, "limit": limit}
-        return _items(await self._conn.run(lambda db: _rows(db, "items_after", params)))
-
-    async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
-        await self._conn.run(lambda db: _insert_messages(db, self._key, messages))
-
-    async def place(self, items: Sequence[Item]) -> None:
-        await self._conn.run(lambda db: _place(db, self._key, items))
-
-    async def append(
-        self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
-    ) -> None:
-        def append(db: sqlite3.Connection) -> None:
-            # One trip to the connection's thread for the three writes.
-            _insert_messages(db, self._key, messages)
-            _place(db, self._key, items)
-            _save(db, state)
-
-        await self._conn.run(append)
-
-    async def unplace(self, message_ids: Sequence[UUID]) -> None:
-        rows = self._id_rows(message_ids)
-        await self._conn.run(lambda db: _each(db, "unplace", rows))
-
-    async def delete(self, message_ids: Sequence[UUID]) -> None:
-        rows = self._id_rows(message_ids)
-
-        def delete(db: sqlite3.Connection) -> None:
-            _each(db, "unplace", rows)
-            _each(db, "delete_messages", rows)
-
-        await self._conn.run(delete)
-
-    def _id_rows(self, message_ids: Sequence[UUID]) -> list[dict[str, bytes]]:
-        return [{"conversation": self._key, "id": message_id.bytes} for message_id in message_ids]
-
-    async def renumber(self, renumbering: Renumbering) -> None:
-        moves = [
-            {"conversation": self._key, "old_position": old, "parked": parked}
-            for old, parked in common.parked_moves(renumbering)
-        ]
-        record = common.renumbering_record(renumbering) | {"conversation": self._key}
-
-        def renumber(db: sqlite3.Connection) -> None:
-            if moves:
-                _each(db, "park_renumbered", moves)
-                _execute(db, "settle_renumbered", {"conversation": self._key})
-            _execute(db, "record_renumbering", record)
-
-        await self._conn.run(renumber)
-
-    async def save(self, state: ConversationState) -> None:
-        await self._conn.run(lambda db: _save(db, state))
-
-    async def recall(self, key: str) -> RememberedCall | None:
-        params = {"conversation": self._key, "key": key}
-        row = await self._conn.run(lambda db: _row(db, "recall", params))
-        return None if row is None else RememberedCall(bytes(row[0]), bytes(row[1]), row[2])
-
-    async def remember(self, key: str, call: RememberedCall) -> None:
-        params = {
-            "conversation": self._key,
-            "key": key,
-            "fingerprint": call.fingerprint,
-            "response": call.response,
-            "created_at": call.created_at,
-        }
-        await self._conn.run(lambda db: _execute(db, "remember", params))
-
-    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
-        common.check_snapshot_owner(snapshot, self._state.id)
-        params = {
-            "conversation": self._key,
-            "snapshot": snapshot.id.bytes,
-            "created_at": snapshot.created_at,
-            "item_count": len(message_ids),
-            "packed": common.pack_ids(message_ids),
-        }
-
-        def create(db: sqlite3.Connection) -> int:
-            _execute(db, "insert_snapshot", params)
-            if not message_ids:
-                return 0
+        def freeze(db: sqlite3.Connection) -> int:
+            _send(db, insert)
             frozen = _rows(db, "freeze_messages", params)
             _each(
                 db,
                 "freeze_body",
-                [{"conversation": self._key, "id": message_id} for (message_id,) in frozen],
+                [{"conversation": conversation, "id": message_id} for (message_id,) in frozen],
             )
             existing: int = _row(db, "count_existing", params)[0]
             return existing
 
-        return await self._conn.run(create)
+        return await self._conn.run(freeze)
+
+    @staticmethod
+    def to_uuid(value: Any) -> UUID:
+        return UUID(bytes=value)
 
 
 class _SqliteMigrations(migrations.MigrationSession):
@@ -423,7 +271,7 @@ class _SqliteMigrations(migrations.MigrationSession):
         await self._writer.run(apply)
 
 
-class SqliteStore(Store):
+class SqliteStore(transactions.StoreOperations):
     """Conversations in one SQLite file (created if missing)."""
 
     def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
@@ -476,42 +324,29 @@ class SqliteStore(Store):
             max=self._reader_count + 1,
         )
 
-    async def forget_calls(self, created_before: int, limit: int) -> int:
-        params = {"created_before": created_before, "limit": limit}
+    async def _forget_calls(self, params: Params) -> int:
         async with self._write_lock:
             return await self._writer.run(lambda db: _execute(db, "forget_calls", params).rowcount)
 
-    async def append_at_tail(
-        self,
-        conversation_id: UUID,
-        messages: Sequence[NewMessage],
-        *,
-        updated_at: int,
-        gap: int,
-        max_position: int,
-    ) -> ConversationState | None:
-        key = conversation_id.bytes
-        params = {
-            "conversation": key,
-            "count": len(messages),
-            "updated_at": updated_at,
-            "gap": gap,
-            "max_position": max_position,
-        }
+    async def _append_at_tail(
+        self, params: dict[str, Any], messages: Sequence[NewMessage]
+    ) -> Row | None:
+        conversation = {"conversation": params["conversation"]}
 
-        def append(db: sqlite3.Connection) -> Any:
+        def append(db: sqlite3.Connection) -> Row | None:
             # One trip to the writer's thread for the whole transaction.
             _end_transaction(db)  # one a cancelled call may have left open
             _execute(db, "begin_write")
             try:
-                _execute(
-                    db, "create_conversation", {"conversation": key, "created_at": now_micros()}
-                )
-                row = _row(db, "append_at_tail", params)
+                _execute(db, "create_conversation", conversation | {"created_at": now_micros()})
+                row: Row | None = _row(db, "append_at_tail", params)
                 if row is not None:
-                    state = common.conversation_state(conversation_id, row)
-                    _insert_messages(db, key, messages)
-                    _place(db, key, common.appended_items(state.tail_position, gap, messages))
+                    state = common.conversation_state(params["conversation"], row)
+                    items = common.appended_items(state.tail_position, params["gap"], messages)
+                    columns = transactions.message_columns(messages)
+                    _send(db, Statement("insert_messages", conversation, columns))
+                    columns = transactions.place_columns(items)
+                    _send(db, Statement("place", conversation, columns))
                 _execute(db, "commit")
                 return row
             except BaseException:
@@ -519,8 +354,7 @@ class SqliteStore(Store):
                 raise
 
         async with self._write_lock:
-            row = await self._writer.run(append)
-        return None if row is None else common.conversation_state(conversation_id, row)
+            return await self._writer.run(append)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:
@@ -531,7 +365,7 @@ class SqliteStore(Store):
             # it (the thread runs one operation at a time, in order).
             try:
                 await reader.run(_begin_read)
-                yield _SqliteRead(reader)
+                yield transactions.Read(_SqliteExecutor(reader))
             finally:
                 await asyncio.shield(reader.run(_end_transaction))
         finally:
@@ -541,7 +375,7 @@ class SqliteStore(Store):
     async def write(
         self, conversation_id: UUID, *, create: bool = False
     ) -> AsyncIterator[WriteTransaction]:
-        params = {"conversation": conversation_id.bytes}
+        params = {"conversation": conversation_id}
 
         def begin(db: sqlite3.Connection) -> Any:
             _end_transaction(db)  # one a cancelled call may have left open
@@ -566,7 +400,8 @@ class SqliteStore(Store):
                 await self._writer.run(lambda db: _execute(db, "rollback"))
                 raise common.conversation_not_found(conversation_id)
             try:
-                yield _SqliteWrite(self._writer, common.conversation_state(conversation_id, row))
+                state = common.conversation_state(conversation_id, row)
+                yield transactions.Write(_SqliteExecutor(self._writer), state)
             except BaseException:
                 await asyncio.shield(self._writer.run(_end_transaction))
                 raise

@@ -11,8 +11,10 @@
 -- conversation younger than its table's last ANALYZE looks like one row to
 -- the planner, which then scans the whole conversation once per row.
 --
--- Long id lists travel as one bytea of 16-byte ids and are unpacked in the
--- query: adapting a uuid[] parameter costs psycopg more than the query.
+-- A statement over many rows takes one array per column, under the name
+-- sqlite.sql binds one value of per row (executemany there). Lists of ids
+-- that a query reads travel as one bytea of 16-byte ids and are unpacked in
+-- the query: adapting a uuid[] parameter costs psycopg more than the query.
 
 
 -- Transactions ---------------------------------------------------------------
@@ -77,14 +79,15 @@ WITH conversation AS (
     INSERT INTO messages
         (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
     SELECT %(conversation)s, * FROM unnest(
-        %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
-        %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
+        %(id)s::uuid[], %(role)s::smallint[], %(kind)s::bytea[], %(body)s::bytea[],
+        %(digest)s::bytea[], %(created_at)s::timestamptz[], %(wire_head)s::bytea[],
+        %(wire_tail)s::bytea[])
     WHERE EXISTS (SELECT FROM conversation)
 ), placed AS (
     -- The n-th of the messages goes n gaps past the old tail.
     INSERT INTO conversation_items (conversation_id, position, message_id)
     SELECT %(conversation)s, c.tail_position - %(gap)s * (%(count)s - entry.n), entry.id
-    FROM conversation AS c, unnest(%(ids)s::uuid[]) WITH ORDINALITY AS entry(id, n)
+    FROM conversation AS c, unnest(%(id)s::uuid[]) WITH ORDINALITY AS entry(id, n)
 )
 SELECT * FROM conversation
 
@@ -95,7 +98,10 @@ SELECT * FROM conversation
 -- Of the named ids, the messages of the conversation, with their position
 -- (NULL when detached).
 SELECT m.id, i.position
-FROM unnest(%(ids)s::uuid[]) AS wanted(id)
+FROM (
+    SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
+    FROM generate_series(1, length(%(packed)s) / 16) AS n
+) AS wanted
 CROSS JOIN LATERAL (
     SELECT id FROM messages
     WHERE conversation_id = %(conversation)s AND id = wanted.id
@@ -132,20 +138,21 @@ ORDER BY position LIMIT %(limit)s
 INSERT INTO messages
     (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
 SELECT %(conversation)s, * FROM unnest(
-    %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
-    %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
+    %(id)s::uuid[], %(role)s::smallint[], %(kind)s::bytea[], %(body)s::bytea[],
+    %(digest)s::bytea[], %(created_at)s::timestamptz[], %(wire_head)s::bytea[],
+    %(wire_tail)s::bytea[])
 
 -- name: place
 INSERT INTO conversation_items (conversation_id, position, message_id)
-SELECT %(conversation)s, * FROM unnest(%(positions)s::bigint[], %(placed)s::uuid[])
+SELECT %(conversation)s, * FROM unnest(%(position)s::bigint[], %(placed)s::uuid[])
 
 -- name: unplace
 DELETE FROM conversation_items
-WHERE conversation_id = %(conversation)s AND message_id = ANY(%(ids)s::uuid[])
+WHERE conversation_id = %(conversation)s AND message_id = ANY(%(id)s::uuid[])
 
 -- name: delete_messages
 -- The ordering's rows go with their messages through ON DELETE CASCADE.
-DELETE FROM messages WHERE conversation_id = %(conversation)s AND id = ANY(%(ids)s::uuid[])
+DELETE FROM messages WHERE conversation_id = %(conversation)s AND id = ANY(%(id)s::uuid[])
 
 -- name: message_page
 -- Ordered entries after a position, each with its message's encoding
@@ -192,7 +199,7 @@ ORDER BY position
 -- First step of a renumbering: each moved row goes to its parked position
 -- (see common.parked_moves).
 UPDATE conversation_items AS i SET position = move.parked
-FROM unnest(%(old_positions)s::bigint[], %(parked)s::bigint[]) AS move(old_position, parked)
+FROM unnest(%(old_position)s::bigint[], %(parked)s::bigint[]) AS move(old_position, parked)
 WHERE i.conversation_id = %(conversation)s AND i.position = move.old_position
 
 -- name: settle_renumbered
@@ -368,11 +375,12 @@ WITH inserted AS (
     INSERT INTO messages
         (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
     SELECT %(conversation)s, * FROM unnest(
-        %(ids)s::uuid[], %(roles)s::smallint[], %(kinds)s::bytea[], %(bodies)s::bytea[],
-        %(digests)s::bytea[], %(times)s::timestamptz[], %(heads)s::bytea[], %(tails)s::bytea[])
+        %(id)s::uuid[], %(role)s::smallint[], %(kind)s::bytea[], %(body)s::bytea[],
+        %(digest)s::bytea[], %(created_at)s::timestamptz[], %(wire_head)s::bytea[],
+        %(wire_tail)s::bytea[])
 ), placed AS (
     INSERT INTO conversation_items (conversation_id, position, message_id)
-    SELECT %(conversation)s, * FROM unnest(%(positions)s::bigint[], %(placed)s::uuid[])
+    SELECT %(conversation)s, * FROM unnest(%(position)s::bigint[], %(placed)s::uuid[])
 )
 UPDATE conversations
 SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,

@@ -6,9 +6,11 @@
 -- there, with the same names in both.
 --
 -- sqlite3 runs one statement per call and limits the number of bound
--- parameters, so rows go in through executemany, and lists of ids travel as
--- one blob of 16-byte ids that a recursive CTE splits (`wanted`), as the
--- PostgreSQL queries do with generate_series. The list filters of
+-- parameters, so a statement over many rows (marked "one row per call") is
+-- run through executemany, each column's parameter bound to one value per
+-- row (PostgreSQL takes the same names as arrays); lists of ids that a
+-- query reads travel as one blob of 16-byte ids that a recursive CTE splits
+-- (`wanted`), as the PostgreSQL queries do with generate_series. The list filters of
 -- message_page go through temporary tables of the connection
 -- (temp.filter_roles, temp.filter_kinds): any number of values under one
 -- constant query text.
@@ -109,19 +111,20 @@ ORDER BY position LIMIT :limit
 -- One row per call (executemany).
 INSERT INTO messages
     (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
-VALUES (:conversation, :id, :role, :kind, :body, :digest, :created_at, :head, :tail)
+VALUES (:conversation, :id, :role, :kind, :body, :digest, :created_at, :wire_head, :wire_tail)
 
 -- name: place
 -- One row per call (executemany).
 INSERT INTO conversation_items (conversation_id, position, message_id)
-VALUES (:conversation, :position, :id)
+VALUES (:conversation, :position, :placed)
 
 -- name: unplace
 -- One row per call (executemany).
 DELETE FROM conversation_items WHERE conversation_id = :conversation AND message_id = :id
 
 -- name: delete_messages
--- One row per call (executemany), after unplace.
+-- One row per call (executemany). The ordering's rows go with their
+-- messages through ON DELETE CASCADE.
 DELETE FROM messages WHERE conversation_id = :conversation AND id = :id
 
 -- name: message_page

@@ -1,0 +1,390 @@
+"""Every storage operation, written once, over a small per-dialect executor.
+
+`Read` and `Write` implement base.py's transactions. An operation names its
+queries (the same names in sql/postgres.sql and sql/sqlite.sql), builds
+their parameters and turns rows into values (common.py); how a statement is
+run is the `Executor`'s, which each backend provides:
+
+- `rows` / `row`: a query waited for.
+- `run`: a group of statements whose results nobody waits for (PostgreSQL:
+  queued in its pipeline, sent with the next waited-for statement or the
+  COMMIT; SQLite: all in one hop to the connection's thread). An operation
+  never costs more than one hop.
+- A `Statement` with `columns` runs over many rows: PostgreSQL passes each
+  column as an array (the query unnests it), SQLite runs it once per row
+  (executemany). The parameter names are the same.
+- `page`: a page under a byte budget. PostgreSQL sums the budget in SQL
+  (common.budgeted_page then cuts); SQLite reads a lazy cursor in its
+  thread, so no body past the page is read. The list filters of
+  message_page travel as arrays (PostgreSQL) or staged temporary tables
+  (SQLite), in the same round trip or hop.
+
+Values are adapted by the dialect, not here: ids are passed as UUIDs
+(SQLite's adapter turns them into 16-byte blobs) and times as common.Micros
+(PostgreSQL's dumper binds timestamptz); id columns come back through the
+executor's `to_uuid`, the one place that knows SQLite's blobs.
+
+The Store-level operations, append_at_tail and forget_calls, take their
+parameters and result from `StoreOperations`, but each backend runs them
+itself: PostgreSQL as one statement on an autocommit connection; SQLite as
+a transaction in one hop whose inserts are positioned, in Python, from the
+row of the statement before them, under the store's write lock.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+from uuid import UUID
+
+from ..model import ConversationState, Item, NewMessage, Page, RememberedCall, Renumbering, Snapshot
+from . import common
+from .base import ReadTransaction, Store, WriteTransaction
+
+Params = Mapping[str, Any]
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A named query with its parameters; with `columns` (one list per
+    column, of equal length, under the columns' parameter names) it runs
+    once per row, the other parameters the same for every row."""
+
+    query: str
+    params: Params
+    columns: Mapping[str, Sequence[Any]] | None = None
+
+
+class Filters(NamedTuple):
+    """message_page's list filters; an empty one is off."""
+
+    roles: Collection[int] = ()
+    kinds: Collection[bytes] = ()
+
+
+NO_FILTERS = Filters()
+
+
+class Executor(ABC):
+    """How one dialect runs the named queries in one transaction."""
+
+    joined_append: ClassVar[bool]
+    """Whether the dialect writes an append's three tables in one statement
+    (the query "append"; PostgreSQL, through data-modifying WITH). Otherwise
+    insert_messages, place and save_conversation run as one group."""
+
+    @abstractmethod
+    async def rows(self, query: str, params: Params) -> list[Row]:
+        """The rows of `query`."""
+
+    @abstractmethod
+    async def row(self, query: str, params: Params) -> Row | None:
+        """The first row of `query` (None: no row)."""
+
+    @abstractmethod
+    async def run(self, *statements: Statement) -> None:
+        """Run statements whose results nobody waits for, in order."""
+
+    @abstractmethod
+    async def page(
+        self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
+    ) -> Page[tuple[int, bytes]]:
+        """The page of a query of (key, encoding) rows asked for `limit` + 1
+        rows, under `budget` (common.budgeted_page)."""
+
+    @abstractmethod
+    async def freeze(self, insert: Statement) -> int:
+        """Run `insert` (insert_snapshot), freeze the messages it names that
+        no snapshot has frozen yet, keep their bodies, and return
+        count_existing's count, in one round trip or hop.
+
+        The one step whose shape differs: PostgreSQL's freeze_messages feeds
+        its RETURNING rows to the bodies' INSERT in one statement; SQLite
+        has no INSERT in a WITH, so its freeze_messages returns the ids and
+        freeze_body runs once per id, in the same hop. (A second pass over
+        the named ids instead would cost as much as the freezing itself.)"""
+
+    @staticmethod
+    @abstractmethod
+    def to_uuid(value: Any) -> UUID:
+        """An id column's value as a UUID."""
+
+
+# --- Parameters ------------------------------------------------------------------
+
+
+def message_columns(messages: Sequence[NewMessage]) -> dict[str, list[Any]]:
+    """insert_messages' columns (also those of append and append_at_tail)."""
+    return {
+        "id": [new.message.id for new in messages],
+        "role": [new.message.role for new in messages],
+        "kind": [new.message.kind.encode() for new in messages],
+        "body": [new.message.body for new in messages],
+        "digest": [new.body_sha256 for new in messages],
+        "created_at": [common.Micros(new.message.created_at) for new in messages],
+        "wire_head": [new.wire_head for new in messages],
+        "wire_tail": [new.wire_tail for new in messages],
+    }
+
+
+def place_columns(items: Sequence[Item]) -> dict[str, list[Any]]:
+    return {
+        "position": [item.position for item in items],
+        "placed": [item.message_id for item in items],
+    }
+
+
+def save_params(state: ConversationState) -> dict[str, Any]:
+    return {
+        "conversation": state.id,
+        "count": state.message_count,
+        "updated_at": common.Micros(state.updated_at),
+        "tail": state.tail_position,
+        "layout": state.layout_version,
+        "version": state.version,
+    }
+
+
+# --- Transactions ------------------------------------------------------------------
+
+
+class Read(ReadTransaction):
+    __slots__ = ("_x",)
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    async def conversation(self, conversation_id: UUID) -> ConversationState:
+        row = await self._x.row("conversation", {"conversation": conversation_id})
+        if row is None:
+            raise common.conversation_not_found(conversation_id)
+        return common.conversation_state(conversation_id, row)
+
+    async def renumberings_since(
+        self, conversation_id: UUID, layout_version: int
+    ) -> list[Renumbering]:
+        params = {"conversation": conversation_id, "layout": layout_version}
+        return [common.renumbering(row) for row in await self._x.rows("renumberings_since", params)]
+
+    async def message_page(
+        self,
+        conversation_id: UUID,
+        after: int,
+        limit: int,
+        roles: frozenset[int],
+        kinds: frozenset[str],
+        body_budget: int,
+    ) -> Page[tuple[int, bytes]]:
+        params = {
+            "conversation": conversation_id,
+            "after": after,
+            "limit": limit + 1,
+            "budget": body_budget,
+        }
+        filters = Filters(roles, [kind.encode() for kind in kinds])
+        return await self._x.page("message_page", params, limit, body_budget, filters)
+
+    async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
+        params = {"conversation": conversation_id, "position": after, "limit": limit + 1}
+        return common.limited_page(
+            _items(self._x, await self._x.rows("items_after", params)), limit
+        )
+
+    async def snapshot(self, snapshot_id: UUID) -> Snapshot:
+        row = await self._x.row("snapshot", {"snapshot": snapshot_id})
+        if row is None:
+            raise common.snapshot_not_found(snapshot_id)
+        conversation_id, created_at, item_count = row
+        return Snapshot(snapshot_id, self._x.to_uuid(conversation_id), created_at, item_count)
+
+    async def snapshot_message_page(
+        self, snapshot: Snapshot, after: int, limit: int, body_budget: int
+    ) -> Page[tuple[int, bytes]]:
+        params = {
+            "conversation": snapshot.conversation_id,
+            "snapshot": snapshot.id,
+            "after": after,
+            "limit": limit + 1,
+            "budget": body_budget,
+        } | common.id_slice(after, limit + 1)
+        return await self._x.page("snapshot_message_page", params, limit, body_budget)
+
+    async def snapshot_id_page(
+        self, snapshot: Snapshot, after: int, limit: int
+    ) -> Page[tuple[int, UUID]]:
+        params = {
+            "conversation": snapshot.conversation_id,
+            "snapshot": snapshot.id,
+        } | common.id_slice(after, limit + 1)
+        row = await self._x.row("snapshot_id_slice", params)
+        ids = common.unpack_ids(bytes(row[0])) if row and row[0] is not None else []
+        return common.limited_page(list(enumerate(ids, start=after + 1)), limit)
+
+
+class Write(WriteTransaction):
+    __slots__ = ("_id", "_state", "_x")
+
+    def __init__(self, executor: Executor, state: ConversationState) -> None:
+        self._x = executor
+        self._id = state.id
+        self._state = state
+
+    @property
+    def state(self) -> ConversationState:
+        return self._state
+
+    async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:
+        if not message_ids:
+            return {}
+        params = {"conversation": self._id, "packed": common.pack_ids(message_ids)}
+        to_uuid = self._x.to_uuid
+        return {
+            to_uuid(message_id): position
+            for message_id, position in await self._x.rows("lookup", params)
+        }
+
+    async def items_between(self, lower: int, upper: int | None) -> list[Item]:
+        params = {"conversation": self._id, "lower": lower, "upper": upper}
+        query = "items_from" if upper is None else "items_between"
+        return _items(self._x, await self._x.rows(query, params))
+
+    async def items_before(self, position: int, limit: int) -> list[Item]:
+        params = {"conversation": self._id, "position": position, "limit": limit}
+        return _items(self._x, await self._x.rows("items_before", params))
+
+    async def items_after(self, position: int, limit: int) -> list[Item]:
+        params = {"conversation": self._id, "position": position, "limit": limit}
+        return _items(self._x, await self._x.rows("items_after", params))
+
+    async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
+        if messages:
+            await self._x.run(self._insert(messages))
+
+    async def append(
+        self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
+    ) -> None:
+        if self._x.joined_append:
+            columns = message_columns(messages) | place_columns(items)
+            await self._x.run(Statement("append", save_params(state), columns))
+        else:
+            await self._x.run(self._insert(messages), self._place(items), _save(state))
+
+    async def place(self, items: Sequence[Item]) -> None:
+        if items:
+            await self._x.run(self._place(items))
+
+    async def unplace(self, message_ids: Sequence[UUID]) -> None:
+        if message_ids:
+            await self._x.run(self._by_id("unplace", message_ids))
+
+    async def delete(self, message_ids: Sequence[UUID]) -> None:
+        if message_ids:
+            # The ordering's rows go with their messages (ON DELETE CASCADE).
+            await self._x.run(self._by_id("delete_messages", message_ids))
+
+    async def renumber(self, renumbering: Renumbering) -> None:
+        conversation = {"conversation": self._id}
+        statements: list[Statement] = []
+        if moves := common.parked_moves(renumbering):
+            columns = {
+                "old_position": [old for old, _ in moves],
+                "parked": [parked for _, parked in moves],
+            }
+            statements.append(Statement("park_renumbered", conversation, columns))
+            statements.append(Statement("settle_renumbered", conversation))
+        record = common.renumbering_record(renumbering) | conversation
+        statements.append(Statement("record_renumbering", record))
+        await self._x.run(*statements)
+
+    async def save(self, state: ConversationState) -> None:
+        await self._x.run(_save(state))
+
+    async def recall(self, key: str) -> RememberedCall | None:
+        row = await self._x.row("recall", {"conversation": self._id, "key": key})
+        return None if row is None else RememberedCall(bytes(row[0]), bytes(row[1]), row[2])
+
+    async def remember(self, key: str, call: RememberedCall) -> None:
+        params = {
+            "conversation": self._id,
+            "key": key,
+            "fingerprint": call.fingerprint,
+            "response": call.response,
+            "created_at": common.Micros(call.created_at),
+        }
+        await self._x.run(Statement("remember", params))
+
+    async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
+        common.check_snapshot_owner(snapshot, self._id)
+        params = {
+            "conversation": self._id,
+            "snapshot": snapshot.id,
+            "created_at": common.Micros(snapshot.created_at),
+            "item_count": len(message_ids),
+            "packed": common.pack_ids(message_ids),
+        }
+        insert = Statement("insert_snapshot", params)
+        if not message_ids:
+            await self._x.run(insert)
+            return 0
+        return await self._x.freeze(insert)
+
+    def _insert(self, messages: Sequence[NewMessage]) -> Statement:
+        return Statement("insert_messages", {"conversation": self._id}, message_columns(messages))
+
+    def _place(self, items: Sequence[Item]) -> Statement:
+        return Statement("place", {"conversation": self._id}, place_columns(items))
+
+    def _by_id(self, query: str, message_ids: Sequence[UUID]) -> Statement:
+        return Statement(query, {"conversation": self._id}, {"id": list(message_ids)})
+
+
+def _save(state: ConversationState) -> Statement:
+    return Statement("save_conversation", save_params(state))
+
+
+def _items(executor: Executor, rows: Sequence[Row]) -> list[Item]:
+    to_uuid = executor.to_uuid
+    return [Item(position, to_uuid(message_id)) for position, message_id in rows]
+
+
+class StoreOperations(Store):
+    """The Store-level operations' shared half: their parameters and result.
+    Each backend runs them itself (see the module docstring)."""
+
+    async def append_at_tail(
+        self,
+        conversation_id: UUID,
+        messages: Sequence[NewMessage],
+        *,
+        updated_at: int,
+        gap: int,
+        max_position: int,
+    ) -> ConversationState | None:
+        params = {
+            "conversation": conversation_id,
+            "count": len(messages),
+            "updated_at": common.Micros(updated_at),
+            "gap": gap,
+            "max_position": max_position,
+        }
+        row = await self._append_at_tail(params, messages)
+        return None if row is None else common.conversation_state(conversation_id, row)
+
+    async def forget_calls(self, created_before: int, limit: int) -> int:
+        return await self._forget_calls(
+            {"created_before": common.Micros(created_before), "limit": limit}
+        )
+
+    @abstractmethod
+    async def _append_at_tail(
+        self, params: dict[str, Any], messages: Sequence[NewMessage]
+    ) -> Row | None:
+        """Run append_at_tail (`params`: its parameters but the messages'
+        columns, message_columns); its row, or None when nothing was written."""
+
+    @abstractmethod
+    async def _forget_calls(self, params: Params) -> int:
+        """Run forget_calls; how many keys went."""
