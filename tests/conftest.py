@@ -82,9 +82,13 @@ def postgres_url(make_postgres_database: Callable[[], str]) -> str:
     return make_postgres_database()
 
 
+THROUGH_PGBOUNCER = "postgres_pgbouncer"
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    # PostgreSQL reached through a PgBouncer in transaction mode, with
+    # prepared statements off, as the README tells deployers.
+    pytest.param(THROUGH_PGBOUNCER, id=THROUGH_PGBOUNCER, marks=pytest.mark.postgres),
 ]
 
 StoreFactory = Callable[[], Store]
@@ -100,7 +104,8 @@ def factory(backend: str, location: str) -> StoreFactory:
         return lambda: SqliteStore(location)
     from agent_state.storage.postgres import PostgresStore
 
-    return lambda: PostgresStore(location)
+    prepared_statements = backend != THROUGH_PGBOUNCER
+    return lambda: PostgresStore(location, prepared_statements=prepared_statements)
 
 
 def location(backend: str, request: pytest.FixtureRequest, name: str, shared: bool) -> str:
@@ -109,9 +114,13 @@ def location(backend: str, request: pytest.FixtureRequest, name: str, shared: bo
         return str(tmp_path / name)
     if shared:
         url: str = request.getfixturevalue("storage_postgres_url")
-        return url
-    make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
-    return make()
+    else:
+        make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
+        url = make()
+    if backend == THROUGH_PGBOUNCER:
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        return bouncer.url_for(url)
+    return url
 
 
 @pytest.fixture(scope="session")

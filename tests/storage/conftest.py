@@ -21,6 +21,11 @@ class FreshDatabase:
     location: str
     make: StoreFactory
 
+    @property
+    def dialect(self) -> str:
+        """The SQL dialect: "sqlite", or "postgres" (directly or through PgBouncer)."""
+        return "sqlite" if self.backend == "sqlite" else "postgres"
+
     def execute(self, query: str) -> list[tuple[Any, ...]]:
         """Run `query` on the database directly, not through a store, and
         return its rows (none for a statement that returns none)."""

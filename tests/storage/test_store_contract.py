@@ -39,6 +39,7 @@ from agent_state.storage import migrations
 from agent_state.storage.base import Store
 from agent_state.storage.postgres import _MIGRATION_LOCK, PostgresStore
 from agent_state.storage.sqlite import SqliteStore
+from tests.conftest import BACKENDS
 
 from .conftest import FreshDatabase
 
@@ -1063,11 +1064,28 @@ def _versions(backend: str) -> list[int]:
     return [migration.version for migration in migrations.load(backend)]
 
 
+@pytest.mark.parametrize("new_database", [p for p in BACKENDS if p.id != "sqlite"], indirect=True)
+async def test_postgres_migrations_leave_no_lock_behind(new_database: FreshDatabase) -> None:
+    """The migration lock lasts one transaction: behind a transaction-mode
+    pooler a session-level lock would stay on whichever server connection
+    took it, and the next migrator would wait for it forever. (SQLite's
+    lock is its write transaction.)"""
+    store = new_database.make()
+    async with store:
+        await store.migrate()
+        await store.migrate()
+    held = new_database.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+        " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+    )
+    assert held == [(0,)]
+
+
 async def test_migrate_twice_applies_once(new_database: FreshDatabase) -> None:
     store = new_database.make()
     await store.open()
     try:
-        assert await store.migrate() == _versions(new_database.backend)
+        assert await store.migrate() == _versions(new_database.dialect)
         assert await store.migrate() == []
         conversation_id = await new_conversation(store)
         async with store.read() as read:
@@ -1090,8 +1108,8 @@ async def test_concurrent_migrations_both_succeed(new_database: FreshDatabase) -
     try:
         results = await asyncio.gather(*(store.migrate() for store in stores))
         # Each migration applied once, by one of them.
-        assert sorted(results[0] + results[1]) == _versions(new_database.backend)
-        if new_database.backend == "postgres":
+        assert sorted(results[0] + results[1]) == _versions(new_database.dialect)
+        if new_database.dialect == "postgres":
             # The migration lock is held for the whole run there; SQLite
             # takes its lock per migration, so two runs may interleave.
             assert [] in results
@@ -1110,7 +1128,7 @@ async def test_migrate_records_each_migration_with_its_checksum(
     recorded = new_database.execute(
         "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
     )
-    known = migrations.load(new_database.backend)
+    known = migrations.load(new_database.dialect)
     assert recorded == [(m.version, m.name, m.checksum) for m in known]
 
 
@@ -1418,7 +1436,7 @@ async def test_pending_migrations_are_reported_without_applying(
     store = new_database.make()
     await store.open()
     try:
-        everything = _versions(new_database.backend)
+        everything = _versions(new_database.dialect)
         assert everything
         assert await store.pending_migrations() == everything
         assert await store.pending_migrations() == everything  # nothing was applied

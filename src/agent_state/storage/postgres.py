@@ -245,32 +245,29 @@ class _PostgresExecutor(Executor):
 
 
 class _PostgresMigrations(migrations.MigrationSession):
-    """The migration runner's hooks over one pooled connection."""
+    """The migration runner's hooks over one pooled connection.
 
-    def __init__(self, conn: _Connection, statement_timeout_ms: int | None) -> None:
+    The whole run is one transaction holding a transaction-level advisory
+    lock, and each migration a savepoint in it (DDL is transactional here):
+    nothing outlives the transaction, so the lock cannot be left behind on
+    a pooled session, and it holds behind a pooler in transaction mode,
+    which may give each transaction another server connection.
+    """
+
+    def __init__(self, conn: _Connection) -> None:
         self._conn = conn
-        self._statement_timeout_ms = statement_timeout_ms
 
     @asynccontextmanager
     async def locked(self) -> AsyncIterator[None]:
-        conn = self._conn
-        if self._statement_timeout_ms is not None:
+        async with self._conn.transaction():
             # Waiting for the lock or a long migration is no timeout.
-            await _set_statement_timeout(conn, 0)
-        await conn.execute(_QUERIES["lock_migrations"], {"key": _MIGRATION_LOCK})
-        try:
+            await self._conn.execute(_QUERIES["suspend_statement_timeout"])
+            await self._conn.execute(_QUERIES["lock_migrations"], {"key": _MIGRATION_LOCK})
             yield
-        finally:
-            try:
-                await conn.execute(_QUERIES["unlock_migrations"], {"key": _MIGRATION_LOCK})
-                if self._statement_timeout_ms is not None:
-                    await _set_statement_timeout(conn, self._statement_timeout_ms)
-            except psycopg.Error:
-                # A pooled session must not keep the lock: drop it.
-                await conn.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
+        # Inside `locked`'s transaction: a savepoint.
         async with self._conn.transaction():
             yield
 
@@ -404,13 +401,13 @@ class PostgresStore(transactions.StoreOperations):
     @_translated
     async def migrate(self) -> list[int]:
         async with self._connection() as conn:
-            session = _PostgresMigrations(conn, self._statement_timeout_ms)
+            session = _PostgresMigrations(conn)
             return await migrations.run("postgres", session)
 
     @_translated
     async def pending_migrations(self) -> list[int]:
         async with self._connection() as conn:
-            session = _PostgresMigrations(conn, self._statement_timeout_ms)
+            session = _PostgresMigrations(conn)
             return await migrations.pending_versions("postgres", session)
 
     async def _append_at_tail(

@@ -80,7 +80,8 @@ class MigrationSession(ABC):
     @abstractmethod
     def locked(self) -> AbstractAsyncContextManager[None]:
         """Keeps other migrators of the database out (all of them where the
-        database can: PostgreSQL holds an advisory lock for the whole run;
+        database can: PostgreSQL runs the whole run as one transaction
+        holding an advisory lock, each migration a savepoint in it;
         SQLite's lock is the write lock each `transaction` takes, so
         another process may apply the next migration in between)."""
 
@@ -104,7 +105,7 @@ class MigrationSession(ABC):
 
 async def run(dialect: str, session: MigrationSession) -> list[int]:
     """Apply the pending migrations of `dialect`, each in its own
-    transaction; return the versions applied. What is recorded is read
+    `transaction` inside `locked`; return the versions applied. What is recorded is read
     again in each transaction, so a migration another server applied
     meanwhile is checked, not applied twice."""
     known = load(dialect)

@@ -388,12 +388,14 @@ SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(ta
 WHERE id = %(conversation)s
 
 -- name: lock_migrations
--- Session-level lock: servers starting together apply each migration
--- once, one after the other.
-SELECT pg_advisory_lock(%(key)s)
+-- Held until the migration run's transaction ends: servers starting
+-- together apply each migration once, one after the other. A
+-- transaction-level lock cannot be left behind on a pooled session.
+SELECT pg_advisory_xact_lock(%(key)s)
 
--- name: unlock_migrations
-SELECT pg_advisory_unlock(%(key)s)
+-- name: suspend_statement_timeout
+-- For the rest of this transaction only.
+SELECT set_config('statement_timeout', '0', true)
 
 -- name: set_statement_timeout
 -- Milliseconds, as text; 0 turns the timeout off.
