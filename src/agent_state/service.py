@@ -412,7 +412,7 @@ class ConversationService:
 
     async def get_conversation(self, conversation_id: str) -> ConversationState:
         conversation = parse_uuid(conversation_id, "conversation_id")
-        async with self._store.read() as rx:
+        async with self._store.read_once() as rx:
             return await rx.conversation(conversation)
 
     async def list_messages(
@@ -430,17 +430,27 @@ class ConversationService:
         request = self._paging(
             PagedList.CONVERSATION_MESSAGES, conversation, page_size, page_token, fingerprint
         )
-        async with self._store.read() as rx:
-            state = await rx.conversation(conversation)
-            after = await _resume(rx, state, request.cursor)
-            page = await rx.message_page(
+        cursor = request.cursor
+        budget = self._limits.max_response_bytes
+        # Usually the layout has not changed since the page token was
+        # issued (or there is none): then the token's position holds, and
+        # the metadata and the page come in one step.
+        async with self._store.read_once() as rx:
+            state, page = await rx.conversation_and_page(
                 conversation,
-                after,
+                cursor.position if cursor else 0,
                 request.limit,
                 role_set,
                 kind_set,
-                self._limits.max_response_bytes,
+                budget,
             )
+        if cursor is not None and cursor.layout_version != state.layout_version:
+            async with self._store.read() as rx:
+                state = await rx.conversation(conversation)
+                after = await _resume(rx, state, cursor)
+                page = await rx.message_page(
+                    conversation, after, request.limit, role_set, kind_set, budget
+                )
         rows, more = self._fit(page, self._codec.message_page_header_size(state))
         token = request.token_after(rows[-1][0], state.layout_version) if more else ""
         return MessagePage(state, _entries(rows), token)

@@ -466,6 +466,43 @@ async def _filter_fixture(store: Store) -> tuple[UUID, list[StoredMessage]]:
     return conversation_id, ms
 
 
+async def read_page(
+    store: Store,
+    conversation_id: UUID,
+    after: int,
+    limit: int,
+    roles: frozenset[int],
+    kinds: frozenset[str],
+    budget: int,
+) -> Page[tuple[int, bytes]]:
+    """message_page in a read transaction, checked to equal what
+    conversation_and_page returns in one step under read_once (with the
+    conversation's row), so that every page test covers both."""
+    async with store.read() as read:
+        state = await read.conversation(conversation_id)
+        page = await read.message_page(conversation_id, after, limit, roles, kinds, budget)
+    async with store.read_once() as once:
+        in_one_step = await once.conversation_and_page(
+            conversation_id, after, limit, roles, kinds, budget
+        )
+    assert in_one_step == (state, page)
+    return page
+
+
+async def test_conversation_and_page_of_an_absent_conversation(store: Store) -> None:
+    absent = uuid4()
+    async with store.read_once() as once:
+        with pytest.raises(ConversationNotFound):
+            await once.conversation_and_page(absent, 0, 10, frozenset(), frozenset(), BIG)
+        with pytest.raises(ConversationNotFound):
+            await once.conversation(absent)
+    empty = await new_conversation(store)
+    async with store.read_once() as once:
+        state, page = await once.conversation_and_page(empty, 0, 10, frozenset(), frozenset(), BIG)
+        assert (state.id, state.message_count, page) == (empty, 0, Page([], more=False))
+        assert await once.conversation(empty) == state
+
+
 async def test_message_page_filters(store: Store) -> None:
     conversation_id, ms = await _filter_fixture(store)
     at = {m.body: (10 * int(m.body), entry(m)) for m in ms}
@@ -473,10 +510,9 @@ async def test_message_page_filters(store: Store) -> None:
     async def page(
         roles: set[int], kinds: set[str], after: int = 0, limit: int = 10
     ) -> Page[tuple[int, bytes]]:
-        async with store.read() as read:
-            return await read.message_page(
-                conversation_id, after, limit, frozenset(roles), frozenset(kinds), BIG
-            )
+        return await read_page(
+            store, conversation_id, after, limit, frozenset(roles), frozenset(kinds), BIG
+        )
 
     def rows(*bodies: bytes) -> list[tuple[int, bytes]]:
         return [at[body] for body in bodies]
@@ -502,23 +538,19 @@ async def test_message_page_filters(store: Store) -> None:
 async def test_message_page_paging(store: Store) -> None:
     conversation_id, ms = await _filter_fixture(store)
     everything = frozenset[int](), frozenset[str]()
-    async with store.read() as read:
-        first = await read.message_page(conversation_id, 0, 2, *everything, BIG)
-        assert first == Page([(10, entry(ms[0])), (20, entry(ms[1]))], more=True)
-        second = await read.message_page(conversation_id, 20, 2, *everything, BIG)
-        assert second == Page([(30, entry(ms[2])), (40, entry(ms[3]))], more=True)
-        third = await read.message_page(conversation_id, 40, 2, *everything, BIG)
-        assert third == Page([(50, entry(ms[4])), (60, entry(ms[5]))], more=False)
-        assert await read.message_page(conversation_id, 60, 2, *everything, BIG) == Page(
-            [], more=False
-        )
-        # `after` need not be a position in use.
-        assert await read.message_page(conversation_id, 45, 1, *everything, BIG) == Page(
-            [(50, entry(ms[4]))], more=True
-        )
-        assert await read.message_page(conversation_id, 0, 6, *everything, BIG) == Page(
-            [(10 * (i + 1), entry(m)) for i, m in enumerate(ms)], more=False
-        )
+
+    async def page(after: int, limit: int) -> Page[tuple[int, bytes]]:
+        return await read_page(store, conversation_id, after, limit, *everything, BIG)
+
+    assert await page(0, 2) == Page([(10, entry(ms[0])), (20, entry(ms[1]))], more=True)
+    assert await page(20, 2) == Page([(30, entry(ms[2])), (40, entry(ms[3]))], more=True)
+    assert await page(40, 2) == Page([(50, entry(ms[4])), (60, entry(ms[5]))], more=False)
+    assert await page(60, 2) == Page([], more=False)
+    # `after` need not be a position in use.
+    assert await page(45, 1) == Page([(50, entry(ms[4]))], more=True)
+    assert await page(0, 6) == Page(
+        [(10 * (i + 1), entry(m)) for i, m in enumerate(ms)], more=False
+    )
 
 
 async def test_id_page(store: Store) -> None:
@@ -542,8 +574,7 @@ async def _budget_page(
     limit: int = 10,
     roles: frozenset[int] = frozenset(),
 ) -> Page[tuple[int, bytes]]:
-    async with store.read() as read:
-        return await read.message_page(conversation_id, after, limit, roles, frozenset(), budget)
+    return await read_page(store, conversation_id, after, limit, roles, frozenset(), budget)
 
 
 async def test_message_page_body_budget(store: Store) -> None:

@@ -33,6 +33,22 @@ class ReadTransaction(ABC):
         """Renumberings with a layout version above `layout_version`, oldest first."""
 
     @abstractmethod
+    async def conversation_and_page(
+        self,
+        conversation_id: UUID,
+        after: int,
+        limit: int,
+        roles: frozenset[int],
+        kinds: frozenset[str],
+        body_budget: int,
+    ) -> tuple[ConversationState, Page[tuple[int, bytes]]]:
+        """`conversation` and `message_page` of one and the same state, in one
+        step that sees one consistent state by itself (so it may run under
+        `Store.read_once`); raises ConversationNotFound. `after` is only
+        meaningful in the layout the caller saw: a caller whose position
+        comes from another layout_version must read through `Store.read`."""
+
+    @abstractmethod
     async def message_page(
         self,
         conversation_id: UUID,
@@ -218,6 +234,13 @@ class Store(ABC):
     @abstractmethod
     def read(self) -> AbstractAsyncContextManager[ReadTransaction]:
         """A read-only transaction over one consistent state."""
+
+    @abstractmethod
+    def read_once(self) -> AbstractAsyncContextManager[ReadTransaction]:
+        """Reads without an explicit transaction, for a caller that makes
+        one call that sees one consistent state by itself (`conversation`,
+        `conversation_and_page`): cheaper than `read` by a BEGIN and a
+        COMMIT. Two calls through it may see two different states."""
 
     @abstractmethod
     def write(

@@ -229,6 +229,17 @@ class _PostgresExecutor(Executor):
         return common.budgeted_page(rows, limit, budget)
 
     @_translated
+    async def state_and_page(
+        self, params: Params, limit: int, budget: int, filters: Filters
+    ) -> tuple[Row | None, Page[tuple[int, bytes]]]:
+        arrays = {"roles": list(filters.roles), "kinds": list(filters.kinds)}
+        rows = await _rows(self._conn, "conversation_and_message_page", {**params, **arrays})
+        if not rows or rows[0][0] is not None:
+            return None, Page([], more=False)
+        entries = (row[:2] for row in rows[1:])
+        return rows[0][2:], common.budgeted_page(entries, limit, budget)
+
+    @_translated
     async def freeze(self, insert: Statement) -> int:
         await self._send(insert)
         await self._send(Statement("freeze_messages", insert.params))
@@ -433,6 +444,16 @@ class PostgresStore(transactions.StoreOperations):
     async def read(self) -> AsyncIterator[ReadTransaction]:
         async with self._transaction(_BEGIN_READ) as conn:
             yield transactions.Read(_PostgresExecutor(conn))
+
+    @asynccontextmanager
+    async def read_once(self) -> AsyncIterator[ReadTransaction]:
+        # An autocommit connection outside a pipeline: each call is one
+        # statement and one round trip.
+        try:
+            async with self._connection() as conn:
+                yield transactions.Read(_PostgresExecutor(conn))
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable() from exc
 
     @asynccontextmanager
     async def write(

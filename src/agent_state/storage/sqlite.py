@@ -148,6 +148,28 @@ sqlite3.register_adapter(UUID, _uuid_blob)
 sqlite3.register_adapter(common.Micros, _micros_integer)
 
 
+def _page(
+    db: sqlite3.Connection,
+    query: str,
+    params: Params,
+    limit: int,
+    budget: int,
+    filters: Filters,
+) -> Page[tuple[int, bytes]]:
+    roles, kinds = filters
+    # The list filters go through temporary tables: any number of values
+    # under one constant query text.
+    if roles:
+        _execute(db, "clear_filter_roles")
+        _each(db, "stage_filter_role", [{"role": role} for role in roles])
+    if kinds:
+        _execute(db, "clear_filter_kinds")
+        _each(db, "stage_filter_kind", [{"kind": kind} for kind in kinds])
+    params = {**params, "by_role": bool(roles), "by_kind": bool(kinds)}
+    # A lazy cursor: no body past the one that ends the page is read.
+    return common.budgeted_page(_execute(db, query, params), limit, budget)
+
+
 class _SqliteExecutor(Executor):
     """Runs the named queries on one connection, each call in one hop to
     its thread."""
@@ -176,22 +198,25 @@ class _SqliteExecutor(Executor):
     async def page(
         self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
     ) -> Page[tuple[int, bytes]]:
-        roles, kinds = filters
-        params = {**params, "by_role": bool(roles), "by_kind": bool(kinds)}
+        return await self._conn.run(lambda db: _page(db, query, params, limit, budget, filters))
 
-        def page(db: sqlite3.Connection) -> Page[tuple[int, bytes]]:
-            # The list filters go through temporary tables: any number of
-            # values under one constant query text.
-            if roles:
-                _execute(db, "clear_filter_roles")
-                _each(db, "stage_filter_role", [{"role": role} for role in roles])
-            if kinds:
-                _execute(db, "clear_filter_kinds")
-                _each(db, "stage_filter_kind", [{"kind": kind} for kind in kinds])
-            # A lazy cursor: no body past the one that ends the page is read.
-            return common.budgeted_page(_execute(db, query, params), limit, budget)
+    async def state_and_page(
+        self, params: Params, limit: int, budget: int, filters: Filters
+    ) -> tuple[Row | None, Page[tuple[int, bytes]]]:
+        def read(db: sqlite3.Connection) -> tuple[Row | None, Page[tuple[int, bytes]]]:
+            # Both statements in one read transaction, so that they agree,
+            # and in one hop, so that the transaction ends in it.
+            began = not db.in_transaction
+            if began:
+                _begin_read(db)
+            try:
+                row = _row(db, "conversation", params)
+                return row, _page(db, "message_page", params, limit, budget, filters)
+            finally:
+                if began:
+                    _end_transaction(db)
 
-        return await self._conn.run(page)
+        return await self._conn.run(read)
 
     async def freeze(self, insert: Statement) -> int:
         params = insert.params
@@ -368,6 +393,17 @@ class SqliteStore(transactions.StoreOperations):
                 yield transactions.Read(_SqliteExecutor(reader))
             finally:
                 await asyncio.shield(reader.run(_end_transaction))
+        finally:
+            self._readers.put_nowait(reader)
+
+    @asynccontextmanager
+    async def read_once(self) -> AsyncIterator[ReadTransaction]:
+        # Each call is one hop to the reader's thread, and a hop that runs
+        # runs to its end, even for a cancelled caller: no transaction is
+        # left open on the reader for the next one.
+        reader = await self._readers.get()
+        try:
+            yield transactions.Read(_SqliteExecutor(reader))
         finally:
             self._readers.put_nowait(reader)
 

@@ -96,6 +96,14 @@ class Executor(ABC):
         rows, under `budget` (common.budgeted_page)."""
 
     @abstractmethod
+    async def state_and_page(
+        self, params: Params, limit: int, budget: int, filters: Filters
+    ) -> tuple[Row | None, Page[tuple[int, bytes]]]:
+        """The conversation's row (None: absent) and the page of
+        message_page, read together so that they agree even outside a
+        transaction."""
+
+    @abstractmethod
     async def freeze(self, insert: Statement) -> int:
         """Run `insert` (insert_snapshot), freeze the messages it names that
         no snapshot has frozen yet, keep their bodies, and return
@@ -114,6 +122,16 @@ class Executor(ABC):
 
 
 # --- Parameters ------------------------------------------------------------------
+
+
+def _page_params(conversation_id: UUID, after: int, limit: int, budget: int) -> dict[str, Any]:
+    """message_page's parameters but the filters; one row more than the
+    page, to tell whether more exist."""
+    return {"conversation": conversation_id, "after": after, "limit": limit + 1, "budget": budget}
+
+
+def _filters(roles: frozenset[int], kinds: frozenset[str]) -> Filters:
+    return Filters(roles, [kind.encode() for kind in kinds])
 
 
 def message_columns(messages: Sequence[NewMessage]) -> dict[str, list[Any]]:
@@ -169,6 +187,21 @@ class Read(ReadTransaction):
         params = {"conversation": conversation_id, "layout": layout_version}
         return [common.renumbering(row) for row in await self._x.rows("renumberings_since", params)]
 
+    async def conversation_and_page(
+        self,
+        conversation_id: UUID,
+        after: int,
+        limit: int,
+        roles: frozenset[int],
+        kinds: frozenset[str],
+        body_budget: int,
+    ) -> tuple[ConversationState, Page[tuple[int, bytes]]]:
+        params = _page_params(conversation_id, after, limit, body_budget)
+        row, page = await self._x.state_and_page(params, limit, body_budget, _filters(roles, kinds))
+        if row is None:
+            raise common.conversation_not_found(conversation_id)
+        return common.conversation_state(conversation_id, row), page
+
     async def message_page(
         self,
         conversation_id: UUID,
@@ -178,13 +211,8 @@ class Read(ReadTransaction):
         kinds: frozenset[str],
         body_budget: int,
     ) -> Page[tuple[int, bytes]]:
-        params = {
-            "conversation": conversation_id,
-            "after": after,
-            "limit": limit + 1,
-            "budget": body_budget,
-        }
-        filters = Filters(roles, [kind.encode() for kind in kinds])
+        params = _page_params(conversation_id, after, limit, body_budget)
+        filters = _filters(roles, kinds)
         return await self._x.page("message_page", params, limit, body_budget, filters)
 
     async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:

@@ -367,6 +367,43 @@ VALUES (%(version)s, %(name)s, %(checksum)s)
 
 -- only in this dialect
 
+-- name: conversation_and_message_page
+-- The conversation's row first (position NULL), then message_page's rows:
+-- one statement reads one consistent state, so the page and its metadata
+-- agree without BEGIN and COMMIT around them (a list call's hot path).
+SELECT NULL::bigint AS position, NULL::bytea AS entry,
+       message_count, updated_at, tail_position, layout_version, version
+FROM conversations WHERE id = %(conversation)s
+UNION ALL
+SELECT position, CASE WHEN n = 1 OR before < %(budget)s THEN wire_head || body || wire_tail END,
+       NULL, NULL, NULL, NULL, NULL
+FROM (
+    SELECT position, wire_head, body, wire_tail,
+           row_number() OVER w AS n,
+           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before,
+           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)
+               AS before_previous
+    FROM (
+        SELECT i.position, m.wire_head, m.body, m.wire_tail,
+               octet_length(m.wire_head) + octet_length(m.body) + octet_length(m.wire_tail)
+                   AS size
+        FROM conversation_items i
+        CROSS JOIN LATERAL (
+            SELECT wire_head, body, wire_tail FROM messages
+            WHERE conversation_id = i.conversation_id AND id = i.message_id
+                AND (cardinality(%(roles)s::smallint[]) = 0
+                     OR role = ANY(%(roles)s::smallint[]))
+                AND (cardinality(%(kinds)s::bytea[]) = 0 OR kind = ANY(%(kinds)s::bytea[]))
+            OFFSET 0
+        ) AS m
+        WHERE i.conversation_id = %(conversation)s AND i.position > %(after)s
+        ORDER BY i.position LIMIT %(limit)s
+    ) AS candidates
+    WINDOW w AS (ORDER BY position)
+) AS page
+WHERE n <= 2 OR before_previous < %(budget)s
+ORDER BY position NULLS FIRST
+
 -- name: append
 -- An append's three writes in one statement (insert_messages, place and
 -- save_conversation): the rows inserted by the first two are checked
