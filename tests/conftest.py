@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from agent_state.storage.base import Store
-from tests.support.pgbouncer import PgBouncer
+from tests.support.pgbouncer import PgBouncer, running_pgbouncer
 from tests.support.pgbouncer import binary as pgbouncer_binary
 from tests.support.postgres import (
     DEFAULT_ADMIN_URL,
@@ -72,7 +72,7 @@ def pgbouncer(make_postgres_database: Callable[[], str]) -> Iterator[PgBouncer]:
         if postgres_required():
             pytest.fail(message)
         pytest.skip(message)
-    with PgBouncer(postgres_url_from_conninfo(postgres_admin_url())) as bouncer:
+    with running_pgbouncer(postgres_url_from_conninfo(postgres_admin_url())) as bouncer:
         yield bouncer
 
 
@@ -112,6 +112,12 @@ def location(backend: str, request: pytest.FixtureRequest, name: str, shared: bo
     if backend == "sqlite":
         tmp_path = request.getfixturevalue("tmp_path")
         return str(tmp_path / name)
+    return postgres_location(backend, request, shared)
+
+
+def postgres_location(backend: str, request: pytest.FixtureRequest, shared: bool) -> str:
+    """The URL of a PostgreSQL database for `backend` ("postgres", or
+    THROUGH_PGBOUNCER): the session's shared one, or a fresh one."""
     if shared:
         url: str = request.getfixturevalue("storage_postgres_url")
     else:

@@ -21,25 +21,19 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.conftest import THROUGH_PGBOUNCER, postgres_location
 from tests.support import calls
 from tests.support.calls import Stub
-from tests.support.pgbouncer import PgBouncer
 from tests.support.server import ServerProcess, sqlite_url
 
-BACKENDS = ["sqlite", "postgres", "postgres_pgbouncer"]
-THROUGH_PGBOUNCER = "postgres_pgbouncer"
+BACKENDS = ["sqlite", "postgres", THROUGH_PGBOUNCER]
 
 
 def database_url_for(backend: str, request: pytest.FixtureRequest, directory: Path) -> str:
     """A fresh, empty database for ``backend`` (PostgreSQL may skip or fail, see tests/conftest)."""
     if backend == "sqlite":
         return sqlite_url(directory / f"agent-state-{uuid.uuid4().hex[:8]}.db")
-    make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
-    url = make()
-    if backend == THROUGH_PGBOUNCER:
-        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
-        return bouncer.url_for(url)
-    return url
+    return postgres_location(backend, request, shared=False)
 
 
 @pytest.fixture(scope="package", params=BACKENDS)

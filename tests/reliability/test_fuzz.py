@@ -397,7 +397,7 @@ def encode(method: str, **fields: object) -> bytes:
     return REQUEST[method](**fields).SerializeToString()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def world(channel: grpc.Channel) -> World:
     return build_world(channel)
 

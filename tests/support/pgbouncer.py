@@ -18,9 +18,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit
 
 from tests.support.server import free_port
@@ -128,13 +129,12 @@ class PgBouncer:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
 
-    def __enter__(self) -> PgBouncer:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+@contextmanager
+def running_pgbouncer(upstream_url: str) -> Iterator[PgBouncer]:
+    """A started PgBouncer in front of `upstream_url`, stopped afterwards."""
+    bouncer = PgBouncer(upstream_url).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

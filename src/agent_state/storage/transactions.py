@@ -211,9 +211,11 @@ class Read(ReadTransaction):
         kinds: frozenset[str],
         body_budget: int,
     ) -> Page[tuple[int, bytes]]:
+        # The same step as conversation_and_page: the row costs one probe
+        # of a primary key, and the page is the query's to write once.
         params = _page_params(conversation_id, after, limit, body_budget)
-        filters = _filters(roles, kinds)
-        return await self._x.page("message_page", params, limit, body_budget, filters)
+        _, page = await self._x.state_and_page(params, limit, body_budget, _filters(roles, kinds))
+        return page
 
     async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
         params = {"conversation": conversation_id, "position": after, "limit": limit + 1}

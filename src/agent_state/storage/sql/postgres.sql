@@ -154,45 +154,6 @@ WHERE conversation_id = %(conversation)s AND message_id = ANY(%(id)s::uuid[])
 -- The ordering's rows go with their messages through ON DELETE CASCADE.
 DELETE FROM messages WHERE conversation_id = %(conversation)s AND id = ANY(%(id)s::uuid[])
 
--- name: message_page
--- Ordered entries after a position, each with its message's encoding
--- (wire_head || body || wire_tail) while the encodings before it stay under
--- the byte budget, so that large bodies past the budget never leave the
--- server. A row carries its encoding when it is the first or `before` (the
--- size of the encodings preceding it on the page) is under the budget; of
--- the rows past that, only the first comes back, without encoding (NULL),
--- to tell the caller to stop (see common.budgeted_page). An empty role or kind list matches everything:
--- one constant text, so psycopg's prepared statement is reused; the filters
--- only test the row each primary-key probe found, so they plan alike.
-SELECT position, CASE WHEN n = 1 OR before < %(budget)s THEN wire_head || body || wire_tail END
-FROM (
-    SELECT position, wire_head, body, wire_tail,
-           row_number() OVER w AS n,
-           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before,
-           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)
-               AS before_previous
-    FROM (
-        SELECT i.position, m.wire_head, m.body, m.wire_tail,
-               octet_length(m.wire_head) + octet_length(m.body) + octet_length(m.wire_tail)
-                   AS size
-        FROM conversation_items i
-        CROSS JOIN LATERAL (
-            SELECT wire_head, body, wire_tail FROM messages
-            WHERE conversation_id = i.conversation_id AND id = i.message_id
-                AND (cardinality(%(roles)s::smallint[]) = 0
-                     OR role = ANY(%(roles)s::smallint[]))
-                AND (cardinality(%(kinds)s::bytea[]) = 0 OR kind = ANY(%(kinds)s::bytea[]))
-            OFFSET 0
-        ) AS m
-        WHERE i.conversation_id = %(conversation)s AND i.position > %(after)s
-        ORDER BY i.position LIMIT %(limit)s
-    ) AS candidates
-    WINDOW w AS (ORDER BY position)
-) AS page
-WHERE n <= 2 OR before_previous < %(budget)s
-ORDER BY position
-
-
 -- Renumberings -------------------------------------------------------------------
 
 -- name: park_renumbered
@@ -368,9 +329,20 @@ VALUES (%(version)s, %(name)s, %(checksum)s)
 -- only in this dialect
 
 -- name: conversation_and_message_page
--- The conversation's row first (position NULL), then message_page's rows:
+-- (SQLite: conversation, then message_page, in one hop.) The conversation's
+-- row first (position NULL), then the ordered entries after a position:
 -- one statement reads one consistent state, so the page and its metadata
 -- agree without BEGIN and COMMIT around them (a list call's hot path).
+-- Each entry comes with its message's encoding (wire_head || body ||
+-- wire_tail) while the encodings before it stay under the byte budget, so
+-- that large bodies past the budget never leave the server. A row carries
+-- its encoding when it is the first or `before` (the size of the encodings
+-- preceding it on the page) is under the budget; of the rows past that,
+-- only the first comes back, without encoding (NULL), to tell the caller
+-- to stop (see common.budgeted_page). An empty role or kind list matches
+-- everything: one constant text, so psycopg's prepared statement is
+-- reused; the filters only test the row each primary-key probe found, so
+-- they plan alike.
 SELECT NULL::bigint AS position, NULL::bytea AS entry,
        message_count, updated_at, tail_position, layout_version, version
 FROM conversations WHERE id = %(conversation)s

@@ -127,20 +127,6 @@ DELETE FROM conversation_items WHERE conversation_id = :conversation AND message
 -- messages through ON DELETE CASCADE.
 DELETE FROM messages WHERE conversation_id = :conversation AND id = :id
 
--- name: message_page
--- Ordered entries after a position, each with its message's encoding. The
--- cursor is read lazily and the byte budget applied as rows arrive
--- (common.budgeted_page), so no body past the row that ends the page is
--- read. A filter that is off matches everything; one that is on reads its
--- staged table. || concatenates text: the blobs pass through it and back
--- (CAST) byte for byte, the database's text encoding being UTF-8.
-SELECT i.position, CAST(m.wire_head || m.body || m.wire_tail AS BLOB)
-FROM conversation_items i
-JOIN messages m ON m.conversation_id = i.conversation_id AND m.id = i.message_id
-WHERE i.conversation_id = :conversation AND i.position > :after
-    AND (NOT :by_role OR m.role IN (SELECT role FROM temp.filter_roles))
-    AND (NOT :by_kind OR m.kind IN (SELECT kind FROM temp.filter_kinds))
-ORDER BY i.position LIMIT :limit
 
 
 -- Renumberings -------------------------------------------------------------------
@@ -281,6 +267,22 @@ VALUES (:version, :name, :checksum, :applied_at)
 
 
 -- only in this dialect
+
+-- name: message_page
+-- (PostgreSQL: conversation_and_message_page.) Ordered entries after a
+-- position, each with its message's encoding. The
+-- cursor is read lazily and the byte budget applied as rows arrive
+-- (common.budgeted_page), so no body past the row that ends the page is
+-- read. A filter that is off matches everything; one that is on reads its
+-- staged table. || concatenates text: the blobs pass through it and back
+-- (CAST) byte for byte, the database's text encoding being UTF-8.
+SELECT i.position, CAST(m.wire_head || m.body || m.wire_tail AS BLOB)
+FROM conversation_items i
+JOIN messages m ON m.conversation_id = i.conversation_id AND m.id = i.message_id
+WHERE i.conversation_id = :conversation AND i.position > :after
+    AND (NOT :by_role OR m.role IN (SELECT role FROM temp.filter_roles))
+    AND (NOT :by_kind OR m.kind IN (SELECT kind FROM temp.filter_kinds))
+ORDER BY i.position LIMIT :limit
 
 -- name: freeze_body
 -- One message freeze_messages returned per call (executemany): keeps its
