@@ -9,7 +9,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -23,10 +23,13 @@ from tests.support.server import ServerProcess, health_check
 ADMIN_URL = os.environ.get("AGENT_STATE_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL)
 
 
-def serve(database_url: str, log_path: Path, *, workers: int = 1) -> ServerProcess:
+def serve(
+    database_url: str, log_path: Path, *, workers: int = 1, extra: Sequence[str] = ()
+) -> ServerProcess:
     """`agent-state serve` on `database_url`, for ``with``: started and
-    ready inside the block, stopped at its end; its log in `log_path`."""
-    arguments = ["--log-level", "WARNING"]
+    ready inside the block, stopped at its end; its log in `log_path`;
+    `extra` arguments go last."""
+    arguments = ["--log-level", "WARNING", *extra]
     if workers != 1:
         arguments += ["--workers", str(workers)]
     return ServerProcess(database_url=database_url, log_path=log_path, extra_args=arguments)

@@ -29,6 +29,8 @@ def turn_latency(turns: dict[str, list[TurnFigures]], path: Path) -> None:
         line(postgres, [f.p50 for f in postgres], "agent-state on PostgreSQL", "o-C0")
     if sqlite:
         line(sqlite, [f.p50 for f in sqlite], "agent-state on SQLite", "s-C1")
+    if bounced := turns.get("postgresql via pgbouncer", []):
+        line(bounced, [f.p50 for f in bounced], "agent-state on PostgreSQL via PgBouncer", "o--C4")
     if postgres:
         adjusted = [f.adjusted_floor for f in postgres]
         line(postgres, adjusted, "SQL floor + calls x call floor", "^--C2")

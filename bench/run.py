@@ -44,7 +44,8 @@ from bench.harness import (
 )
 from tests.support import calls
 from tests.support.calls import Stub, text_message
-from tests.support.postgres import throwaway_database
+from tests.support.pgbouncer import running_pgbouncer
+from tests.support.postgres import postgres_url_from_conninfo, throwaway_database
 from tests.support.server import ServerProcess, sqlite_url
 
 BODY_TEXT = "x" * 200  # a typical short chat message
@@ -776,8 +777,14 @@ def memory(report: Report, server: ServerProcess, sizes: Sizes) -> None:
     )
 
 
-def run_backend(backend: str, sizes: Sizes, tmp: Path) -> Report:
+THROUGH_PGBOUNCER = "postgresql via pgbouncer"
+
+
+def run_backend(backend: str, sizes: Sizes, tmp: Path) -> list[Report]:
+    """The backend's report; for PostgreSQL also the agent turn through a
+    PgBouncer in transaction mode, as production usually reaches it."""
     report = Report(backend)
+    reports = [report]
     with contextlib.ExitStack() as cleanup:
         floor_url: str | None = None
         base: Floor
@@ -823,6 +830,31 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> Report:
         started = time.perf_counter()
         both_cores(report, url, sizes, tmp)
         print(f"[{backend}] both cores: {time.perf_counter() - started:.1f} s", flush=True)
+        if floor_url is not None:
+            started = time.perf_counter()
+            reports.append(turn_through_pgbouncer(floor_url, base, sizes, tmp, peer_turns))
+            print(f"[{backend}] turn via pgbouncer: {time.perf_counter() - started:.1f} s")
+    return reports
+
+
+def turn_through_pgbouncer(
+    url: str,
+    base: Floor,
+    sizes: Sizes,
+    tmp: Path,
+    peer_turns: dict[int, list[float]] | None,
+) -> Report:
+    """The agent turn with the server reaching the same database through a
+    PgBouncer in transaction mode (prepared statements off, as the README
+    says); the floor and the peer still go straight to PostgreSQL."""
+    report = Report(THROUGH_PGBOUNCER)
+    with (
+        running_pgbouncer(postgres_url_from_conninfo(ADMIN_URL)) as bouncer,
+        serve(
+            bouncer.url_for(url), tmp / "server-pgbouncer.log", extra=["--no-prepared-statements"]
+        ) as server,
+    ):
+        agent_turn(report, server, base, url, sizes, peer_turns)
     return report
 
 
@@ -866,7 +898,9 @@ def main() -> int:
     tmp.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
     started = time.perf_counter()
-    reports = [run_backend(backend, sizes, tmp.resolve()) for backend in backends]
+    reports = [
+        report for backend in backends for report in run_backend(backend, sizes, tmp.resolve())
+    ]
     for report in reports:
         report.print()
     print_turn_summary(reports, sizes.clients)
