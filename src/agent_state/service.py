@@ -436,7 +436,7 @@ class ConversationService:
         # issued (or there is none): then the token's position holds, and
         # the metadata and the page come in one step.
         async with self._store.read_once() as rx:
-            state, page = await rx.conversation_and_page(
+            state, page = await rx.message_page(
                 conversation,
                 cursor.position if cursor else 0,
                 request.limit,
@@ -448,7 +448,7 @@ class ConversationService:
             async with self._store.read() as rx:
                 state = await rx.conversation(conversation)
                 after = await _resume(rx, state, cursor)
-                page = await rx.message_page(
+                state, page = await rx.message_page(
                     conversation, after, request.limit, role_set, kind_set, budget
                 )
         rows, more = self._fit(page, self._codec.message_page_header_size(state))

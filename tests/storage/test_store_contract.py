@@ -306,7 +306,7 @@ async def test_insert_and_place_many_at_once(store: Store) -> None:
     items = await all_items(store, conversation_id)
     assert items == [Item(p, m.id) for p, m in zip(positions, messages, strict=True)]
     async with store.read() as read:
-        page = await read.message_page(conversation_id, 0, 2000, frozenset(), frozenset(), BIG)
+        _, page = await read.message_page(conversation_id, 0, 2000, frozenset(), frozenset(), BIG)
     assert page.more is False
     assert page.rows == [(p, entry(m)) for p, m in zip(positions, messages, strict=True)]
 
@@ -361,7 +361,7 @@ async def test_unplace_keeps_the_message_and_delete_removes_it(store: Store) -> 
     async with store.read() as read:
         page = await read.id_page(conversation_id, 0, 10)
         assert page == Page([Item(20, a.id)], more=False)
-        messages = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+        _, messages = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
         assert messages == Page([(20, entry(a))], more=False)
 
 
@@ -475,30 +475,34 @@ async def read_page(
     kinds: frozenset[str],
     budget: int,
 ) -> Page[tuple[int, bytes]]:
-    """message_page in a read transaction, checked to equal what
-    conversation_and_page returns in one step under read_once (with the
-    conversation's row), so that every page test covers both."""
+    """message_page in a read transaction, checked to return the
+    conversation's row as `conversation` reads it, and to equal what it
+    returns under read_once, so that every page test covers both."""
     async with store.read() as read:
         state = await read.conversation(conversation_id)
-        page = await read.message_page(conversation_id, after, limit, roles, kinds, budget)
-    async with store.read_once() as once:
-        in_one_step = await once.conversation_and_page(
+        in_transaction = await read.message_page(
             conversation_id, after, limit, roles, kinds, budget
         )
-    assert in_one_step == (state, page)
-    return page
+    async with store.read_once() as once:
+        once_only = await once.message_page(conversation_id, after, limit, roles, kinds, budget)
+    assert in_transaction[0] == state
+    assert once_only == in_transaction
+    return in_transaction[1]
 
 
-async def test_conversation_and_page_of_an_absent_conversation(store: Store) -> None:
+async def test_message_page_of_an_absent_or_empty_conversation(store: Store) -> None:
     absent = uuid4()
     async with store.read_once() as once:
         with pytest.raises(ConversationNotFound):
-            await once.conversation_and_page(absent, 0, 10, frozenset(), frozenset(), BIG)
+            await once.message_page(absent, 0, 10, frozenset(), frozenset(), BIG)
         with pytest.raises(ConversationNotFound):
             await once.conversation(absent)
+    async with store.read() as read:
+        with pytest.raises(ConversationNotFound):
+            await read.message_page(absent, 0, 10, frozenset(), frozenset(), BIG)
     empty = await new_conversation(store)
     async with store.read_once() as once:
-        state, page = await once.conversation_and_page(empty, 0, 10, frozenset(), frozenset(), BIG)
+        state, page = await once.message_page(empty, 0, 10, frozenset(), frozenset(), BIG)
         assert (state.id, state.message_count, page) == (empty, 0, Page([], more=False))
         assert await once.conversation(empty) == state
 
@@ -732,7 +736,7 @@ async def test_values_round_trip_exactly(store: Store) -> None:
         assert got[len(got) - len(framed.wire_tail) :] == framed.wire_tail
 
     async with store.read() as read:
-        page = await read.message_page(conversation_id, 0, 100, frozenset(), frozenset(), BIG)
+        _, page = await read.message_page(conversation_id, 0, 100, frozenset(), frozenset(), BIG)
         assert page == Page([(p, entry(m)) for p, m in zip(positions, ms, strict=True)], False)
         for (_, got), want in zip(page.rows, ms, strict=True):
             exact(got, want)
@@ -745,13 +749,13 @@ async def test_values_round_trip_exactly(store: Store) -> None:
             exact(got, want)
         # Kinds match exactly: no truncation at U+0000, no normalisation.
         for kind in ODD_KINDS:
-            filtered = await read.message_page(
+            _, filtered = await read.message_page(
                 conversation_id, 0, 100, frozenset(), frozenset({kind}), BIG
             )
             assert [e for _, e in filtered.rows] == [entry(m) for m in ms if m.kind == kind]
         # Roles as well.
         for role in Role:
-            filtered = await read.message_page(
+            _, filtered = await read.message_page(
                 conversation_id, 0, 100, frozenset({int(role)}), frozenset(), BIG
             )
             assert [e for _, e in filtered.rows] == [entry(m) for m in ms if m.role == role]
@@ -799,7 +803,7 @@ async def test_snapshot_survives_changes_to_the_conversation(store: Store) -> No
     async with store.write(conversation_id) as tx:
         await tx.create_snapshot(snapshot, [a.id, b.id, c.id])
     async with store.read() as read:
-        live = await read.message_page(conversation_id, 0, 1, frozenset(), frozenset(), BIG)
+        _, live = await read.message_page(conversation_id, 0, 1, frozenset(), frozenset(), BIG)
     assert live == Page([(10, entry(a))], more=True)
     async with store.write(conversation_id) as tx:
         await tx.delete([a.id])
@@ -814,9 +818,8 @@ async def test_snapshot_survives_changes_to_the_conversation(store: Store) -> No
         frozen = await read.snapshot_message_page(snapshot, -1, 1, BIG)
         framed = new(a)
         assert frozen.rows[0][1] == live.rows[0][1] == framed.wire_head + b"a" + framed.wire_tail
-        assert await read.message_page(
-            conversation_id, 0, 10, frozenset(), frozenset(), BIG
-        ) == Page([(5, entry(c))], more=False)
+        _, page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+        assert page == Page([(5, entry(c))], more=False)
         assert await read.snapshot_id_page(snapshot, -1, 10) == Page(
             [(0, a.id), (1, b.id), (2, c.id)], more=False
         )
@@ -945,7 +948,7 @@ async def test_writers_of_one_conversation_take_turns(store: Store) -> None:
     async with store.read() as read:
         state = await read.conversation(conversation_id)
         assert (state.message_count, state.tail_position, state.version) == (16, 16, 16)
-        page = await read.message_page(conversation_id, 0, 100, frozenset(), frozenset(), BIG)
+        _, page = await read.message_page(conversation_id, 0, 100, frozenset(), frozenset(), BIG)
     assert [position for position, _ in page.rows] == list(range(1, 17))
     # Each of the 16 messages (bodies 0..15, ids distinct) is listed once.
     assert sorted(int(m.body) for m in made) == list(range(16))
@@ -1080,9 +1083,8 @@ async def test_read_sees_one_state(store: Store) -> None:
             await add(store, conversation_id, [message()], [2 * GAP])
         assert await read.conversation(conversation_id) == state
         assert await read.id_page(conversation_id, 0, 10) == page
-        assert await read.message_page(
-            conversation_id, 0, 10, frozenset(), frozenset(), BIG
-        ) == Page([(GAP, entry(first))], more=False)
+        _, listed = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+        assert listed == Page([(GAP, entry(first))], more=False)
     async with store.read() as read:
         assert (await read.conversation(conversation_id)).version == state.version + 1
         assert len((await read.id_page(conversation_id, 0, 10)).rows) == 2
@@ -1487,7 +1489,7 @@ async def test_append_inserts_places_and_saves_in_one_step(store: Store) -> None
         )
     async with store.read() as read:
         assert await read.conversation(conversation_id) == saved
-        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+        _, page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
     assert page == Page([(GAP, entry(first)), (2 * GAP, entry(second))], more=False)
 
 
@@ -1514,7 +1516,7 @@ async def test_append_at_tail_creates_and_appends(store: Store) -> None:
     assert state == expected
     async with store.read() as read:
         assert await read.conversation(conversation_id) == expected
-        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+        _, page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
     assert page == Page([(GAP, entry(first)), (2 * GAP, entry(second))], more=False)
 
 
@@ -1529,7 +1531,7 @@ async def test_append_at_tail_continues_after_the_tail(store: Store) -> None:
     assert state == ConversationState(conversation_id, 3, T0 + 1, 8 * GAP, 3, 6)
     async with store.read() as read:
         assert await read.conversation(conversation_id) == state
-        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+        _, page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
     assert [position for position, _ in page.rows] == [7 * GAP, 8 * GAP]
     assert page.rows[-1][1] == entry(third)
 
@@ -1560,7 +1562,7 @@ async def test_append_at_tail_declines_unless_time_moved_on(store: Store, update
     assert await _append_at_tail(store, conversation_id, [message()], updated_at) is None
     async with store.read() as read:
         assert await read.conversation(conversation_id) == saved
-        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+        _, page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
     assert page.rows == []
 
 
@@ -1610,7 +1612,7 @@ async def test_append_at_tail_waits_for_the_lock_and_rechecks(store: Store) -> N
     assert landed == [ConversationState(conversation_id, 2, T0 + 1, 2 * GAP, 0, 2)]
     async with store.read() as read:
         assert await read.conversation(conversation_id) == landed[0]
-        page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+        _, page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
     assert [position for position, _ in page.rows] == [GAP, 2 * GAP]
     assert page.rows[0][1] == entry(held)
 
@@ -1678,6 +1680,6 @@ async def test_message_page_filter_with_many_kinds(store: Store) -> None:
     # Far more kinds than fit in one SQL statement's parameters inline.
     kinds = frozenset(wanted | {f"unused-{i}" for i in range(2000)})
     async with store.read() as read:
-        page = await read.message_page(conversation_id, 0, 100, frozenset(), kinds, BIG)
+        _, page = await read.message_page(conversation_id, 0, 100, frozenset(), kinds, BIG)
     assert page.rows
     assert {entry for _, entry in page.rows} == {entry(m) for m in messages if m.kind in wanted}

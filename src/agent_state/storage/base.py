@@ -33,22 +33,6 @@ class ReadTransaction(ABC):
         """Renumberings with a layout version above `layout_version`, oldest first."""
 
     @abstractmethod
-    async def conversation_and_page(
-        self,
-        conversation_id: UUID,
-        after: int,
-        limit: int,
-        roles: frozenset[int],
-        kinds: frozenset[str],
-        body_budget: int,
-    ) -> tuple[ConversationState, Page[tuple[int, bytes]]]:
-        """`conversation` and `message_page` of one and the same state, in one
-        step that sees one consistent state by itself (so it may run under
-        `Store.read_once`); raises ConversationNotFound. `after` is only
-        meaningful in the layout the caller saw: a caller whose position
-        comes from another layout_version must read through `Store.read`."""
-
-    @abstractmethod
     async def message_page(
         self,
         conversation_id: UUID,
@@ -57,15 +41,22 @@ class ReadTransaction(ABC):
         roles: frozenset[int],
         kinds: frozenset[str],
         body_budget: int,
-    ) -> Page[tuple[int, bytes]]:
-        """Ordered entries with position > `after`, each with its message's
-        encoding (``wire_head + body + wire_tail``).
+    ) -> tuple[ConversationState, Page[tuple[int, bytes]]]:
+        """The conversation's row and its ordered entries with position >
+        `after`, each with its message's encoding (``wire_head + body +
+        wire_tail``); raises ConversationNotFound.
 
         At most `limit` rows, matching `roles` and `kinds` (an empty set
         matches everything). A row is returned only while the encodings of
         the rows before it add up to less than `body_budget` bytes, so a
         page stops early on large messages; the first row always comes back.
         `more` is True when further matching rows exist.
+
+        The row and the page are read in one step that sees one consistent
+        state by itself, so it may run under `Store.read_once` (a list
+        call's hot path). `after` is only meaningful in the layout the
+        caller saw: a caller whose position comes from another
+        layout_version must read through `Store.read`.
         """
 
     @abstractmethod
@@ -239,7 +230,7 @@ class Store(ABC):
     def read_once(self) -> AbstractAsyncContextManager[ReadTransaction]:
         """Reads without an explicit transaction, for a caller that makes
         one call that sees one consistent state by itself (`conversation`,
-        `conversation_and_page`): cheaper than `read` by a BEGIN and a
+        `message_page`): cheaper than `read` by a BEGIN and a
         COMMIT. Two calls through it may see two different states."""
 
     @abstractmethod

@@ -187,7 +187,7 @@ class Read(ReadTransaction):
         params = {"conversation": conversation_id, "layout": layout_version}
         return [common.renumbering(row) for row in await self._x.rows("renumberings_since", params)]
 
-    async def conversation_and_page(
+    async def message_page(
         self,
         conversation_id: UUID,
         after: int,
@@ -201,21 +201,6 @@ class Read(ReadTransaction):
         if row is None:
             raise common.conversation_not_found(conversation_id)
         return common.conversation_state(conversation_id, row), page
-
-    async def message_page(
-        self,
-        conversation_id: UUID,
-        after: int,
-        limit: int,
-        roles: frozenset[int],
-        kinds: frozenset[str],
-        body_budget: int,
-    ) -> Page[tuple[int, bytes]]:
-        # The same step as conversation_and_page: the row costs one probe
-        # of a primary key, and the page is the query's to write once.
-        params = _page_params(conversation_id, after, limit, body_budget)
-        _, page = await self._x.state_and_page(params, limit, body_budget, _filters(roles, kinds))
-        return page
 
     async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
         params = {"conversation": conversation_id, "position": after, "limit": limit + 1}
