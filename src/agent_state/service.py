@@ -445,8 +445,10 @@ class ConversationService:
                 budget,
             )
         if cursor is not None and cursor.layout_version != state.layout_version:
+            # Renumbered since: follow the token's position through the
+            # renumberings recorded after it (all of them, however many
+            # there are by now) and read the page in the same transaction.
             async with self._store.read() as rx:
-                state = await rx.conversation(conversation)
                 after = await _resume(rx, state, cursor)
                 state, page = await rx.message_page(
                     conversation, after, request.limit, role_set, kind_set, budget

@@ -42,7 +42,7 @@ from ..errors import StorageUnavailable
 from ..model import ConversationState, NewMessage, Page
 from . import common, migrations, sql, transactions
 from .base import PoolStats, ReadTransaction, WriteTransaction
-from .transactions import NO_FILTERS, Executor, Filters, Params, Row, Statement
+from .transactions import Executor, Filters, Params, Row, Statement
 
 __all__ = ["PostgresStore"]
 
@@ -116,7 +116,9 @@ _S = TypeVar("_S")
 def _translated(
     method: Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]],
 ) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]]:
-    """Turns driver errors meaning "unavailable" into StorageUnavailable."""
+    """Turns driver errors meaning "unavailable" into StorageUnavailable
+    as soon as an executor's statement fails, inside its block (the block's
+    connection, `_connection`, translates whatever else escapes it)."""
 
     @functools.wraps(method)
     async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -220,18 +222,16 @@ class _PostgresExecutor(Executor):
 
     @_translated
     async def page(
-        self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
+        self, query: str, params: Params, limit: int, budget: int
     ) -> Page[tuple[int, bytes]]:
-        # The query sums the budget itself; an empty filter array is off.
-        # Both filters go to every page query: psycopg ignores unused names.
-        arrays = {"roles": list(filters.roles), "kinds": list(filters.kinds)}
-        rows = await _rows(self._conn, query, {**params, **arrays})
-        return common.budgeted_page(rows, limit, budget)
+        # The query sums the budget itself.
+        return common.budgeted_page(await _rows(self._conn, query, params), limit, budget)
 
     @_translated
     async def state_and_page(
         self, params: Params, limit: int, budget: int, filters: Filters
     ) -> tuple[Row | None, Page[tuple[int, bytes]]]:
+        # An empty filter array is off.
         arrays = {"roles": list(filters.roles), "kinds": list(filters.kinds)}
         rows = await _rows(self._conn, "conversation_and_message_page", {**params, **arrays})
         if not rows or rows[0][0] is not None:
@@ -400,22 +400,30 @@ class PostgresStore(transactions.StoreOperations):
         """A pooled connection, closed instead of returned when its call is
         cancelled: wherever the cancellation landed (mid-statement, or while
         entering or leaving pipeline mode) the connection's state is
-        unknown, and the next call on it could run without being committed."""
-        async with self._opened().connection() as conn:
-            try:
-                yield conn
-            except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    _drop(conn)
-                raise
+        unknown, and the next call on it could run without being committed.
 
-    @_translated
+        Every use of the pool goes through here, so this is also where
+        "the database is not there" becomes StorageUnavailable, whether the
+        pool raised it or a statement in the block did."""
+        try:
+            async with self._opened().connection() as conn:
+                try:
+                    yield conn
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):
+                        _drop(conn)
+                    raise
+        except PipelineAborted:
+            # Follows an earlier error, which is the one that matters.
+            raise
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable() from exc
+
     async def migrate(self) -> list[int]:
         async with self._connection() as conn:
             session = _PostgresMigrations(conn)
             return await migrations.run("postgres", session)
 
-    @_translated
     async def pending_migrations(self) -> list[int]:
         async with self._connection() as conn:
             session = _PostgresMigrations(conn)
@@ -425,20 +433,14 @@ class PostgresStore(transactions.StoreOperations):
         self, params: dict[str, Any], messages: Sequence[NewMessage]
     ) -> Row | None:
         params |= transactions.message_columns(messages)
-        try:
-            # An autocommit connection outside a pipeline: one round trip.
-            async with self._connection() as conn:
-                return await _row(conn, "append_at_tail", params)
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable() from exc
+        # An autocommit connection outside a pipeline: one round trip.
+        async with self._connection() as conn:
+            return await _row(conn, "append_at_tail", params)
 
     async def _forget_calls(self, params: Params) -> int:
-        try:
-            async with self._connection() as conn:
-                cursor = await conn.execute(_QUERIES["forget_calls"], params)
-                return cursor.rowcount
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable() from exc
+        async with self._connection() as conn:
+            cursor = await conn.execute(_QUERIES["forget_calls"], params)
+            return cursor.rowcount
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:
@@ -449,11 +451,8 @@ class PostgresStore(transactions.StoreOperations):
     async def read_once(self) -> AsyncIterator[ReadTransaction]:
         # An autocommit connection outside a pipeline: each call is one
         # statement and one round trip.
-        try:
-            async with self._connection() as conn:
-                yield transactions.Read(_PostgresExecutor(conn))
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable() from exc
+        async with self._connection() as conn:
+            yield transactions.Read(_PostgresExecutor(conn))
 
     @asynccontextmanager
     async def write(
@@ -466,26 +465,21 @@ class PostgresStore(transactions.StoreOperations):
     @asynccontextmanager
     async def _transaction(self, begin: bytes) -> AsyncIterator[_Connection]:
         """A pooled connection in pipeline mode inside BEGIN ... COMMIT."""
-        try:
-            async with self._connection() as conn, conn.pipeline() as pipeline:
-                try:
-                    await conn.execute(begin, prepare=False)
-                    yield conn
-                except Exception:
-                    await _abandon(conn, pipeline)
-                    raise
-                except BaseException:
-                    # Dropped before leaving the pipeline, which would wait
-                    # for the queued statements.
-                    _drop(conn)
-                    raise
-                # Sent together with the writes still queued in the pipeline;
-                # leaving the pipeline waits for it.
-                await conn.execute(_COMMIT, prepare=False)
-        except PipelineAborted:
-            raise
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable() from exc
+        async with self._connection() as conn, conn.pipeline() as pipeline:
+            try:
+                await conn.execute(begin, prepare=False)
+                yield conn
+            except Exception:
+                await _abandon(conn, pipeline)
+                raise
+            except BaseException:
+                # Dropped before leaving the pipeline, which would wait for
+                # the queued statements.
+                _drop(conn)
+                raise
+            # Sent together with the writes still queued in the pipeline;
+            # leaving the pipeline waits for it.
+            await conn.execute(_COMMIT, prepare=False)
 
     @staticmethod
     async def _lock(conn: _Connection, conversation_id: UUID, create: bool) -> ConversationState:

@@ -30,7 +30,7 @@ from ..errors import StorageUnavailable
 from ..model import NewMessage, Page
 from . import common, migrations, sql, transactions
 from .base import PoolStats, ReadTransaction, WriteTransaction
-from .transactions import NO_FILTERS, Executor, Filters, Params, Row, Statement
+from .transactions import Executor, Filters, Params, Row, Statement
 
 T = TypeVar("T")
 
@@ -149,25 +149,23 @@ sqlite3.register_adapter(common.Micros, _micros_integer)
 
 
 def _page(
-    db: sqlite3.Connection,
-    query: str,
-    params: Params,
-    limit: int,
-    budget: int,
-    filters: Filters,
+    db: sqlite3.Connection, query: str, params: Params, limit: int, budget: int
 ) -> Page[tuple[int, bytes]]:
+    # A lazy cursor: no body past the one that ends the page is read.
+    return common.budgeted_page(_execute(db, query, params), limit, budget)
+
+
+def _staged(db: sqlite3.Connection, params: Params, filters: Filters) -> Params:
+    """`params` with the list filters staged in the connection's temporary
+    tables: any number of values under one constant query text."""
     roles, kinds = filters
-    # The list filters go through temporary tables: any number of values
-    # under one constant query text.
     if roles:
         _execute(db, "clear_filter_roles")
         _each(db, "stage_filter_role", [{"role": role} for role in roles])
     if kinds:
         _execute(db, "clear_filter_kinds")
         _each(db, "stage_filter_kind", [{"kind": kind} for kind in kinds])
-    params = {**params, "by_role": bool(roles), "by_kind": bool(kinds)}
-    # A lazy cursor: no body past the one that ends the page is read.
-    return common.budgeted_page(_execute(db, query, params), limit, budget)
+    return {**params, "by_role": bool(roles), "by_kind": bool(kinds)}
 
 
 class _SqliteExecutor(Executor):
@@ -196,9 +194,9 @@ class _SqliteExecutor(Executor):
         await self._conn.run(run)
 
     async def page(
-        self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
+        self, query: str, params: Params, limit: int, budget: int
     ) -> Page[tuple[int, bytes]]:
-        return await self._conn.run(lambda db: _page(db, query, params, limit, budget, filters))
+        return await self._conn.run(lambda db: _page(db, query, params, limit, budget))
 
     async def state_and_page(
         self, params: Params, limit: int, budget: int, filters: Filters
@@ -211,7 +209,8 @@ class _SqliteExecutor(Executor):
                 _begin_read(db)
             try:
                 row = _row(db, "conversation", params)
-                return row, _page(db, "message_page", params, limit, budget, filters)
+                page = _page(db, "message_page", _staged(db, params, filters), limit, budget)
+                return row, page
             finally:
                 if began:
                     _end_transaction(db)

@@ -13,11 +13,12 @@ run is the `Executor`'s, which each backend provides:
 - A `Statement` with `columns` runs over many rows: PostgreSQL passes each
   column as an array (the query unnests it), SQLite runs it once per row
   (executemany). The parameter names are the same.
-- `page`: a page under a byte budget. PostgreSQL sums the budget in SQL
-  (common.budgeted_page then cuts); SQLite reads a lazy cursor in its
-  thread, so no body past the page is read. The list filters of
-  message_page travel as arrays (PostgreSQL) or staged temporary tables
-  (SQLite), in the same round trip or hop.
+- `page` / `state_and_page`: a page under a byte budget (the latter with
+  the conversation's row and the list filters). PostgreSQL sums the budget
+  in SQL (common.budgeted_page then cuts); SQLite reads a lazy cursor in
+  its thread, so no body past the page is read. The list filters travel as
+  arrays (PostgreSQL) or staged temporary tables (SQLite), in the same
+  round trip or hop.
 
 Values are adapted by the dialect, not here: ids are passed as UUIDs
 (SQLite's adapter turns them into 16-byte blobs) and times as common.Micros
@@ -65,9 +66,6 @@ class Filters(NamedTuple):
     kinds: Collection[bytes] = ()
 
 
-NO_FILTERS = Filters()
-
-
 class Executor(ABC):
     """How one dialect runs the named queries in one transaction."""
 
@@ -90,7 +88,7 @@ class Executor(ABC):
 
     @abstractmethod
     async def page(
-        self, query: str, params: Params, limit: int, budget: int, filters: Filters = NO_FILTERS
+        self, query: str, params: Params, limit: int, budget: int
     ) -> Page[tuple[int, bytes]]:
         """The page of a query of (key, encoding) rows asked for `limit` + 1
         rows, under `budget` (common.budgeted_page)."""
@@ -99,9 +97,9 @@ class Executor(ABC):
     async def state_and_page(
         self, params: Params, limit: int, budget: int, filters: Filters
     ) -> tuple[Row | None, Page[tuple[int, bytes]]]:
-        """The conversation's row (None: absent) and the page of
-        message_page, read together so that they agree even outside a
-        transaction."""
+        """The conversation's row (None: absent) and its page of messages
+        under `budget`, filtered, read together so that they agree even
+        outside a transaction, in one round trip or hop."""
 
     @abstractmethod
     async def freeze(self, insert: Statement) -> int:
