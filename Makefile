@@ -29,7 +29,7 @@ test: install
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-## bench-smoke: the benchmark at small sizes, targets not enforced (CI, offline; PostgreSQL needed)
+## bench-smoke: the benchmark at small sizes, targets not enforced (CI, offline; PostgreSQL and pgbouncer needed)
 bench-smoke: install
 	$(BIN)/python -m bench.run --quick
 

@@ -63,19 +63,6 @@ def page(
     return rows
 
 
-def read_all(conn: psycopg.Connection, conversation: uuid.UUID, page_size: int = 1000) -> int:
-    after = 0
-    count = 0
-    while True:
-        rows = page(conn, conversation, after, page_size)
-        count += len(rows)
-        if len(rows) < page_size:
-            return count
-        position = rows[-1][0]
-        assert isinstance(position, int)
-        after = position
-
-
 async def append_async(
     conn: psycopg.AsyncConnection, conversation: uuid.UUID, bodies: list[bytes]
 ) -> None:

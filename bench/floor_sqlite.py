@@ -70,16 +70,3 @@ def page(
         PAGE, (conversation.bytes, after, size)
     ).fetchall()
     return rows
-
-
-def read_all(conn: sqlite3.Connection, conversation: uuid.UUID, page_size: int = 1000) -> int:
-    after = 0
-    count = 0
-    while True:
-        rows = page(conn, conversation, after, page_size)
-        count += len(rows)
-        if len(rows) < page_size:
-            return count
-        position = rows[-1][0]
-        assert isinstance(position, int)
-        after = position

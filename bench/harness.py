@@ -9,12 +9,14 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 import psycopg
 
+from agent_state._gen import agent_state_pb2_grpc as pb_grpc
 from tests.support import calls
 from tests.support.calls import Stub
 from tests.support.postgres import DEFAULT_ADMIN_URL
@@ -46,10 +48,19 @@ def settle(url: str | None) -> None:
         conn.execute("CHECKPOINT")
 
 
+# A page of 1,000 messages can pass gRPC's default 4 MiB on a long context.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+
+
 def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(
-        address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    )
+    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+@asynccontextmanager
+async def aio_client(address: str) -> AsyncIterator[pb_grpc.AgentStateServiceStub]:
+    """An asyncio stub on a channel of its own, closed afterwards."""
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as aio_channel:
+        yield pb_grpc.AgentStateServiceStub(aio_channel)  # type: ignore[no-untyped-call]
 
 
 def stub(address: str) -> Stub:

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from types import ModuleType
+from typing import Any
 
-import grpc
 import psycopg
 
 from agent_state._gen import agent_state_pb2 as pb
@@ -31,6 +31,7 @@ from agent_state._gen import agent_state_pb2_grpc as pb_grpc
 from bench import floor, floor_sqlite, peer, plot
 from bench.harness import (
     ADMIN_URL,
+    aio_client,
     channel,
     health,
     machine,
@@ -44,11 +45,14 @@ from bench.harness import (
 )
 from tests.support import calls
 from tests.support.calls import Stub, text_message
+from tests.support.pgbouncer import binary as pgbouncer_binary
 from tests.support.pgbouncer import running_pgbouncer
 from tests.support.postgres import postgres_url_from_conninfo, throwaway_database
 from tests.support.server import ServerProcess, sqlite_url
 
 BODY_TEXT = "x" * 200  # a typical short chat message
+ONE = [text_message(BODY_TEXT)]
+TWO = [text_message(BODY_TEXT)] * 2
 ENCODED_BODY = pb.MessageBody(text=pb.TextBody(text=BODY_TEXT)).SerializeToString()
 
 
@@ -123,19 +127,22 @@ class TurnFigures:
 
 @dataclass
 class Report:
-    """One backend's figures. Targets are judged on PostgreSQL only; the
-    SQLite run reports the same ratios, against its own floor, for information."""
+    """One backend's figures. Targets are judged on PostgreSQL (directly and
+    through PgBouncer); the SQLite run reports the same ratios, against its
+    own floor, for information."""
 
     backend: str
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     turns: list[TurnFigures] = field(default_factory=list)
-    call_floor_ms: float = 0.0
-    health_cpu_ms: float = 0.0
+
+    @property
+    def judged(self) -> bool:
+        return self.backend.startswith("postgresql")
 
     @property
     def floor_name(self) -> str:
-        return "SQL floor" if self.backend == "postgresql" else "SQLite floor"
+        return "SQL floor" if self.judged else "SQLite floor"
 
     def add(
         self,
@@ -156,13 +163,15 @@ class Report:
                 ">": ratio > limit,
                 ">=": ratio >= limit,
             }[operator]
-            if self.backend != "postgresql":
+            if not self.judged:
                 check = "(reported)"
             else:
                 check = "ok" if ok else "MISSED"
                 if not ok:
                     label = f"[issue 12 target {issue}] " if issue else ""
-                    self.failures.append(f"{label}{name}: ratio {ratio:.2f} (target {target})")
+                    self.failures.append(
+                        f"{label}{self.backend}, {name}: ratio {ratio:.2f} (target {target})"
+                    )
             if issue:
                 target = f"T{issue}: {target}"
         self.rows.append((name, f"{ours} | {floor_or_base}", f"{ratio:.2f}", f"{target} {check}"))
@@ -178,50 +187,38 @@ class Report:
             print(f"| {name} | {figures} | {ratio} | {target} |")
 
 
-class Floor(Protocol):
-    """The floor of one backend: the same work with the database's own client."""
+class Floor:
+    """The floor of one backend: the same work with the database's own
+    client (bench/floor.py or bench/floor_sqlite.py), whose `append` and
+    `page` take the connection first."""
 
-    def append(self, conversation: uuid.UUID, bodies: list[bytes]) -> None: ...
-    def page(self, conversation: uuid.UUID, size: int) -> None: ...
-    def read_all(self, conversation: uuid.UUID) -> None: ...
-    def close(self) -> None: ...
-
-
-class PostgresFloor:
-    def __init__(self, url: str) -> None:
-        self.conn = psycopg.connect(url, autocommit=True)
+    def __init__(self, dialect: ModuleType, conn: Any) -> None:
+        self._dialect = dialect
+        self.conn = conn
 
     def append(self, conversation: uuid.UUID, bodies: list[bytes]) -> None:
-        floor.append(self.conn, conversation, bodies)
+        self._dialect.append(self.conn, conversation, bodies)
 
-    def page(self, conversation: uuid.UUID, size: int) -> None:
-        floor.page(self.conn, conversation, 0, size)
+    def page(self, conversation: uuid.UUID, size: int, after: int = 0) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._dialect.page(self.conn, conversation, after, size)
+        return rows
 
-    def read_all(self, conversation: uuid.UUID) -> None:
-        floor.read_all(self.conn, conversation)
+    def read_all(self, conversation: uuid.UUID, page_size: int = 1000) -> int:
+        """Every message, in keyset pages of `page_size`, as the service is
+        read; how many."""
+        after = count = 0
+        while True:
+            rows = self.page(conversation, page_size, after)
+            count += len(rows)
+            if len(rows) < page_size:
+                return count
+            after = rows[-1][0]
 
     def close(self) -> None:
         self.conn.close()
 
 
 SIDE = ("-wal", "-shm")  # the files SQLite keeps beside a WAL database
-
-
-class SqliteFloor:
-    def __init__(self, path: Path) -> None:
-        self.conn = floor_sqlite.connect(path)
-
-    def append(self, conversation: uuid.UUID, bodies: list[bytes]) -> None:
-        floor_sqlite.append(self.conn, conversation, bodies)
-
-    def page(self, conversation: uuid.UUID, size: int) -> None:
-        floor_sqlite.page(self.conn, conversation, 0, size)
-
-    def read_all(self, conversation: uuid.UUID) -> None:
-        floor_sqlite.read_all(self.conn, conversation)
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def append(client: Stub, conversation: str, count: int) -> list[str]:
@@ -270,11 +267,11 @@ def call_costs(
     floor_id = uuid.uuid4()
     load_floor(base, floor_id, 1_000)
     settle(url)
-    wall, cpu = per_call(server, partial(health, conn), sizes.health_calls)
-    report.call_floor_ms, report.health_cpu_ms = wall, cpu
+    call_floor, health_cpu = per_call(server, partial(health, conn), sizes.health_calls)
     report.note(
         "call floor: grpc.health.v1.Health/Check",
-        f"{wall:.3f} ms wall p50; server CPU {cpu:.3f} ms per call ({sizes.health_calls} calls)",
+        f"{call_floor:.3f} ms wall p50; server CPU {health_cpu:.3f} ms per call"
+        f" ({sizes.health_calls} calls)",
     )
     one, two = [ENCODED_BODY], [ENCODED_BODY] * 2
     operations: list[tuple[str, Callable[[], object], Callable[[], object] | None, int]] = [
@@ -309,14 +306,14 @@ def call_costs(
         figures = f"{wall:.2f} ms wall p50"
         if floor_operation is not None:
             base_wall = median_ms([timed(floor_operation) for _ in range(count)])
-            overhead = wall - base_wall - report.call_floor_ms
+            overhead = wall - base_wall - call_floor
             figures += (
                 f"; {report.floor_name} {base_wall:.2f} ms; overhead {overhead:.2f} ms"
                 f" ({overhead / wall:.0%})"
             )
         report.note(f"{name}: wall", figures)
         if name == "page of 1,000":
-            allowed = report.health_cpu_ms + 1.5
+            allowed = health_cpu + 1.5
             report.add(
                 f"server CPU per call, {name} vs health check + 1.5 ms",
                 f"{cpu:.3f} ms",
@@ -329,15 +326,15 @@ def call_costs(
             report.add(
                 f"server CPU per call, {name} vs health check",
                 f"{cpu:.3f} ms",
-                f"{report.health_cpu_ms:.3f} ms",
-                cpu / report.health_cpu_ms,
+                f"{health_cpu:.3f} ms",
+                cpu / health_cpu,
                 "<=1.6",
                 issue=3,
             )
         else:
             report.note(
                 f"server CPU per call, {name}",
-                f"{cpu:.3f} ms ({cpu / report.health_cpu_ms:.2f} x health check)",
+                f"{cpu:.3f} ms ({cpu / health_cpu:.2f} x health check)",
             )
     conn.close()
 
@@ -434,37 +431,38 @@ def floor_turn(base: Floor, conversation: uuid.UUID) -> None:
     base.append(conversation, [ENCODED_BODY] * 2)
 
 
-async def _concurrent_turns(address: str, conversations: list[str], turns: int) -> list[float]:
-    channel = grpc.aio.insecure_channel(
-        address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+async def async_turn(client: pb_grpc.AgentStateServiceStub, conversation: str) -> None:
+    """The agent turn over an asyncio stub: append one message, read the
+    whole context in pages of 1000, append two messages in one call."""
+    await client.AppendConversationMessages(
+        pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=ONE)
     )
-    client: pb_grpc.AgentStateServiceStub = pb_grpc.AgentStateServiceStub(channel)  # type: ignore[no-untyped-call]
-    one, two = [text_message(BODY_TEXT)], [text_message(BODY_TEXT)] * 2
+    token = ""
+    while True:
+        page = await client.ListConversationMessages(
+            pb.ListConversationMessagesRequest(
+                conversation_id=conversation, page_size=1000, page_token=token
+            )
+        )
+        token = page.next_page_token
+        if not token:
+            break
+    await client.AppendConversationMessages(
+        pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=TWO)
+    )
+
+
+async def _concurrent_turns(address: str, conversations: list[str], turns: int) -> list[float]:
     samples: list[float] = []
+    async with aio_client(address) as client:
 
-    async def worker(conversation: str) -> None:
-        for _ in range(turns):
-            started = time.perf_counter()
-            await client.AppendConversationMessages(
-                pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=one)
-            )
-            token = ""
-            while True:
-                page = await client.ListConversationMessages(
-                    pb.ListConversationMessagesRequest(
-                        conversation_id=conversation, page_size=1000, page_token=token
-                    )
-                )
-                token = page.next_page_token
-                if not token:
-                    break
-            await client.AppendConversationMessages(
-                pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=two)
-            )
-            samples.append(time.perf_counter() - started)
+        async def worker(conversation: str) -> None:
+            for _ in range(turns):
+                started = time.perf_counter()
+                await async_turn(client, conversation)
+                samples.append(time.perf_counter() - started)
 
-    await asyncio.gather(*(worker(conversation) for conversation in conversations))
-    await channel.close()
+        await asyncio.gather(*(worker(conversation) for conversation in conversations))
     return samples
 
 
@@ -582,26 +580,24 @@ def one_spot(report: Report, address: str, sizes: Sizes) -> None:
 
 
 async def _ours_throughput(address: str, clients: int, batch: int, seconds: float) -> float:
-    channel = grpc.aio.insecure_channel(address)
-    client: pb_grpc.AgentStateServiceStub = pb_grpc.AgentStateServiceStub(channel)  # type: ignore[no-untyped-call]
     messages = [text_message(BODY_TEXT)] * batch
     stop_at = time.perf_counter() + seconds
     counts = [0] * clients
+    async with aio_client(address) as client:
 
-    async def worker(index: int) -> None:
-        conversation = str(uuid.uuid4())
-        while time.perf_counter() < stop_at:
-            await client.AppendConversationMessages(
-                pb.AppendConversationMessagesRequest(
-                    conversation_id=conversation, messages=messages
+        async def worker(index: int) -> None:
+            conversation = str(uuid.uuid4())
+            while time.perf_counter() < stop_at:
+                await client.AppendConversationMessages(
+                    pb.AppendConversationMessagesRequest(
+                        conversation_id=conversation, messages=messages
+                    )
                 )
-            )
-            counts[index] += batch
+                counts[index] += batch
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(clients)))
-    elapsed = time.perf_counter() - started
-    await channel.close()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+        elapsed = time.perf_counter() - started
     return sum(counts) / elapsed
 
 
@@ -649,33 +645,22 @@ def throughput(report: Report, address: str, url: str | None, sizes: Sizes) -> N
 
 
 async def _turns_per_second(address: str, clients: int, seconds: float) -> float:
-    channel = grpc.aio.insecure_channel(address)
-    client: pb_grpc.AgentStateServiceStub = pb_grpc.AgentStateServiceStub(channel)  # type: ignore[no-untyped-call]
-    one, two = [text_message(BODY_TEXT)], [text_message(BODY_TEXT)] * 2
     turns = [0] * clients
+    async with aio_client(address) as client:
 
-    async def worker(index: int) -> None:
-        conversation = str(uuid.uuid4())
-        await client.AppendConversationMessages(
-            pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=two * 5)
-        )
-        stop_at = time.perf_counter() + seconds
-        while time.perf_counter() < stop_at:
+        async def worker(index: int) -> None:
+            conversation = str(uuid.uuid4())
             await client.AppendConversationMessages(
-                pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=one)
+                pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=TWO * 5)
             )
-            await client.ListConversationMessages(
-                pb.ListConversationMessagesRequest(conversation_id=conversation, page_size=1000)
-            )
-            await client.AppendConversationMessages(
-                pb.AppendConversationMessagesRequest(conversation_id=conversation, messages=two)
-            )
-            turns[index] += 1
+            stop_at = time.perf_counter() + seconds
+            while time.perf_counter() < stop_at:
+                await async_turn(client, conversation)
+                turns[index] += 1
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(clients)))
-    elapsed = time.perf_counter() - started
-    await channel.close()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+        elapsed = time.perf_counter() - started
     return sum(turns) / elapsed
 
 
@@ -706,9 +691,7 @@ def snapshots(report: Report, address: str, url: str | None, sizes: Sizes) -> No
     items = 0
     for _ in range(sizes.snapshot_turns):
         ids += append(client, conversation, 2)
-        client.CreateSnapshot(
-            pb.CreateSnapshotRequest(conversation_id=conversation, message_ids=ids)
-        )
+        calls.snapshot(client, conversation, ids)
         items += len(ids)
     if url is not None:
         with psycopg.connect(url) as conn:
@@ -729,22 +712,8 @@ def snapshots(report: Report, address: str, url: str | None, sizes: Sizes) -> No
         )
     thousand = ids[:1000]
     settle(url)
-    create = [
-        timed(
-            lambda: client.CreateSnapshot(
-                pb.CreateSnapshotRequest(conversation_id=conversation, message_ids=thousand)
-            )
-        )
-        for _ in range(10)
-    ]
-    read = [
-        timed(
-            lambda: client.ListConversationMessages(
-                pb.ListConversationMessagesRequest(conversation_id=conversation, page_size=1000)
-            )
-        )
-        for _ in range(10)
-    ]
+    create = [timed(lambda: calls.snapshot(client, conversation, thousand)) for _ in range(10)]
+    read = [timed(lambda: calls.list_page(client, conversation, page_size=1000)) for _ in range(10)]
     report.add(
         f"CreateSnapshot of {len(thousand)} ids vs reading them",
         f"{median_ms(create):.2f} ms",
@@ -794,7 +763,7 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> list[Report]:
                 throwaway_database(ADMIN_URL, "agent_state_bench")
             )
             floor.setup(floor_url)
-            base = PostgresFloor(floor_url)
+            base = Floor(floor, psycopg.connect(floor_url, autocommit=True))
             started = time.perf_counter()
             peer_turns = peer.measure(
                 floor_url, list(sizes.turn_lengths), sizes.turns, sizes.long_turns
@@ -805,7 +774,7 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> list[Report]:
             floor_path = tmp / f"floor-{uuid.uuid4().hex[:6]}.db"
             for path in (floor_path, *(floor_path.with_name(floor_path.name + s) for s in SIDE)):
                 cleanup.callback(path.unlink, missing_ok=True)
-            base = SqliteFloor(floor_path)
+            base = Floor(floor_sqlite, floor_sqlite.connect(floor_path))
         cleanup.callback(base.close)
         with serve(url, tmp / f"server-{backend}.log") as server:
             steps: list[tuple[str, Callable[[], None]]] = [
@@ -894,6 +863,11 @@ def main() -> int:
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     backends = ["postgresql", "sqlite"] if args.backend == "both" else [args.backend]
+    if "postgresql" in backends and pgbouncer_binary() is None:
+        # Needed only after the whole PostgreSQL run: say so before it.
+        print("bench: the PostgreSQL run needs pgbouncer (Debian package pgbouncer; see")
+        print("scripts/ensure-pgbouncer.sh), for the turn through it", file=sys.stderr)
+        return 2
     tmp = Path("build/bench")
     tmp.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
@@ -911,9 +885,11 @@ def main() -> int:
         args.json.write_text(json.dumps([asdict(report) for report in reports], indent=2))
     print("\nissue 12 targets (judged on PostgreSQL; 1-3 are expected MISSED until the")
     print("service's overhead is cut, the next step of the issue):")
+    judged = [report for report in reports if report.judged]
     for number, target in ISSUE_TARGETS.items():
-        missed = [f for f in reports[0].failures if f.startswith(f"[issue 12 target {number}]")]
-        verdict = "n/a" if reports[0].backend != "postgresql" else "MISSED" if missed else "met"
+        label = f"[issue 12 target {number}]"
+        missed = [f for report in judged for f in report.failures if f.startswith(label)]
+        verdict = "n/a" if not judged else "MISSED" if missed else "met"
         print(f"  {number}. {target}: {verdict}")
     failures = [failure for report in reports for failure in report.failures]
     if failures:
