@@ -99,7 +99,8 @@ class Settings(BaseModel):
     migrate_on_start: bool = True
     pool_min_size: Annotated[int, Field(ge=1)] = 1
     pool_max_size: Annotated[int, Field(ge=1)] = 10
-    statement_timeout_ms: Annotated[int | None, Field(ge=1)] = 30_000
+    # 0: the server sets none (behind a pooler, set one on the role instead).
+    statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
     prepared_statements: bool = True
     max_append_messages: Annotated[int, Field(ge=1)] = _LIMITS.max_append_messages
     max_request_bytes: Annotated[int, Field(ge=1024)] = 3 * 1024 * 1024
@@ -169,7 +170,8 @@ class Settings(BaseModel):
         out: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if value is None:
+            # The config file is left out: every value it gave is in here.
+            if value is None or name == "config_file":
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()

@@ -24,7 +24,7 @@ from .server.app import Server
 from .server.observe import Metrics
 from .server.wire import WireCodec
 from .service import ConversationService
-from .storage import Store, make_store
+from .storage import Store, database_location, make_store
 from .storage.migrations import MigrationError
 
 log = logging.getLogger("agent_state.server")
@@ -45,7 +45,7 @@ def build_store(settings: Settings) -> Store:
         sqlite_path=settings.sqlite_path,
         pool_min_size=settings.pool_min_size,
         pool_max_size=settings.pool_max_size,
-        statement_timeout_ms=settings.statement_timeout_ms,
+        statement_timeout_ms=settings.statement_timeout_ms or None,
         prepared_statements=settings.prepared_statements,
     )
 
@@ -53,7 +53,7 @@ def build_store(settings: Settings) -> Store:
 def check_serving(settings: Settings) -> None:
     """Raises NotServable (or UnsupportedDatabaseUrl) if `serve` would refuse
     these settings before opening anything. `migrate` listens on nothing,
-    so it checks only the database URL (by building its store)."""
+    so it checks only the database URL (when it builds its store)."""
     problem = exposure(
         settings.grpc_address,
         settings.tokens(),
@@ -68,7 +68,7 @@ def check_serving(settings: Settings) -> None:
             tracing.check()
         except tracing.TracingUnavailable as exc:
             raise NotServable(f"invalid setting tracing: {exc}") from exc
-    build_store(settings)
+    database_location(settings.database_url, settings.sqlite_path)
 
 
 async def migrate(settings: Settings) -> list[int]:

@@ -295,3 +295,20 @@ def test_effective_redacts_the_database_password() -> None:
     assert shown["database_url"] == "postgresql://app:***@db.example:5432/agent"
     assert shown["auth_tokens"] is None
     assert list(shown) == list(Settings.model_fields)
+
+
+def test_a_statement_timeout_of_zero_sets_none() -> None:
+    """Behind a transaction-mode pooler the timeout belongs on the role (the
+    README says so), so the server must be able to set none of its own."""
+    from agent_state.runtime import build_store
+    from agent_state.storage.postgres import PostgresStore
+
+    url = "postgresql://app@db.example/agent"
+    off = load({"statement_timeout_ms": 0, "database_url": url}, {}).settings
+    on = load({"database_url": url}, {}).settings
+    off_store, on_store = build_store(off), build_store(on)
+    assert isinstance(off_store, PostgresStore)
+    assert isinstance(on_store, PostgresStore)
+    assert off_store.statement_timeout_ms is None
+    assert on_store.statement_timeout_ms == 30_000
+    assert "statement_timeout_ms" in problems({"statement_timeout_ms": -1})

@@ -42,7 +42,7 @@ _HELP = {
     "migrate_on_start": "apply pending migrations at start-up",
     "pool_min_size": "PostgreSQL connections kept open",
     "pool_max_size": "PostgreSQL connections at most",
-    "statement_timeout_ms": "bound on every SQL statement",
+    "statement_timeout_ms": "bound on every SQL statement; 0: none",
     "prepared_statements": "PostgreSQL prepared statements (off behind a transaction pooler)",
     "max_append_messages": "messages per append at most",
     "max_request_bytes": "request size at most",
@@ -172,10 +172,7 @@ def serve(**flags: Any) -> None:
     if settings.tracing:
         from ..server import tracing
 
-        try:
-            tracing.enable()
-        except tracing.TracingUnavailable as exc:
-            _exit([f"invalid setting tracing: {exc}"], EXIT_CONFIG)
+        tracing.enable()  # checked by _servable, with the other settings
     _run(runtime.serve(settings))
 
 

@@ -49,9 +49,9 @@ def check() -> None:
 
 
 def enable() -> None:
-    """Install a tracer provider and instrument psycopg."""
+    """Install a tracer provider and instrument psycopg; `check` must have
+    passed (`serve` runs it with the other checks of its settings)."""
     global _tracer
-    check()
     from opentelemetry import trace
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.sdk.resources import Resource

@@ -21,11 +21,44 @@ from __future__ import annotations
 
 from .base import ReadTransaction, Store, WriteTransaction
 
-__all__ = ["ReadTransaction", "Store", "UnsupportedDatabaseUrl", "WriteTransaction", "make_store"]
+__all__ = [
+    "ReadTransaction",
+    "Store",
+    "UnsupportedDatabaseUrl",
+    "WriteTransaction",
+    "database_location",
+    "make_store",
+]
 
 
 class UnsupportedDatabaseUrl(ValueError):
     pass
+
+
+def database_location(database_url: str | None, sqlite_path: str) -> tuple[str, str]:
+    """Which backend `database_url` names, and where: ("postgres", the URL)
+    or ("sqlite", a file path); raises UnsupportedDatabaseUrl. Opens and
+    builds nothing, so settings can be checked with it alone.
+
+    ``postgresql://`` or ``postgres://``: PostgreSQL. ``sqlite:///path``
+    (``sqlite:////abs/path`` for an absolute path): SQLite. No URL: the
+    SQLite file `sqlite_path`. Any other scheme is refused, never guessed.
+    """
+    if not database_url:
+        return "sqlite", sqlite_path
+    scheme, _, rest = database_url.partition(":")
+    if scheme in ("postgresql", "postgres"):
+        return "postgres", database_url
+    if scheme == "sqlite":
+        path = rest.removeprefix("///")
+        if not rest.startswith("///") or not path:
+            raise UnsupportedDatabaseUrl(
+                "a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path"
+            )
+        return "sqlite", path
+    raise UnsupportedDatabaseUrl(
+        f"unsupported database URL scheme {scheme!r}; use postgresql://... or sqlite:///path"
+    )
 
 
 def make_store(
@@ -37,36 +70,18 @@ def make_store(
     statement_timeout_ms: int | None = None,
     prepared_statements: bool = True,
 ) -> Store:
-    """The backend for `database_url` (not yet opened).
-
-    ``postgresql://`` or ``postgres://``: PostgreSQL. ``sqlite:///path``
-    (``sqlite:////abs/path`` for an absolute path): SQLite. No URL: the
-    SQLite file `sqlite_path`. Any other scheme is refused, never guessed.
-    """
-    if not database_url:
-        from .sqlite import SqliteStore
-
-        return SqliteStore(sqlite_path)
-    scheme, _, rest = database_url.partition(":")
-    if scheme in ("postgresql", "postgres"):
+    """The backend for `database_url` (see database_location), not yet opened."""
+    backend, location = database_location(database_url, sqlite_path)
+    if backend == "postgres":
         from .postgres import PostgresStore
 
         return PostgresStore(
-            database_url,
+            location,
             min_size=pool_min_size,
             max_size=pool_max_size,
             statement_timeout_ms=statement_timeout_ms,
             prepared_statements=prepared_statements,
         )
-    if scheme == "sqlite":
-        path = rest.removeprefix("///")
-        if not rest.startswith("///") or not path:
-            raise UnsupportedDatabaseUrl(
-                "a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path"
-            )
-        from .sqlite import SqliteStore
+    from .sqlite import SqliteStore
 
-        return SqliteStore(path)
-    raise UnsupportedDatabaseUrl(
-        f"unsupported database URL scheme {scheme!r}; use postgresql://... or sqlite:///path"
-    )
+    return SqliteStore(location)

@@ -370,6 +370,11 @@ class PostgresStore(transactions.StoreOperations):
             raise StorageUnavailable() from exc
         self._pool = pool
 
+    @property
+    def statement_timeout_ms(self) -> int | None:
+        """The bound set on each connection as it opens (None: none)."""
+        return self._statement_timeout_ms
+
     def pool_stats(self) -> PoolStats:
         if self._pool is None:
             return PoolStats(0, 0, 0, self._max_size)
