@@ -66,7 +66,9 @@ def make_postgres_database() -> Iterator[Callable[[], str]]:
 def pgbouncer(make_postgres_database: Callable[[], str]) -> Iterator[PgBouncer]:
     """A PgBouncer in transaction mode in front of the test PostgreSQL
     (tests/support/pgbouncer.py); fails where PostgreSQL is required and
-    PgBouncer is not installed, else skips with the reason."""
+    PgBouncer is not installed, else skips with the reason. It asks for
+    make_postgres_database for that fixture's check of PostgreSQL (skip or
+    fail), which must come first."""
     if pgbouncer_binary() is None:
         message = "pgbouncer is not installed (Debian package pgbouncer)"
         if postgres_required():
@@ -74,12 +76,6 @@ def pgbouncer(make_postgres_database: Callable[[], str]) -> Iterator[PgBouncer]:
         pytest.skip(message)
     with running_pgbouncer(postgres_url_from_conninfo(postgres_admin_url())) as bouncer:
         yield bouncer
-
-
-@pytest.fixture(scope="session")
-def postgres_url(make_postgres_database: Callable[[], str]) -> str:
-    """One throwaway database for the whole test session."""
-    return make_postgres_database()
 
 
 THROUGH_PGBOUNCER = "postgres_pgbouncer"

@@ -288,7 +288,7 @@ class ConversationService:
             layout_version = state.layout_version
             if request.new_ids:
                 lower, upper = await _gap(tx, ends)
-                room = await _make_room(tx, lower, upper, len(request.new_ids), layout_version)
+                room = await make_room(tx, lower, upper, len(request.new_ids), layout_version)
                 if room.renumbering is not None:
                     await tx.renumber(room.renumbering)
                     layout_version = room.renumbering.layout_version
@@ -562,8 +562,16 @@ async def _gap(tx: WriteTransaction, ends: rules.RangeEnds) -> tuple[int, int | 
     return lower, upper
 
 
-async def _make_room(
-    tx: WriteTransaction, lower: int, upper: int | None, count: int, layout_version: int
+class Neighbourhood(Protocol):
+    """The reads room-making needs (a WriteTransaction has them)."""
+
+    async def items_before(self, position: int, limit: int) -> list[Item]: ...
+
+    async def items_after(self, position: int, limit: int) -> list[Item]: ...
+
+
+async def make_room(
+    tx: Neighbourhood, lower: int, upper: int | None, count: int, layout_version: int
 ) -> positions.Room:
     """Positions for `count` entries between `lower` and `upper`, and the
     renumbering that makes room for them if the gap is used up: fetches

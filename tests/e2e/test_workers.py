@@ -18,11 +18,6 @@ from tests.support.calls import text_message
 from tests.support.server import ServerProcess
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -50,7 +45,7 @@ def test_workers_serve_one_port_and_drain_together(
     server = _start(make_database_url(), tmp_path, "workers.log")
     try:
         assert server.process is not None
-        workers = _children(server.process.pid)
+        workers = server.pids()[1:]
         assert len(workers) == 2, server.describe()
         conversation = new_id()
         for _ in range(8):  # fresh connections, spread over the workers by the kernel
@@ -73,7 +68,7 @@ def test_a_dying_worker_stops_the_service(
     server = _start(make_database_url(), tmp_path, "dying.log")
     try:
         assert server.process is not None
-        first, second = _children(server.process.pid)
+        first, second = server.pids()[1:]
         os.kill(first, signal.SIGKILL)
         code = server.process.wait(timeout=20)
     finally:
@@ -110,9 +105,9 @@ def test_a_stop_while_workers_start_is_clean(
     try:
         assert server.process is not None
         deadline = time.monotonic() + 20
-        while len(_children(server.process.pid)) < 2 and time.monotonic() < deadline:
+        while len(server.pids()[1:]) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert len(_children(server.process.pid)) == 2, server.describe()
+        assert len(server.pids()[1:]) == 2, server.describe()
         code = server.terminate(timeout=20)  # the workers are still starting
     finally:
         server.terminate()

@@ -77,8 +77,10 @@ class ReadableCodec:
         return response
 
 
-def _service(store: Store, clock: Callable[[], int] = now_micros) -> ConversationService:
-    return ConversationService(store, ReadableCodec(), clock=clock)
+def _service(
+    store: Store, clock: Callable[[], int] = now_micros, codec: ReadableCodec | None = None
+) -> ConversationService:
+    return ConversationService(store, codec or ReadableCodec(), clock=clock)
 
 
 def applied(result: T | Replay) -> T:
@@ -188,7 +190,7 @@ async def test_updated_at_increases_even_when_the_clock_steps_back(store: Store)
 
 async def test_a_retry_with_the_same_key_replays_each_mutating_call(store: Store) -> None:
     codec = ReadableCodec()
-    service = ConversationService(store, codec)
+    service = _service(store, codec=codec)
     conversation = str(uuid4())
 
     async def twice(call: Callable[[Idempotency], Awaitable[T | Replay]], name: str) -> T:

@@ -82,13 +82,16 @@ class PgBouncer:
             os.chown(self._directory, owner.pw_uid, owner.pw_gid)
             os.chown(config, owner.pw_uid, owner.pw_gid)
             command = [executable, "--user=postgres", str(config)]
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self._directory / "pgbouncer.log").open("wb"),
-        )
-        self._wait_ready()
+        # The child keeps its own copy of the file descriptor.
+        with (self._directory / "pgbouncer.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self) -> None:
@@ -102,7 +105,6 @@ class PgBouncer:
                 return
             except OSError:
                 time.sleep(0.05)
-        self.stop()
         raise TimeoutError(f"pgbouncer did not listen within {READY_TIMEOUT_S} s: {self.log()}")
 
     def url_for(self, database_url: str) -> str:

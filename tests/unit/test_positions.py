@@ -14,6 +14,7 @@ from agent_state import positions
 from agent_state.errors import ResourceExhausted
 from agent_state.model import Item, Renumbering
 from agent_state.positions import GAP
+from agent_state.service import make_room
 
 
 def test_appends_step_by_gap() -> None:
@@ -99,7 +100,8 @@ def test_follow_maps_cursors_through_a_renumbering() -> None:
 
 
 class _Ordering:
-    """An in-memory ordering driven exactly as the service drives storage."""
+    """An in-memory ordering that the service's own room-making loop
+    (service.make_room) reads, as it reads a write transaction."""
 
     def __init__(self, count: int) -> None:
         self.items = [Item(slot, uuid.uuid4()) for slot in positions.append_positions(0, count)]
@@ -110,30 +112,23 @@ class _Ordering:
     def _positions(self) -> list[int]:
         return [item.position for item in self.items]
 
-    def before(self, position: int, limit: int) -> list[Item]:
+    async def items_before(self, position: int, limit: int) -> list[Item]:
         index = bisect.bisect_left(self._positions(), position)
         return list(reversed(self.items[max(0, index - limit) : index]))
 
-    def after(self, position: int, limit: int) -> list[Item]:
+    async def items_after(self, position: int, limit: int) -> list[Item]:
         index = bisect.bisect_right(self._positions(), position)
         return self.items[index : index + limit]
 
-    def insert_after(self, index: int, count: int) -> list[uuid.UUID]:
+    async def insert_after(self, index: int, count: int) -> list[uuid.UUID]:
         """Insert `count` new entries right after entry `index` (-1: head),
-        fetching what the planner asks for as the service does."""
+        through the service's room-making loop."""
         lower = self.items[index].position if index >= 0 else 0
         upper = self.items[index + 1].position if index + 1 < len(self.items) else None
-        neighbours: positions.Neighbours | None = None
-        while True:
-            step = positions.plan_room(lower, upper, count, self.layout_version, neighbours)
-            if isinstance(step, positions.Room):
-                break
-            neighbours = positions.Neighbours(
-                step, self.before(step.below, step.limit), self.after(step.above, step.limit)
-            )
-        if step.renumbering is not None:
-            self._apply(step.renumbering)
-        new = [Item(slot, uuid.uuid4()) for slot in step.positions]
+        room = await make_room(self, lower, upper, count, self.layout_version)
+        if room.renumbering is not None:
+            self._apply(room.renumbering)
+        new = [Item(slot, uuid.uuid4()) for slot in room.positions]
         self.items = sorted(self.items + new, key=lambda item: item.position)
         return [item.message_id for item in new]
 
@@ -159,7 +154,7 @@ def _check(ordering: _Ordering, expected: list[uuid.UUID]) -> None:
 
 
 @pytest.mark.parametrize("pattern", ["after_anchor", "before_neighbour", "head", "random"])
-def test_repeated_inserts_keep_order_and_stay_local(pattern: str) -> None:
+async def test_repeated_inserts_keep_order_and_stay_local(pattern: str) -> None:
     rng = random.Random(7)
     ordering = _Ordering(200)
     expected = [item.message_id for item in ordering.items]
@@ -175,14 +170,14 @@ def test_repeated_inserts_keep_order_and_stay_local(pattern: str) -> None:
         else:
             index = rng.randrange(-1, len(expected))
         count = rng.choice([1, 1, 1, 3])
-        new = ordering.insert_after(index, count)
+        new = await ordering.insert_after(index, count)
         expected[index + 1 : index + 1] = new
         _check(ordering, expected)
     # Cost stays far below rewriting the ordering on every insert.
     assert ordering.moved_rows < 600 * 40
 
 
-def test_cursors_survive_renumberings() -> None:
+async def test_cursors_survive_renumberings() -> None:
     rng = random.Random(11)
     ordering = _Ordering(50)
     for _ in range(300):
@@ -191,7 +186,7 @@ def test_cursors_survive_renumberings() -> None:
         cursor_index = rng.randrange(len(snapshot))
         cursor = snapshot[cursor_index].position
         # Insert at a spot that keeps filling, so renumberings happen.
-        ordering.insert_after(10, 1)
+        await ordering.insert_after(10, 1)
         changes = [change for change in ordering.renumberings if change.layout_version > version]
         followed = positions.follow(cursor, changes)
         # Entries listed before the cursor stay at or before it; the rest after it.
@@ -204,14 +199,14 @@ def test_cursors_survive_renumberings() -> None:
     assert ordering.layout_version > 0
 
 
-def test_cursor_of_a_removed_entry_survives_renumberings() -> None:
+async def test_cursor_of_a_removed_entry_survives_renumberings() -> None:
     ordering = _Ordering(30)
     listed = list(ordering.items[:16])  # a first page ended on entry 15
     cursor = listed[-1].position
     ordering.items = [item for item in ordering.items if item.message_id != listed[-1].message_id]
     version = ordering.layout_version
     for _ in range(200):
-        ordering.insert_after(12, 1)  # right next to where the cursor was
+        await ordering.insert_after(12, 1)  # right next to where the cursor was
     changes = [change for change in ordering.renumberings if change.layout_version > version]
     assert changes
     followed = positions.follow(cursor, changes)
