@@ -1423,7 +1423,9 @@ async def _assert_committed_and_nothing_open(
     after its COMMIT landed anyway); no session of the database is inside a
     statement or transaction."""
     cursor = await admin.execute(
-        "SELECT body FROM messages WHERE conversation_id = %s", (conversation_id,)
+        "SELECT substring(entry FROM body_offset + 1 FOR body_length) FROM messages"
+        " WHERE conversation_id = %s",
+        (conversation_id,),
     )
     seen = [row[0] for row in await cursor.fetchall()]
     assert sorted(body for body in seen if body != b"cancelled") == sorted(bodies)
@@ -1681,3 +1683,40 @@ async def test_message_page_filter_with_many_kinds(store: Store) -> None:
     _, page = await read_page(store, conversation_id, kinds=kinds)
     assert page.rows
     assert {entry for _, entry in page.rows} == {entry(m) for m in messages if m.kind in wanted}
+
+
+@pytest.mark.postgres
+async def test_postgres_largest_entry_follows_every_way_in(storage_postgres_url: str) -> None:
+    """The page leaves its byte budget unsummed when a page of the largest
+    entry fits it: that bound must follow every insert."""
+    store = PostgresStore(storage_postgres_url)
+    await store.open()
+    admin = await psycopg.AsyncConnection.connect(storage_postgres_url, autocommit=True)
+
+    async def largest() -> int:
+        cursor = await admin.execute(
+            "SELECT largest_entry FROM conversations WHERE id = %s", (conversation_id,)
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        value: int = row[0]
+        return value
+
+    try:
+        await store.migrate()
+        conversation_id = await new_conversation(store)
+        assert await largest() == 0
+        detached = message(b"d" * 40)
+        await add(store, conversation_id, [detached], [None])
+        assert await largest() == len(entry(detached))
+        tail = message(b"t" * 300)
+        await _append_at_tail(store, conversation_id, [message(b"small"), tail], T0)
+        assert await largest() == len(entry(tail))
+        async with store.write(conversation_id) as tx:
+            state = replace(tx.state, tail_position=tx.state.tail_position + GAP)
+            small = message(b"x")
+            await tx.append([new(small)], [Item(state.tail_position, small.id)], state)
+        assert await largest() == len(entry(tail))  # never lowered
+    finally:
+        await admin.close()
+        await store.close()

@@ -113,16 +113,15 @@ class WriteTransaction(ABC):
 
     @abstractmethod
     async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
-        """Store new messages (not yet in the ordering)."""
+        """Store new messages, detached (not in the ordering)."""
 
+    @abstractmethod
     async def append(
         self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
     ) -> None:
-        """insert_messages, place and save as one step, which a backend may
-        send as one statement (appends are the hot path)."""
-        await self.insert_messages(messages)
-        await self.place(items)
-        await self.save(state)
+        """Store new messages at the items' positions and save `state`, as
+        one step, which a backend may send as one statement (appends are
+        the hot path)."""
 
     @abstractmethod
     async def place(self, items: Sequence[Item]) -> None:

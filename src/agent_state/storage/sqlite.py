@@ -367,10 +367,10 @@ class SqliteStore(transactions.StoreOperations):
                 if row is not None:
                     state = common.conversation_state(params["conversation"], row)
                     items = common.appended_items(state.tail_position, params["gap"], messages)
-                    columns = transactions.message_columns(messages)
+                    columns = transactions.message_columns(messages) | {
+                        "position": [item.position for item in items]
+                    }
                     _send(db, Statement("insert_messages", conversation, columns))
-                    columns = transactions.place_columns(items)
-                    _send(db, Statement("place", conversation, columns))
                 _execute(db, "commit")
                 return row
             except BaseException:

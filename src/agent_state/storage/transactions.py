@@ -15,8 +15,8 @@ run is the `Executor`'s, which each backend provides:
   (executemany). The parameter names are the same.
 - `page` / `state_and_page`: a page under a byte budget (the latter with
   the conversation's row and the list filters). PostgreSQL sums the budget
-  in SQL (common.budgeted_page then cuts); SQLite reads a lazy cursor in
-  its thread, so no body past the page is read. The list filters travel as
+  in SQL where it can matter (common.budgeted_page then cuts); SQLite reads
+  a lazy cursor in its thread, so no body past the page is read. The list filters travel as
   arrays (PostgreSQL) or staged temporary tables (SQLite), in the same
   round trip or hop.
 
@@ -70,9 +70,9 @@ class Executor(ABC):
     """How one dialect runs the named queries in one transaction."""
 
     joined_append: ClassVar[bool]
-    """Whether the dialect writes an append's three tables in one statement
-    (the query "append"; PostgreSQL, through data-modifying WITH). Otherwise
-    insert_messages, place and save_conversation run as one group."""
+    """Whether the dialect writes an append's messages and conversation row
+    in one statement (the query "append"; PostgreSQL, through data-modifying
+    WITH). Otherwise insert_messages and save_conversation run as one group."""
 
     @abstractmethod
     async def rows(self, query: str, params: Params) -> list[Row]:
@@ -133,17 +133,24 @@ def _filters(roles: frozenset[int], kinds: frozenset[str]) -> Filters:
 
 
 def message_columns(messages: Sequence[NewMessage]) -> dict[str, list[Any]]:
-    """insert_messages' columns (also those of append and append_at_tail)."""
+    """The messages' columns in insert_messages, append and append_at_tail
+    (all but `position`)."""
     return {
         "id": [new.message.id for new in messages],
         "role": [new.message.role for new in messages],
         "kind": [new.message.kind.encode() for new in messages],
-        "body": [new.message.body for new in messages],
+        "entry": [new.entry for new in messages],
+        "body_offset": [len(new.wire_head) for new in messages],
+        "body_length": [len(new.message.body) for new in messages],
         "digest": [new.body_sha256 for new in messages],
         "created_at": [common.Micros(new.message.created_at) for new in messages],
-        "wire_head": [new.wire_head for new in messages],
-        "wire_tail": [new.wire_tail for new in messages],
     }
+
+
+def largest_entry(messages: Sequence[NewMessage]) -> dict[str, int]:
+    """The parameter that keeps conversations.largest_entry (PostgreSQL's
+    page uses it; SQLite ignores it)."""
+    return {"largest": max((len(new.entry) for new in messages), default=0)}
 
 
 def place_columns(items: Sequence[Item]) -> dict[str, list[Any]]:
@@ -274,16 +281,18 @@ class Write(WriteTransaction):
 
     async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
         if messages:
-            await self._x.run(self._insert(messages))
+            await self._x.run(self._insert(messages, [None] * len(messages)))
 
     async def append(
         self, messages: Sequence[NewMessage], items: Sequence[Item], state: ConversationState
     ) -> None:
+        positions = [item.position for item in items]
         if self._x.joined_append:
-            columns = message_columns(messages) | place_columns(items)
-            await self._x.run(Statement("append", save_params(state), columns))
+            params = save_params(state) | largest_entry(messages)
+            columns = message_columns(messages) | {"position": positions}
+            await self._x.run(Statement("append", params, columns))
         else:
-            await self._x.run(self._insert(messages), self._place(items), _save(state))
+            await self._x.run(self._insert(messages, positions), _save(state))
 
     async def place(self, items: Sequence[Item]) -> None:
         if items:
@@ -295,7 +304,6 @@ class Write(WriteTransaction):
 
     async def delete(self, message_ids: Sequence[UUID]) -> None:
         if message_ids:
-            # The ordering's rows go with their messages (ON DELETE CASCADE).
             await self._x.run(self._by_id("delete_messages", message_ids))
 
     async def renumber(self, renumbering: Renumbering) -> None:
@@ -344,8 +352,10 @@ class Write(WriteTransaction):
             return 0
         return await self._x.freeze(insert)
 
-    def _insert(self, messages: Sequence[NewMessage]) -> Statement:
-        return Statement("insert_messages", {"conversation": self._id}, message_columns(messages))
+    def _insert(self, messages: Sequence[NewMessage], positions: Sequence[int | None]) -> Statement:
+        params = {"conversation": self._id} | largest_entry(messages)
+        columns = message_columns(messages) | {"position": list(positions)}
+        return Statement("insert_messages", params, columns)
 
     def _place(self, items: Sequence[Item]) -> Statement:
         return Statement("place", {"conversation": self._id}, place_columns(items))
@@ -382,7 +392,7 @@ class StoreOperations(Store):
             "updated_at": common.Micros(updated_at),
             "gap": gap,
             "max_position": max_position,
-        }
+        } | largest_entry(messages)
         row = await self._append_at_tail(params, messages)
         return None if row is None else common.conversation_state(conversation_id, row)
 

@@ -65,29 +65,32 @@ WHERE id = %(conversation)s
 -- inserts (no row: nothing is written).
 WITH conversation AS (
     INSERT INTO conversations AS c
-        (id, message_count, tail_position, layout_version, version, created_at, updated_at)
-    VALUES (%(conversation)s, %(count)s, %(count)s * %(gap)s, 0, 1, now(), %(updated_at)s)
+        (id, message_count, tail_position, layout_version, version, created_at, updated_at,
+         largest_entry)
+    VALUES (%(conversation)s, %(count)s, %(count)s * %(gap)s, 0, 1, now(), %(updated_at)s,
+        %(largest)s)
     ON CONFLICT (id) DO UPDATE
     SET message_count = c.message_count + %(count)s,
         tail_position = c.tail_position + %(count)s * %(gap)s,
         version = c.version + 1,
-        updated_at = %(updated_at)s
+        updated_at = %(updated_at)s,
+        largest_entry = greatest(c.largest_entry, %(largest)s)
     WHERE c.updated_at < %(updated_at)s
         AND c.tail_position <= %(max_position)s - %(count)s * %(gap)s
     RETURNING message_count, updated_at, tail_position, layout_version, version
 ), inserted AS (
-    INSERT INTO messages
-        (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
-    SELECT %(conversation)s, * FROM unnest(
-        %(id)s::uuid[], %(role)s::smallint[], %(kind)s::bytea[], %(body)s::bytea[],
-        %(digest)s::bytea[], %(created_at)s::timestamptz[], %(wire_head)s::bytea[],
-        %(wire_tail)s::bytea[])
-    WHERE EXISTS (SELECT FROM conversation)
-), placed AS (
     -- The n-th of the messages goes n gaps past the old tail.
-    INSERT INTO conversation_items (conversation_id, position, message_id)
-    SELECT %(conversation)s, c.tail_position - %(gap)s * (%(count)s - entry.n), entry.id
-    FROM conversation AS c, unnest(%(id)s::uuid[]) WITH ORDINALITY AS entry(id, n)
+    INSERT INTO messages (conversation_id, id, position, role, kind, entry, body_offset,
+        body_length, body_sha256, created_at)
+    SELECT %(conversation)s, new.id, c.tail_position - %(gap)s * (%(count)s - new.n),
+        new.role, new.kind, new.entry, new.body_offset, new.body_length, new.digest,
+        new.created_at
+    FROM conversation AS c, unnest(
+        %(id)s::uuid[], %(role)s::smallint[], %(kind)s::bytea[], %(entry)s::bytea[],
+        %(body_offset)s::integer[], %(body_length)s::integer[], %(digest)s::bytea[],
+        %(created_at)s::timestamptz[]
+    ) WITH ORDINALITY
+        AS new(id, role, kind, entry, body_offset, body_length, digest, created_at, n)
 )
 SELECT * FROM conversation
 
@@ -97,61 +100,62 @@ SELECT * FROM conversation
 -- name: lookup
 -- Of the named ids, the messages of the conversation, with their position
 -- (NULL when detached).
-SELECT m.id, i.position
+SELECT m.id, m.position
 FROM (
     SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
     FROM generate_series(1, length(%(packed)s) / 16) AS n
 ) AS wanted
 CROSS JOIN LATERAL (
-    SELECT id FROM messages
+    SELECT id, position FROM messages
     WHERE conversation_id = %(conversation)s AND id = wanted.id
     OFFSET 0
 ) AS m
-LEFT JOIN LATERAL (
-    SELECT position FROM conversation_items
-    WHERE conversation_id = %(conversation)s AND message_id = m.id
-    OFFSET 0
-) AS i ON true
 
 -- name: items_between
-SELECT position, message_id FROM conversation_items
+SELECT position, id FROM messages
 WHERE conversation_id = %(conversation)s AND position >= %(lower)s AND position <= %(upper)s
 ORDER BY position
 
 -- name: items_from
-SELECT position, message_id FROM conversation_items
+SELECT position, id FROM messages
 WHERE conversation_id = %(conversation)s AND position >= %(lower)s
 ORDER BY position
 
 -- name: items_before
-SELECT position, message_id FROM conversation_items
+SELECT position, id FROM messages
 WHERE conversation_id = %(conversation)s AND position < %(position)s
 ORDER BY position DESC LIMIT %(limit)s
 
 -- name: items_after
 -- Also the page of ListConversationMessageIds.
-SELECT position, message_id FROM conversation_items
+SELECT position, id FROM messages
 WHERE conversation_id = %(conversation)s AND position > %(position)s
 ORDER BY position LIMIT %(limit)s
 
 -- name: insert_messages
-INSERT INTO messages
-    (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
-SELECT %(conversation)s, * FROM unnest(
-    %(id)s::uuid[], %(role)s::smallint[], %(kind)s::bytea[], %(body)s::bytea[],
-    %(digest)s::bytea[], %(created_at)s::timestamptz[], %(wire_head)s::bytea[],
-    %(wire_tail)s::bytea[])
+-- New messages at their positions (NULL: detached), the conversation's
+-- largest entry kept up to date (it is locked by the write transaction).
+WITH inserted AS (
+    INSERT INTO messages (conversation_id, id, position, role, kind, entry, body_offset,
+        body_length, body_sha256, created_at)
+    SELECT %(conversation)s, * FROM unnest(
+        %(id)s::uuid[], %(position)s::bigint[], %(role)s::smallint[], %(kind)s::bytea[],
+        %(entry)s::bytea[], %(body_offset)s::integer[], %(body_length)s::integer[],
+        %(digest)s::bytea[], %(created_at)s::timestamptz[])
+)
+UPDATE conversations SET largest_entry = greatest(largest_entry, %(largest)s)
+WHERE id = %(conversation)s
 
 -- name: place
-INSERT INTO conversation_items (conversation_id, position, message_id)
-SELECT %(conversation)s, * FROM unnest(%(position)s::bigint[], %(placed)s::uuid[])
+UPDATE messages AS m SET position = placed.position
+FROM unnest(%(position)s::bigint[], %(placed)s::uuid[]) AS placed(position, id)
+WHERE m.conversation_id = %(conversation)s AND m.id = placed.id
 
 -- name: unplace
-DELETE FROM conversation_items
-WHERE conversation_id = %(conversation)s AND message_id = ANY(%(id)s::uuid[])
+UPDATE messages SET position = NULL
+WHERE conversation_id = %(conversation)s AND id = ANY(%(id)s::uuid[])
 
 -- name: delete_messages
--- The ordering's rows go with their messages through ON DELETE CASCADE.
 DELETE FROM messages WHERE conversation_id = %(conversation)s AND id = ANY(%(id)s::uuid[])
 
 -- Renumberings -------------------------------------------------------------------
@@ -159,13 +163,13 @@ DELETE FROM messages WHERE conversation_id = %(conversation)s AND id = ANY(%(id)
 -- name: park_renumbered
 -- First step of a renumbering: each moved row goes to its parked position
 -- (see common.parked_moves).
-UPDATE conversation_items AS i SET position = move.parked
+UPDATE messages AS m SET position = move.parked
 FROM unnest(%(old_position)s::bigint[], %(parked)s::bigint[]) AS move(old_position, parked)
-WHERE i.conversation_id = %(conversation)s AND i.position = move.old_position
+WHERE m.conversation_id = %(conversation)s AND m.position = move.old_position
 
 -- name: settle_renumbered
 -- Second step: parked rows take their new positions.
-UPDATE conversation_items SET position = -position
+UPDATE messages SET position = -position
 WHERE conversation_id = %(conversation)s AND position < 0
 
 -- name: record_renumbering
@@ -214,13 +218,15 @@ WITH frozen AS (
     INSERT INTO snapshot_messages (conversation_id, message_id, role, kind, body_sha256,
         created_at, wire_head, wire_tail)
     SELECT %(conversation)s, m.id, m.role, m.kind, m.body_sha256, m.created_at,
-        m.wire_head, m.wire_tail
+        substring(m.entry FOR m.body_offset),
+        substring(m.entry FROM m.body_offset + m.body_length + 1)
     FROM (
         SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
         FROM generate_series(1, length(%(packed)s) / 16) AS n
     ) AS wanted
     CROSS JOIN LATERAL (
-        SELECT id, role, kind, body_sha256, created_at, wire_head, wire_tail FROM messages
+        SELECT id, role, kind, body_sha256, created_at, entry, body_offset, body_length
+        FROM messages
         WHERE conversation_id = %(conversation)s AND id = wanted.id
         OFFSET 0
     ) AS m
@@ -236,10 +242,10 @@ WITH frozen AS (
     RETURNING message_id
 )
 INSERT INTO snapshot_bodies (conversation_id, sha256, body)
-SELECT %(conversation)s, m.body_sha256, m.body
+SELECT %(conversation)s, m.body_sha256, substring(m.entry FROM m.body_offset + 1 FOR m.body_length)
 FROM frozen
 CROSS JOIN LATERAL (
-    SELECT body_sha256, body FROM messages
+    SELECT body_sha256, entry, body_offset, body_length FROM messages
     WHERE conversation_id = %(conversation)s AND id = frozen.message_id
     OFFSET 0
 ) AS m
@@ -333,67 +339,61 @@ VALUES (%(version)s, %(name)s, %(checksum)s)
 -- row first (position NULL), then the ordered entries after a position:
 -- one statement reads one consistent state, so the page and its metadata
 -- agree without BEGIN and COMMIT around them (a list call's hot path).
--- Each entry comes with its message's encoding (wire_head || body ||
--- wire_tail) while the encodings before it stay under the byte budget, so
--- that large bodies past the budget never leave the server. A row carries
--- its encoding when it is the first or `before` (the size of the encodings
--- preceding it on the page) is under the budget; of the rows past that,
--- only the first comes back, without encoding (NULL), to tell the caller
--- to stop (see common.budgeted_page). An empty role or kind list matches
--- everything: one constant text, so psycopg's prepared statement is
--- reused; the filters only test the row each primary-key probe found, so
--- they plan alike.
+--
+-- The entries are one range scan of messages_ordering, each row's stored
+-- encoding sent as it is. The byte budget (common.budgeted_page cuts the
+-- page) is summed here only when it can matter: when a page of the
+-- conversation's largest entry fits in it, the plain scan runs; otherwise
+-- a running sum leaves out (NULL) the encodings past the budget, so that
+-- large bodies past it never leave the server. One of the two branches
+-- runs: each is gated on the conversation row, read once. An empty role or
+-- kind list matches everything: one constant text, so the prepared
+-- statement is reused.
+WITH conversation AS MATERIALIZED (
+    SELECT message_count, updated_at, tail_position, layout_version, version,
+           largest_entry::bigint * %(limit)s <= %(budget)s AS fits
+    FROM conversations WHERE id = %(conversation)s
+), candidates AS NOT MATERIALIZED (
+    SELECT position, entry FROM messages
+    WHERE conversation_id = %(conversation)s AND position > %(after)s
+        AND (cardinality(%(roles)s::smallint[]) = 0 OR role = ANY(%(roles)s::smallint[]))
+        AND (cardinality(%(kinds)s::bytea[]) = 0 OR kind = ANY(%(kinds)s::bytea[]))
+    ORDER BY position LIMIT %(limit)s
+)
 SELECT NULL::bigint AS position, NULL::bytea AS entry,
        message_count, updated_at, tail_position, layout_version, version
-FROM conversations WHERE id = %(conversation)s
+FROM conversation
 UNION ALL
-SELECT position, CASE WHEN n = 1 OR before < %(budget)s THEN wire_head || body || wire_tail END,
-       NULL, NULL, NULL, NULL, NULL
-FROM (
-    SELECT position, wire_head, body, wire_tail,
-           row_number() OVER w AS n,
-           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before,
-           sum(size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING)
-               AS before_previous
-    FROM (
-        SELECT i.position, m.wire_head, m.body, m.wire_tail,
-               octet_length(m.wire_head) + octet_length(m.body) + octet_length(m.wire_tail)
-                   AS size
-        FROM conversation_items i
-        CROSS JOIN LATERAL (
-            SELECT wire_head, body, wire_tail FROM messages
-            WHERE conversation_id = i.conversation_id AND id = i.message_id
-                AND (cardinality(%(roles)s::smallint[]) = 0
-                     OR role = ANY(%(roles)s::smallint[]))
-                AND (cardinality(%(kinds)s::bytea[]) = 0 OR kind = ANY(%(kinds)s::bytea[]))
-            OFFSET 0
-        ) AS m
-        WHERE i.conversation_id = %(conversation)s AND i.position > %(after)s
-        ORDER BY i.position LIMIT %(limit)s
-    ) AS candidates
-    WINDOW w AS (ORDER BY position)
-) AS page
-WHERE n <= 2 OR before_previous < %(budget)s
-ORDER BY position NULLS FIRST
+(SELECT position, entry, NULL, NULL, NULL, NULL, NULL
+ FROM candidates WHERE (SELECT fits FROM conversation)
+ ORDER BY position)
+UNION ALL
+(SELECT position, CASE WHEN before = 0 OR before < %(budget)s THEN entry END,
+        NULL, NULL, NULL, NULL, NULL
+ FROM (
+     SELECT position, entry,
+            coalesce(sum(octet_length(entry)) OVER (
+                ORDER BY position ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                AS before
+     FROM candidates WHERE NOT (SELECT fits FROM conversation)
+ ) AS summed
+ ORDER BY position)
 
 -- name: append
--- An append's three writes in one statement (insert_messages, place and
--- save_conversation): the rows inserted by the first two are checked
--- against their foreign keys at the end of it.
+-- An append's two writes in one statement (insert_messages and
+-- save_conversation).
 WITH inserted AS (
-    INSERT INTO messages
-        (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
+    INSERT INTO messages (conversation_id, id, position, role, kind, entry, body_offset,
+        body_length, body_sha256, created_at)
     SELECT %(conversation)s, * FROM unnest(
-        %(id)s::uuid[], %(role)s::smallint[], %(kind)s::bytea[], %(body)s::bytea[],
-        %(digest)s::bytea[], %(created_at)s::timestamptz[], %(wire_head)s::bytea[],
-        %(wire_tail)s::bytea[])
-), placed AS (
-    INSERT INTO conversation_items (conversation_id, position, message_id)
-    SELECT %(conversation)s, * FROM unnest(%(position)s::bigint[], %(placed)s::uuid[])
+        %(id)s::uuid[], %(position)s::bigint[], %(role)s::smallint[], %(kind)s::bytea[],
+        %(entry)s::bytea[], %(body_offset)s::integer[], %(body_length)s::integer[],
+        %(digest)s::bytea[], %(created_at)s::timestamptz[])
 )
 UPDATE conversations
 SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
-    layout_version = %(layout)s, version = %(version)s
+    layout_version = %(layout)s, version = %(version)s,
+    largest_entry = greatest(largest_entry, %(largest)s)
 WHERE id = %(conversation)s
 
 -- name: lock_migrations

@@ -81,50 +81,49 @@ WITH RECURSIVE wanted (n, id) AS (
     UNION ALL
     SELECT n + 1, substr(:packed, n * 16 + 1, 16) FROM wanted WHERE n * 16 < length(:packed)
 )
-SELECT m.id, i.position
+SELECT m.id, m.position
 FROM wanted
 JOIN messages m ON m.conversation_id = :conversation AND m.id = wanted.id
-LEFT JOIN conversation_items i ON i.conversation_id = m.conversation_id AND i.message_id = m.id
 
 -- name: items_between
-SELECT position, message_id FROM conversation_items
+SELECT position, id FROM messages
 WHERE conversation_id = :conversation AND position >= :lower AND position <= :upper
 ORDER BY position
 
 -- name: items_from
-SELECT position, message_id FROM conversation_items
+SELECT position, id FROM messages
 WHERE conversation_id = :conversation AND position >= :lower
 ORDER BY position
 
 -- name: items_before
-SELECT position, message_id FROM conversation_items
+SELECT position, id FROM messages
 WHERE conversation_id = :conversation AND position < :position
 ORDER BY position DESC LIMIT :limit
 
 -- name: items_after
 -- Also the page of ListConversationMessageIds.
-SELECT position, message_id FROM conversation_items
+SELECT position, id FROM messages
 WHERE conversation_id = :conversation AND position > :position
 ORDER BY position LIMIT :limit
 
 -- name: insert_messages
--- One row per call (executemany).
-INSERT INTO messages
-    (conversation_id, id, role, kind, body, body_sha256, created_at, wire_head, wire_tail)
-VALUES (:conversation, :id, :role, :kind, :body, :digest, :created_at, :wire_head, :wire_tail)
+-- One row per call (executemany). New messages at their positions (NULL:
+-- detached).
+INSERT INTO messages (conversation_id, id, position, role, kind, entry, body_offset,
+    body_length, body_sha256, created_at)
+VALUES (:conversation, :id, :position, :role, :kind, :entry, :body_offset, :body_length,
+    :digest, :created_at)
 
 -- name: place
 -- One row per call (executemany).
-INSERT INTO conversation_items (conversation_id, position, message_id)
-VALUES (:conversation, :position, :placed)
+UPDATE messages SET position = :position WHERE conversation_id = :conversation AND id = :placed
 
 -- name: unplace
 -- One row per call (executemany).
-DELETE FROM conversation_items WHERE conversation_id = :conversation AND message_id = :id
+UPDATE messages SET position = NULL WHERE conversation_id = :conversation AND id = :id
 
 -- name: delete_messages
--- One row per call (executemany). The ordering's rows go with their
--- messages through ON DELETE CASCADE.
+-- One row per call (executemany).
 DELETE FROM messages WHERE conversation_id = :conversation AND id = :id
 
 
@@ -134,12 +133,12 @@ DELETE FROM messages WHERE conversation_id = :conversation AND id = :id
 -- name: park_renumbered
 -- First step of a renumbering, one row per call (executemany): the row
 -- goes to its parked position (see common.parked_moves).
-UPDATE conversation_items SET position = :parked
+UPDATE messages SET position = :parked
 WHERE conversation_id = :conversation AND position = :old_position
 
 -- name: settle_renumbered
 -- Second step: parked rows take their new positions.
-UPDATE conversation_items SET position = -position
+UPDATE messages SET position = -position
 WHERE conversation_id = :conversation AND position < 0
 
 -- name: record_renumbering
@@ -187,7 +186,7 @@ VALUES (:conversation, :snapshot, :created_at, :item_count, :packed)
 INSERT INTO snapshot_messages (conversation_id, message_id, role, kind, body_sha256,
     created_at, wire_head, wire_tail)
 SELECT m.conversation_id, m.id, m.role, m.kind, m.body_sha256, m.created_at,
-    m.wire_head, m.wire_tail
+    substr(m.entry, 1, m.body_offset), substr(m.entry, m.body_offset + m.body_length + 1)
 FROM messages m
 WHERE m.conversation_id = :conversation
     AND m.id IN (
@@ -270,25 +269,22 @@ VALUES (:version, :name, :checksum, :applied_at)
 
 -- name: message_page
 -- (PostgreSQL: conversation_and_message_page.) Ordered entries after a
--- position, each with its message's encoding. The
--- cursor is read lazily and the byte budget applied as rows arrive
--- (common.budgeted_page), so no body past the row that ends the page is
--- read. A filter that is off matches everything; one that is on reads its
--- staged table. || concatenates text: the blobs pass through it and back
--- (CAST) byte for byte, the database's text encoding being UTF-8.
-SELECT i.position, CAST(m.wire_head || m.body || m.wire_tail AS BLOB)
-FROM conversation_items i
-JOIN messages m ON m.conversation_id = i.conversation_id AND m.id = i.message_id
-WHERE i.conversation_id = :conversation AND i.position > :after
-    AND (NOT :by_role OR m.role IN (SELECT role FROM temp.filter_roles))
-    AND (NOT :by_kind OR m.kind IN (SELECT kind FROM temp.filter_kinds))
-ORDER BY i.position LIMIT :limit
+-- position, each with its stored encoding: one range scan of
+-- messages_ordering. The cursor is read lazily and the byte budget applied
+-- as rows arrive (common.budgeted_page), so no body past the row that ends
+-- the page is read. A filter that is off matches everything; one that is
+-- on reads its staged table.
+SELECT position, entry FROM messages
+WHERE conversation_id = :conversation AND position > :after
+    AND (NOT :by_role OR role IN (SELECT role FROM temp.filter_roles))
+    AND (NOT :by_kind OR kind IN (SELECT kind FROM temp.filter_kinds))
+ORDER BY position LIMIT :limit
 
 -- name: freeze_body
 -- One message freeze_messages returned per call (executemany): keeps its
 -- body, once per conversation (PostgreSQL does both in freeze_messages).
 INSERT OR IGNORE INTO snapshot_bodies (conversation_id, sha256, body)
-SELECT conversation_id, body_sha256, body FROM messages
+SELECT conversation_id, body_sha256, substr(entry, body_offset + 1, body_length) FROM messages
 WHERE conversation_id = :conversation AND id = :id
 
 -- name: configure_connection
