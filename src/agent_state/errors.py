@@ -41,6 +41,19 @@ class MessageNotFound(NotFound):
     ordering, where the rule asks for that)."""
 
 
+class AlreadyExists(AgentStateError):
+    """What the request would create exists already (a conversation id)."""
+
+
+class VersionMismatch(AgentStateError):
+    """A conditional write named another version than the conversation's."""
+
+    def __init__(self, field: str, expected: int, current: int) -> None:
+        super().__init__(field, f"the conversation is at version {current}, not {expected}")
+        self.expected = expected
+        self.current = current
+
+
 class FailedPrecondition(AgentStateError):
     """The request conflicts with what an earlier request established (an
     idempotency key reused for a different request)."""

@@ -25,7 +25,7 @@ def parse_uuid(value: str, field: str) -> uuid.UUID:
     if not value:
         raise InvalidArgument(field, "is required (a UUID)")
     if _UUID_FORMS.fullmatch(value) is None:
-        raise InvalidArgument(field, f"{_shorten(value)!r} is not a UUID")
+        raise InvalidArgument(field, f"{shorten(value)!r} is not a UUID")
     return uuid.UUID(value[-36:] if value.startswith(("u", "U")) else value)
 
 
@@ -39,5 +39,6 @@ def new_id() -> uuid.UUID:
     return uuid_utils.compat.uuid7()
 
 
-def _shorten(value: str, limit: int = 64) -> str:
+def shorten(value: str, limit: int = 64) -> str:
+    """`value`, cut for an error message."""
     return value if len(value) <= limit else value[:limit] + "..."

@@ -9,6 +9,7 @@ reinterpreted on the way through.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, NewType, TypeVar
 from uuid import UUID
@@ -133,3 +134,95 @@ class Page(Generic[T]):
 
     rows: list[T]
     more: bool
+
+
+# --- The companion API's view of a conversation ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A protobuf Timestamp or Duration as the client sent it, before any
+    check: whole seconds and nanoseconds."""
+
+    seconds: int
+    nanos: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionInput:
+    """A Retention as sent (max_idle None: unset)."""
+
+    max_idle: Moment | None
+    max_messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationInput:
+    """A conversation's title, labels and retention as sent (retention
+    None: unset), before any check."""
+
+    title: str
+    labels: Mapping[str, str]
+    retention: RetentionInput | None
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """A conversation's own retention, which replaces the server's default
+    whole. 0 sets no limit of its kind."""
+
+    max_idle: int
+    """Microseconds without an update after which the conversation goes."""
+    max_messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationDetails:
+    """What a client says about a conversation: its title, its labels, and
+    its own retention (None: the server's default)."""
+
+    title: str
+    labels: Mapping[str, str]
+    retention: Retention | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    """A conversation as the companion API shows it: its row, when it was
+    created, and its details."""
+
+    state: ConversationState
+    created_at: int
+    details: ConversationDetails
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ConversationKey:
+    """A place in the order ListConversations pages through: (updated_at,
+    conversation id). UUIDs compare as their integers, which is the order
+    of their 16 bytes, as both databases compare them."""
+
+    updated_at: int
+    conversation_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRange:
+    """Which conversations a ListConversations page reads: those carrying
+    every one of `labels`, with keys strictly between `after` and `before`,
+    at most `limit`, newest first or oldest first."""
+
+    labels: Mapping[str, str]
+    after: ConversationKey
+    before: ConversationKey
+    newest_first: bool
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What erasing a conversation removed: its messages (detached ones
+    too) and its snapshots."""
+
+    messages: int
+    snapshots: int

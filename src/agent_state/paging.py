@@ -15,7 +15,7 @@ import binascii
 import enum
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -33,6 +33,7 @@ class PagedList(enum.IntEnum):
     CONVERSATION_MESSAGE_IDS = 2
     SNAPSHOT_MESSAGES = 3
     SNAPSHOT_MESSAGE_IDS = 4
+    CONVERSATIONS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +60,7 @@ def filter_fingerprint(roles: Iterable[int], kinds: Iterable[str]) -> bytes:
 
 
 def encode(listed: PagedList, target: UUID, fingerprint: bytes, cursor: Cursor) -> str:
-    record = _FORMAT.pack(
-        _VERSION, listed, target.bytes, fingerprint, cursor.position, cursor.layout_version
-    )
-    return base64.urlsafe_b64encode(record + _check(record)).rstrip(b"=").decode("ascii")
+    return _seal(listed, target, fingerprint, cursor.position, cursor.layout_version)
 
 
 def decode(token: str, listed: PagedList, target: UUID, fingerprint: bytes) -> Cursor | None:
@@ -73,10 +71,7 @@ def decode(token: str, listed: PagedList, target: UUID, fingerprint: bytes) -> C
     """
     if not token:
         return None
-    record = _unpack(token)
-    version, token_list, token_target, token_fingerprint, position, layout = record
-    if version != _VERSION or token_list != listed:
-        raise InvalidArgument(_FIELD, "was issued by another list method")
+    token_target, token_fingerprint, position, layout = _open(token, listed)
     if token_target != target.bytes:
         what = "snapshot" if listed >= PagedList.SNAPSHOT_MESSAGES else "conversation"
         raise InvalidArgument(_FIELD, f"was issued for another {what}")
@@ -85,6 +80,84 @@ def decode(token: str, listed: PagedList, target: UUID, fingerprint: bytes) -> C
     if position < 0 or layout < 0:
         raise InvalidArgument(_FIELD, "is not a page token issued by this service")
     return Cursor(position, layout)
+
+
+# --- ListConversations ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationCursor:
+    """Where the next page of ListConversations starts: after the key
+    (`updated_at`, `conversation_id`) of the last conversation returned.
+
+    `ceiling` (oldest first only) is the latest updated_at of the
+    conversations the listing could show when its first page was read.
+    Later pages stop there: a conversation updated since then has moved
+    past it and would come again at the end; one that did not move is not
+    above it.
+    """
+
+    updated_at: int
+    conversation_id: UUID
+    ceiling: int
+
+
+def conversation_filter_fingerprint(
+    labels: Mapping[str, str], after: int | None, before: int | None, newest_first: bool
+) -> bytes:
+    """Identifies ListConversations' filters and order."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(b"n" if newest_first else b"o")
+    for name, bound in ((b"a", after), (b"b", before)):
+        if bound is not None:
+            digest.update(name + struct.pack(">q", bound))
+    for key in sorted(labels):
+        for text in (key, labels[key]):
+            encoded = text.encode("utf-8")
+            digest.update(b"l" + struct.pack(">I", len(encoded)) + encoded)
+    return digest.digest()
+
+
+def encode_conversations(fingerprint: bytes, cursor: ConversationCursor) -> str:
+    return _seal(
+        PagedList.CONVERSATIONS,
+        cursor.conversation_id,
+        fingerprint,
+        cursor.updated_at,
+        cursor.ceiling,
+    )
+
+
+def decode_conversations(token: str, fingerprint: bytes) -> ConversationCursor | None:
+    """The cursor in a ListConversations token (None: the first page).
+
+    Raises InvalidArgument when the token is malformed or was issued by
+    another list, or with other filters or another order."""
+    if not token:
+        return None
+    conversation_id, token_fingerprint, updated_at, ceiling = _open(token, PagedList.CONVERSATIONS)
+    if token_fingerprint != fingerprint:
+        raise InvalidArgument(
+            _FIELD, "was issued with other labels, updated_after, updated_before or order_by"
+        )
+    return ConversationCursor(updated_at, UUID(bytes=conversation_id), ceiling)
+
+
+# --- The record --------------------------------------------------------------------
+
+
+def _seal(listed: PagedList, target: UUID, fingerprint: bytes, first: int, second: int) -> str:
+    record = _FORMAT.pack(_VERSION, listed, target.bytes, fingerprint, first, second)
+    return base64.urlsafe_b64encode(record + _check(record)).rstrip(b"=").decode("ascii")
+
+
+def _open(token: str, listed: PagedList) -> tuple[bytes, bytes, int, int]:
+    """The target, filter fingerprint and two numbers of a token of list
+    `listed`."""
+    version, token_list, target, fingerprint, first, second = _unpack(token)
+    if version != _VERSION or token_list != listed:
+        raise InvalidArgument(_FIELD, "was issued by another list method")
+    return target, fingerprint, first, second
 
 
 def token_length() -> int:

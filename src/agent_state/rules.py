@@ -9,13 +9,22 @@ of the range ends, then the other named ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 from .errors import InvalidArgument, MessageNotFound
-from .ids import parse_optional_uuid, parse_uuid
-from .model import MessageInput, Role
+from .ids import parse_optional_uuid, parse_uuid, shorten
+from .model import (
+    ConversationDetails,
+    ConversationInput,
+    MessageInput,
+    Moment,
+    Retention,
+    RetentionInput,
+    Role,
+)
 
 _ROLES = frozenset(role.value for role in Role)
 _ROLE_NAMES = ", ".join(f"ROLE_{role.name}" for role in Role)
@@ -32,6 +41,10 @@ class Limits:
     max_response_bytes: int = 3 * 1024 * 1024
     # How long a mutating call's idempotency key replays its response.
     idempotency_window_seconds: int = 24 * 3600
+
+    @property
+    def idempotency_window_us(self) -> int:
+        return self.idempotency_window_seconds * 1_000_000
 
 
 def next_updated_at(previous: int, now: int) -> int:
@@ -221,3 +234,183 @@ def check_snapshot_ids(
                 f"message_ids[{index}]",
                 f"message {message_id} is not a message of conversation {conversation_id}",
             )
+
+
+# --- The companion API: conversations as a whole ------------------------------------
+
+MAX_TITLE_LENGTH = 1000
+MAX_LABELS = 64
+MAX_LABEL_VALUE_LENGTH = 256
+# Lowercase letters, digits and _ . - / (the spec's [a-z0-9_.-/], the hyphen
+# taken literally).
+_LABEL_KEY = re.compile(r"[a-z0-9_.\-/]{1,63}")
+_LABEL_KEY_RULE = "1 to 63 of a-z, 0-9, _ . - /"
+
+UPDATABLE_FIELDS = ("title", "labels", "retention")
+
+ORDERS = {"": True, "updated_at desc": True, "updated_at": False}
+"""ListConversations' order_by values: whether each lists newest first."""
+
+# Timestamps run from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z
+# and durations up to 10,000 years, as protobuf defines them.
+_MIN_TIMESTAMP_SECONDS = -62_135_596_800
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799
+_MAX_DURATION_SECONDS = 315_576_000_000
+_NANOS = 1_000_000_000
+
+MIN_TIME = _MIN_TIMESTAMP_SECONDS * 1_000_000 - 1
+"""Below every time a timestamp can name, in microseconds."""
+MAX_TIME = (_MAX_TIMESTAMP_SECONDS + 1) * 1_000_000
+"""Above every time a timestamp can name, in microseconds."""
+
+
+def conversation_details(given: ConversationInput, prefix: str = "") -> ConversationDetails:
+    """The checked title, labels and retention of a conversation; errors
+    name the field under `prefix` (``conversation.`` in an update)."""
+    return ConversationDetails(
+        title=title(given.title, f"{prefix}title"),
+        labels=labels(given.labels, f"{prefix}labels"),
+        retention=retention(given.retention, f"{prefix}retention"),
+    )
+
+
+def title(value: str, field: str) -> str:
+    if len(value) > MAX_TITLE_LENGTH:
+        raise InvalidArgument(field, f"has {len(value)} characters; at most {MAX_TITLE_LENGTH}")
+    return value
+
+
+def labels(values: Mapping[str, str], field: str) -> dict[str, str]:
+    """Labels as a conversation carries them, or as a filter names them."""
+    if len(values) > MAX_LABELS:
+        raise InvalidArgument(field, f"holds {len(values)} labels; at most {MAX_LABELS}")
+    for key in sorted(values):
+        entry = f"{field}[{shorten(key)!r}]"
+        if _LABEL_KEY.fullmatch(key) is None:
+            raise InvalidArgument(entry, f"the key must be {_LABEL_KEY_RULE}")
+        if len(values[key]) > MAX_LABEL_VALUE_LENGTH:
+            raise InvalidArgument(
+                entry,
+                f"the value has {len(values[key])} characters; at most {MAX_LABEL_VALUE_LENGTH}",
+            )
+    return dict(values)
+
+
+def retention(given: RetentionInput | None, field: str) -> Retention | None:
+    if given is None:
+        return None
+    max_idle = 0 if given.max_idle is None else duration(given.max_idle, f"{field}.max_idle")
+    if given.max_messages < 0:
+        raise InvalidArgument(
+            f"{field}.max_messages", f"is {given.max_messages}; it must not be negative"
+        )
+    return Retention(max_idle=max_idle, max_messages=given.max_messages)
+
+
+def duration(moment: Moment, field: str) -> int:
+    """A non-negative Duration in whole microseconds (stored exactly)."""
+    seconds, nanos = moment.seconds, moment.nanos
+    if seconds < 0 or nanos < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if nanos >= _NANOS or seconds > _MAX_DURATION_SECONDS:
+        raise InvalidArgument(field, "is not a valid duration (at most 10,000 years)")
+    if nanos % 1000:
+        raise InvalidArgument(field, "must be a whole number of microseconds")
+    return seconds * 1_000_000 + nanos // 1000
+
+
+def timestamp(moment: Moment, field: str) -> tuple[int, int]:
+    """A valid Timestamp as (microseconds, the nanoseconds past them)."""
+    seconds, nanos = moment.seconds, moment.nanos
+    if not (0 <= nanos < _NANOS and _MIN_TIMESTAMP_SECONDS <= seconds <= _MAX_TIMESTAMP_SECONDS):
+        raise InvalidArgument(
+            field, "is not a valid timestamp (0001-01-01 to 9999-12-31 UTC, nanos 0 to 999999999)"
+        )
+    return seconds * 1_000_000 + nanos // 1000, nanos % 1000
+
+
+def expected_version(value: int) -> int:
+    """`expected_version`: 0 (no check) or a version."""
+    if value < 0:
+        raise InvalidArgument(
+            "expected_version", f"is {value}; it must be 0 (no check) or a version (1 or more)"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationUpdate:
+    """An UpdateConversation, checked: the fields it changes, and their new
+    values in `details` (its other fields are placeholders)."""
+
+    fields: frozenset[str]
+    details: ConversationDetails
+
+    def applied_to(self, current: ConversationDetails) -> ConversationDetails:
+        new = self.details
+        return ConversationDetails(
+            title=new.title if "title" in self.fields else current.title,
+            labels=new.labels if "labels" in self.fields else current.labels,
+            retention=new.retention if "retention" in self.fields else current.retention,
+        )
+
+
+def conversation_update(paths: Sequence[str], given: ConversationInput) -> ConversationUpdate:
+    """The update_mask's paths, then the values of the fields they name (the
+    others are ignored, as the API says)."""
+    if not paths:
+        raise InvalidArgument("update_mask", "must name at least one of title, labels, retention")
+    for index, path in enumerate(paths):
+        if path not in UPDATABLE_FIELDS:
+            raise InvalidArgument(
+                f"update_mask.paths[{index}]",
+                f"{shorten(path)!r} is not a field to update; use title, labels or retention",
+            )
+    fields = frozenset(paths)
+    prefix = "conversation."
+    return ConversationUpdate(
+        fields,
+        ConversationDetails(
+            title=title(given.title, f"{prefix}title") if "title" in fields else "",
+            labels=labels(given.labels, f"{prefix}labels") if "labels" in fields else {},
+            retention=(
+                retention(given.retention, f"{prefix}retention") if "retention" in fields else None
+            ),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFilter:
+    """ListConversations' filters and order, checked. The bounds are in
+    whole microseconds, both exclusive (None: none): updated_at, itself
+    whole microseconds, is above a bound of X.5 exactly when it is above
+    X, and below one exactly when it is below X + 1."""
+
+    labels: dict[str, str]
+    updated_after: int | None
+    updated_before: int | None
+    newest_first: bool
+
+
+def conversation_filter(
+    label_filter: Mapping[str, str],
+    updated_after: Moment | None,
+    updated_before: Moment | None,
+    order_by: str,
+) -> ConversationFilter:
+    checked_labels = labels(label_filter, "labels")
+    after = None
+    if updated_after is not None:
+        after = timestamp(updated_after, "updated_after")[0]
+    before = None
+    if updated_before is not None:
+        micros, rest = timestamp(updated_before, "updated_before")
+        before = micros + (1 if rest else 0)
+    if order_by not in ORDERS:
+        raise InvalidArgument(
+            "order_by",
+            f'{shorten(order_by)!r} is not an order; use "updated_at desc" (newest first,'
+            ' also ""), or "updated_at" (oldest first)',
+        )
+    return ConversationFilter(checked_labels, after, before, ORDERS[order_by])

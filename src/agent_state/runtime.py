@@ -1,10 +1,11 @@
 """The composition root: from settings to a running service.
 
 It builds the store, brings its schema up to date, constructs the
-`ConversationService` (here only), runs the sweeper of expired idempotency
-keys beside it, and hands the service to the gRPC server
-(server/app.py). `check_serving` holds the checks `serve` makes before it
-opens anything; `agent-state config` makes the same ones.
+`ConversationService` and the companion API's `CompanionService` over it
+(here only), runs the sweeper of expired idempotency keys beside them, and
+hands both to the gRPC server (server/app.py). `check_serving` holds the
+checks `serve` makes before it opens anything; `agent-state config` makes
+the same ones.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from . import logs
+from .companion import CompanionService
 from .config import Settings
 from .errors import StorageUnavailable
 from .server import tracing
 from .server.access import exposure
 from .server.app import Server
+from .server.companion_servicer import CompanionCodec
 from .server.observe import Metrics
 from .server.wire import WireCodec
 from .service import ConversationService
@@ -83,8 +86,9 @@ async def serve(settings: Settings) -> None:
     async with build_store(settings) as store:
         await _bring_schema_up_to_date(store, migrate_on_start=settings.migrate_on_start)
         service = ConversationService(store, WireCodec(), settings.limits())
+        companion = CompanionService(store, CompanionCodec(), settings.limits())
         metrics = Metrics(store) if settings.metrics_address else None
-        server = Server(settings, service, metrics)
+        server = Server(settings, service, companion, metrics)
         async with _sweeping_expired_keys(service):
             await server.start()
             backend = (

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar, cast
 from uuid import UUID
 
+from . import idempotency as idempotency_keys
 from . import paging, positions, rules
 from .clock import now_micros
-from .errors import FailedPrecondition, InvalidArgument
+from .errors import InvalidArgument
+from .idempotency import Idempotency as Idempotency  # re-exported: the edge names it here
 from .ids import new_id, parse_uuid
 from .model import (
     ConversationState,
@@ -30,7 +32,6 @@ from .model import (
     MessageInput,
     NewMessage,
     Page,
-    RememberedCall,
     Snapshot,
     StoredMessage,
 )
@@ -87,18 +88,6 @@ class Deleted:
 
     state: ConversationState
     deleted: list[UUID]
-
-
-@dataclass(frozen=True, slots=True)
-class Idempotency:
-    """An idempotency key sent with a mutating call.
-
-    `fingerprint` identifies the method and request exactly; a retry with
-    the same key and fingerprint gets the first call's response again.
-    """
-
-    key: str
-    fingerprint: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +182,6 @@ class ConversationService:
     @property
     def limits(self) -> rules.Limits:
         return self._limits
-
-    @property
-    def _idempotency_window_us(self) -> int:
-        return self._limits.idempotency_window_seconds * 1_000_000
 
     # -- writes ---------------------------------------------------------
 
@@ -366,20 +351,11 @@ class ConversationService:
     async def _recall(
         self, tx: WriteTransaction, idempotency: Idempotency | None, now: int
     ) -> Replay | None:
-        """The earlier response for this key, if it is recent enough.
-        Runs under the conversation's lock, so concurrent duplicates see
-        each other: the first applies, the rest replay it."""
-        if idempotency is None:
-            return None
-        earlier = await tx.recall(idempotency.key)
-        if earlier is None or earlier.created_at <= now - self._idempotency_window_us:
-            return None
-        if earlier.fingerprint != idempotency.fingerprint:
-            raise FailedPrecondition(
-                "idempotency-key",
-                "was already used with a different request on this conversation",
-            )
-        return Replay(EncodedResponse(earlier.response))
+        """The earlier response for this key, if it is recent enough."""
+        response = await idempotency_keys.recall(
+            tx, idempotency, now, self._limits.idempotency_window_us
+        )
+        return None if response is None else Replay(response)
 
     async def _remember(
         self,
@@ -392,17 +368,14 @@ class ConversationService:
         """Keep `result`'s response under the call's idempotency key, if it
         sent one, for retries to replay."""
         if idempotency is not None:
-            response = encode(result)
-            await tx.remember(
-                idempotency.key, RememberedCall(idempotency.fingerprint, response, now)
-            )
+            await idempotency_keys.remember(tx, idempotency, now, encode(result))
         return result
 
     async def forget_expired_keys(self, batch: int = 1000) -> int:
         """Delete idempotency keys past the window; returns how many."""
         forgotten = 0
         while True:
-            cutoff = self._clock() - self._idempotency_window_us
+            cutoff = self._clock() - self._limits.idempotency_window_us
             count = await self._store.forget_calls(cutoff, batch)
             forgotten += count
             if count < batch:

@@ -30,6 +30,17 @@ ASSISTANT = pb.ROLE_ASSISTANT
 TOOL = pb.ROLE_TOOL
 ROLE_UNSPECIFIED = pb.ROLE_UNSPECIFIED
 
+COMPANION_SERVICE = "agentstate.v1.ConversationsService"
+COMPANION_METHODS = [
+    "CreateConversation",
+    "DescribeConversation",
+    "UpdateConversation",
+    "ListConversations",
+    "DeleteConversation",
+]
+"""The methods of the companion API served so far (the others answer
+UNIMPLEMENTED; tests/e2e/test_companion.py checks both)."""
+
 CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 OK = grpc.StatusCode.OK

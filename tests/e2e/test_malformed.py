@@ -7,12 +7,16 @@ import grpc
 import pytest
 
 from agent_state._gen import agent_state_pb2 as pb
-from tests.e2e.helpers import new_id
+from tests.e2e.helpers import COMPANION_METHODS, COMPANION_SERVICE, new_id
 from tests.support import calls
 from tests.support.calls import Stub, text_message
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
-METHODS = [method.name for method in SERVICE.methods]
+# (service, method): every method of AgentStateService and those of the
+# companion API served so far.
+METHODS = [(SERVICE.full_name, method.name) for method in SERVICE.methods] + [
+    (COMPANION_SERVICE, method) for method in COMPANION_METHODS
+]
 
 MALFORMED = {
     "truncated length": b"\x0a\x10abc",
@@ -22,9 +26,9 @@ MALFORMED = {
 }
 
 
-def _raw_call(channel: grpc.Channel, method: str, payload: bytes) -> grpc.RpcError:
+def _raw_call(channel: grpc.Channel, service: str, method: str, payload: bytes) -> grpc.RpcError:
     call = channel.unary_unary(
-        f"/{SERVICE.full_name}/{method}",
+        f"/{service}/{method}",
         request_serializer=lambda data: data,
         response_deserializer=lambda data: data,
     )
@@ -35,12 +39,12 @@ def _raw_call(channel: grpc.Channel, method: str, payload: bytes) -> grpc.RpcErr
     return error
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("service", "method"), METHODS, ids=[m for _, m in METHODS])
 @pytest.mark.parametrize("payload", MALFORMED.values(), ids=MALFORMED.keys())
 def test_unparsable_request_is_invalid_argument(
-    channel: grpc.Channel, stub: Stub, method: str, payload: bytes
+    channel: grpc.Channel, stub: Stub, service: str, method: str, payload: bytes
 ) -> None:
-    error = _raw_call(channel, method, payload)
+    error = _raw_call(channel, service, method, payload)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
     assert "request" in (error.details() or "")
     # Still serving.

@@ -5,7 +5,7 @@ back the same through today's store after migrate()."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -14,21 +14,43 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from agent_state.model import Item, Snapshot
+from agent_state.model import (
+    ConversationDetails,
+    ConversationKey,
+    ConversationRange,
+    Erased,
+    Item,
+    RememberedCall,
+    Snapshot,
+)
+from agent_state.positions import GAP
 from agent_state.storage import migrations
 
 from .conftest import FreshDatabase
-from .test_store_contract import BIG, T0, entry, message, new
+from .test_store_contract import BIG, T0, add, entry, message, new, new_conversation
 
 FRAMED = 3
 """The migration that moved the ordering into messages, with each entry framed."""
+
+COMPANION = 4
+"""The migration that added the companion API's schema."""
 
 
 _load = migrations.load
 
 
-def _older(dialect: str) -> list[migrations.Migration]:
-    return [m for m in _load(dialect) if m.version < FRAMED]
+def _before(version: int) -> Callable[[str], list[migrations.Migration]]:
+    """migrations.load as a release before `version` had it."""
+
+    def load(dialect: str) -> list[migrations.Migration]:
+        return [m for m in _load(dialect) if m.version < version]
+
+    return load
+
+
+def _since(version: int, dialect: str) -> list[int]:
+    """The versions a database just before `version` still lacks."""
+    return [m.version for m in _load(dialect) if m.version >= version]
 
 
 def _run(
@@ -67,7 +89,7 @@ async def test_messages_ordering_and_detached_messages_survive_the_framing_migra
     await store.open()
     try:
         with monkeypatch.context() as older:
-            older.setattr(migrations, "load", _older)
+            older.setattr(migrations, "load", _before(FRAMED))
             assert await store.migrate() == list(range(1, FRAMED))
 
         updated_at = T0 + 99
@@ -108,7 +130,7 @@ async def test_messages_ordering_and_detached_messages_survive_the_framing_migra
             )
         _run(new_database, rows)
 
-        assert await store.migrate() == [FRAMED]
+        assert await store.migrate() == _since(FRAMED, new_database.dialect)
 
         async with store.read() as read:
             state, page = await read.message_page(
@@ -155,3 +177,63 @@ async def test_messages_ordering_and_detached_messages_survive_the_framing_migra
         assert new_database.execute(
             f"SELECT largest_entry FROM conversations WHERE id = '{conversation_id}'"
         ) == [(largest,)]
+
+
+async def test_conversations_keep_their_version_and_data_through_the_companion_migration(
+    new_database: FreshDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database at migration 3, written by that release's operations
+    (their queries are today's for its tables), gains the companion API's
+    schema: every conversation keeps its version, messages and snapshots,
+    and gets an empty title, no labels and the server's retention."""
+    placed = [message(b"one"), message(b"\x00two\xff")]
+    detached = message(b"detached")
+    store = new_database.make()
+    await store.open()
+    try:
+        with monkeypatch.context() as older:
+            older.setattr(migrations, "load", _before(COMPANION))
+            assert await store.migrate() == list(range(1, COMPANION))
+            conversation_id = await new_conversation(store)
+            await add(store, conversation_id, [*placed, detached], [GAP, 2 * GAP, None])
+            snapshot = Snapshot(uuid4(), conversation_id, T0 + 8, 2)
+            async with store.write(conversation_id) as tx:
+                await tx.save(replace(tx.state, updated_at=T0 + 7, version=5))
+                assert await tx.create_snapshot(snapshot, [detached.id, placed[0].id]) == 2
+                await tx.remember("key", RememberedCall(b"f", b"response", T0))
+            async with store.read() as read:
+                before = await read.conversation(conversation_id)
+
+        assert await store.migrate() == [COMPANION]
+
+        async with store.read() as read:
+            record = await read.describe(conversation_id)
+            _, page = await read.message_page(conversation_id, 0, 10, frozenset(), frozenset(), BIG)
+            frozen = await read.snapshot_message_page(snapshot, -1, 10, BIG)
+            listed = await read.conversation_page(
+                ConversationRange(
+                    {},
+                    ConversationKey(T0 + 6, UUID(int=(1 << 128) - 1)),
+                    ConversationKey(T0 + 8, UUID(int=0)),
+                    True,
+                    10,
+                )
+            )
+        assert record.state == before
+        assert record.state.version == 5
+        assert record.details == ConversationDetails("", {}, None)
+        assert page.rows == [(GAP, entry(placed[0])), (2 * GAP, entry(placed[1]))]
+        assert frozen.rows == [(0, entry(detached)), (1, entry(placed[0]))]
+        assert listed.rows == [record]
+
+        # The new columns take writes; erasure takes the old rows too.
+        labelled = replace(record, details=ConversationDetails("t", {"k": "v"}, None))
+        async with store.write(conversation_id) as tx:
+            assert await tx.recall("key") == RememberedCall(b"f", b"response", T0)
+            await tx.save_record(labelled)
+        async with store.read() as read:
+            assert await read.describe(conversation_id) == labelled
+        async with store.write(conversation_id) as tx:
+            assert await tx.erase() == Erased(messages=3, snapshots=1)
+    finally:
+        await store.close()

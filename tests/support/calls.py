@@ -14,8 +14,10 @@ import grpc
 
 from agent_state._gen import agent_state_pb2 as pb
 from agent_state._gen import agent_state_pb2_grpc as pb_grpc
+from agent_state._gen import conversations_pb2_grpc as cpb_grpc
 
 Stub = pb_grpc.AgentStateServiceStub
+CompanionStub = cpb_grpc.ConversationsServiceStub
 
 RPC_TIMEOUT_S = 60.0
 MAX_PAGE_SIZE = 1000
@@ -24,6 +26,12 @@ MAX_BATCH = 1000
 
 def make_stub(channel: grpc.Channel) -> Stub:
     stub: Stub = pb_grpc.AgentStateServiceStub(channel)  # type: ignore[no-untyped-call]
+    return stub
+
+
+def make_companion_stub(channel: grpc.Channel) -> CompanionStub:
+    """A client of the companion API, agentstate.v1.ConversationsService."""
+    stub: CompanionStub = cpb_grpc.ConversationsServiceStub(channel)  # type: ignore[no-untyped-call]
     return stub
 
 

@@ -81,3 +81,61 @@ def _flipped(token: str, index: int) -> str:
 def test_malformed_tokens_are_invalid(token: str) -> None:
     with pytest.raises(InvalidArgument, match="not a page token"):
         paging.decode(token, PagedList.CONVERSATION_MESSAGES, CONVERSATION, NO_FILTER)
+
+
+# --- ListConversations ----------------------------------------------------------
+
+
+def _fingerprint(
+    labels: dict[str, str] | None = None,
+    after: int | None = None,
+    before: int | None = None,
+    newest_first: bool = True,
+) -> bytes:
+    return paging.conversation_filter_fingerprint(labels or {}, after, before, newest_first)
+
+
+def test_conversation_tokens_round_trip() -> None:
+    cursor = paging.ConversationCursor(-5, uuid.uuid4(), 1 << 60)
+    fingerprint = _fingerprint({"user": "alice"}, 3, None, False)
+    token = paging.encode_conversations(fingerprint, cursor)
+    assert len(token) == paging.token_length()
+    assert paging.decode_conversations(token, fingerprint) == cursor
+    assert paging.decode_conversations("", fingerprint) is None
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        _fingerprint({"user": "bob"}),
+        _fingerprint({"user": "alice", "app": "x"}),
+        _fingerprint({"user": "alice"}, after=1),
+        _fingerprint({"user": "alice"}, before=1),
+        _fingerprint({"user": "alice"}, newest_first=False),
+    ],
+)
+def test_conversation_tokens_are_bound_to_filters_and_order(other: bytes) -> None:
+    token = paging.encode_conversations(
+        _fingerprint({"user": "alice"}), paging.ConversationCursor(1, uuid.uuid4(), 0)
+    )
+    with pytest.raises(InvalidArgument, match="other labels, updated_after") as caught:
+        paging.decode_conversations(token, other)
+    assert caught.value.field == "page_token"
+
+
+def test_conversation_fingerprints_tell_filters_apart() -> None:
+    # Length-prefixed: a key and value cannot pass for others.
+    assert _fingerprint({"a": "bc"}) != _fingerprint({"ab": "c"})
+    assert _fingerprint(after=5) != _fingerprint(before=5)
+    assert _fingerprint(after=0) != _fingerprint()
+    assert _fingerprint({"b": "1", "a": "2"}) == _fingerprint({"a": "2", "b": "1"})
+
+
+def test_tokens_of_other_lists_are_refused_both_ways() -> None:
+    conversations = paging.encode_conversations(
+        NO_FILTER, paging.ConversationCursor(1, CONVERSATION, 0)
+    )
+    with pytest.raises(InvalidArgument, match="another list"):
+        paging.decode(conversations, PagedList.CONVERSATION_MESSAGES, CONVERSATION, NO_FILTER)
+    with pytest.raises(InvalidArgument, match="another list"):
+        paging.decode_conversations(_token(), NO_FILTER)

@@ -1,6 +1,7 @@
-"""The grpc.aio server: AgentStateService, health, reflection, the
-Prometheus endpoint, and a graceful stop. It serves the service it is given;
-runtime.py builds that service and its store and decides when to stop."""
+"""The grpc.aio server: AgentStateService and the companion API's
+ConversationsService on one port, health, reflection, the Prometheus
+endpoint, and a graceful stop. It serves the services it is given;
+runtime.py builds them and their store and decides when to stop."""
 
 from __future__ import annotations
 
@@ -12,11 +13,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from ..companion import CompanionService
 from ..config import Settings
 from ..service import ConversationService
+from . import companion_servicer, servicer
 from .auth import ReadAuthInterceptor, Tokens
+from .dispatch import Edge, InFlight
 from .observe import Metrics, Observer
-from .servicer import SERVICE_NAME, AgentStateServicer, register
+
+# Checked per method by the call path (dispatch.py), so that refusals are
+# logged and counted with the rest.
+_SERVICES = (servicer.SERVICE_NAME, companion_servicer.SERVICE_NAME)
 
 # A drain waits for this long with no call running, but no longer than
 # _DISPATCH_SECONDS, before it stops the server.
@@ -29,15 +36,21 @@ class Server:
     served on settings.metrics_address."""
 
     def __init__(
-        self, settings: Settings, service: ConversationService, metrics: Metrics | None
+        self,
+        settings: Settings,
+        service: ConversationService,
+        companion: CompanionService,
+        metrics: Metrics | None,
     ) -> None:
         self._settings = settings
         self._service = service
+        self._companion = companion
         self._health = health.aio.HealthServicer()
         tokens = Tokens(settings.tokens())
         self._tokens = tokens or None
+        exempt = tuple(f"/{name}/" for name in _SERVICES)
         self._grpc = grpc.aio.server(
-            interceptors=[ReadAuthInterceptor(tokens, f"/{SERVICE_NAME}/")] if tokens else [],
+            interceptors=[ReadAuthInterceptor(tokens, exempt)] if tokens else [],
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 ("grpc.max_send_message_length", -1),
@@ -45,17 +58,19 @@ class Server:
         )
         self.port = 0
         self.metrics_port = 0
-        self._servicer: AgentStateServicer | None = None
+        self._in_flight = InFlight()
         self._metrics = metrics
         self._metrics_server: WSGIServer | None = None
 
     async def start(self) -> None:
         try:
-            self._servicer = AgentStateServicer(self._service)
-            register(self._grpc, self._servicer, Observer(self._metrics), self._tokens)
+            edge = Edge(Observer(self._metrics), self._tokens, self._in_flight)
+            servicer.register(self._grpc, servicer.AgentStateServicer(self._service), edge)
+            companion = companion_servicer.CompanionServicer(self._companion)
+            companion_servicer.register(self._grpc, companion, edge)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
             reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+                (*_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
             )
             self.port = self._listen()
             if self._metrics is not None and self._settings.metrics_address:
@@ -70,7 +85,8 @@ class Server:
             raise
         serving = health_pb2.HealthCheckResponse.SERVING
         await self._health.set("", serving)
-        await self._health.set(SERVICE_NAME, serving)
+        for name in _SERVICES:
+            await self._health.set(name, serving)
 
     def _listen(self) -> int:
         settings = self._settings
@@ -116,7 +132,7 @@ class Server:
         deadline = loop.time() + limit
         quiet_since = loop.time()
         while loop.time() < deadline:
-            if self._servicer is not None and self._servicer.in_flight:
+            if self._in_flight.count:
                 quiet_since = loop.time()
             elif loop.time() - quiet_since >= _QUIET_SECONDS:
                 return

@@ -3,9 +3,10 @@
 A call carries ``authorization: Bearer <token>`` metadata. Every token is
 compared with every configured one in constant time, so neither the
 outcome nor its timing tells which configured token came close. Health
-checks never need a token; the AgentStateService methods are checked in
-the servicer (so that refusals are logged and counted with the rest), any
-other service (reflection) here, as a read.
+checks never need a token; the methods of AgentStateService and
+ConversationsService are checked in their call path (so that refusals are
+logged and counted with the rest), any other service (reflection) here, as
+a read.
 """
 
 from __future__ import annotations
@@ -72,11 +73,12 @@ def _bearer(metadata: Metadata | None) -> bytes | None:
 
 
 class ReadAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks a read token on services other than health and `exempt`."""
+    """Checks a read token on services other than health and the `exempt`
+    method prefixes (services that check tokens per method themselves)."""
 
-    def __init__(self, tokens: Tokens, exempt_prefix: str) -> None:
+    def __init__(self, tokens: Tokens, exempt_prefixes: tuple[str, ...]) -> None:
         self._tokens = tokens
-        self._exempt = (HEALTH_PREFIX, exempt_prefix)
+        self._exempt = (HEALTH_PREFIX, *exempt_prefixes)
 
     async def intercept_service(
         self,

@@ -1,5 +1,5 @@
-"""What every AgentStateService call leaves behind: a log line, metrics,
-and (with tracing on) a span. Request ids come from `x-request-id`
+"""What every call of AgentStateService and ConversationsService leaves
+behind: a log line, metrics, and (with tracing on) a span. Request ids come from `x-request-id`
 metadata or are made up, and go back to the client in trailing metadata.
 
 Only the method, status, duration and ids are recorded: never a body, a
@@ -70,7 +70,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "agent_state_rpc_requests",
-            "AgentStateService calls handled, by method and status code.",
+            "Calls handled (both services), by method and status code.",
             ["method", "code"],
             registry=self.registry,
         )

@@ -1,48 +1,24 @@
-"""The gRPC face of the service: decode, call ConversationService, encode.
-
-Handlers are registered from the contract's service descriptor rather than
-through the generated servicer base class, so that a request that does not
-even parse is answered INVALID_ARGUMENT (instead of the runtime's generic
-failure) and every method shares one error path.
-"""
+"""The gRPC face of AgentStateService: decode, call ConversationService,
+encode. Every method goes through the one call path of dispatch.py (token
+check, idempotency key, error status, logs, metrics)."""
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError, Message
 
 from .._gen import agent_state_pb2 as pb
-from ..errors import InvalidArgument
 from ..model import EncodedResponse
 from ..service import ConversationService, Idempotency, Replay
-from . import convert, observe, tracing
-from .auth import Refusal, Tokens
-from .observe import Observer
-from .status import status_of
+from . import convert, dispatch
 from .wire import WireCodec
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
-
-log = logging.getLogger("agent_state.rpc")
-
-# A handler returns a message, or the bytes of one it encoded itself. The
-# handlers of WRITES also take the call's idempotency key.
-Handler = Callable[..., Awaitable[Message | bytes]]
+SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
+SERVICE_NAME = SERVICE.full_name
 
 _R = TypeVar("_R")
-
-
-class _Malformed:
-    """Stands for a request whose bytes did not parse."""
-
-    def __init__(self, type_name: str) -> None:
-        self.type_name = type_name
 
 
 class AgentStateServicer:
@@ -51,12 +27,10 @@ class AgentStateServicer:
         # The encoding of what the service answers; stateless, like the one
         # the service was given.
         self._codec = WireCodec()
-        self.in_flight = 0
-        """Calls whose handler is running; the graceful stop watches it."""
 
-    def handlers(self) -> dict[str, Handler]:
-        """Method name -> coroutine taking the request message."""
-        return {
+    def routes(self) -> dict[str, dispatch.Route]:
+        """Every method of the contract, by name."""
+        handlers: dict[str, dispatch.Handler] = {
             "AppendConversationMessages": self.append,
             "ListConversationMessages": self.list_messages,
             "ReplaceConversationMessagesRange": self.replace_range,
@@ -66,6 +40,10 @@ class AgentStateServicer:
             "ListSnapshotMessages": self.list_snapshot_messages,
             "ListSnapshotMessageIds": self.list_snapshot_message_ids,
             "CreateSnapshot": self.create_snapshot,
+        }
+        return {
+            name: dispatch.Route(handler, write=name in WRITES)
+            for name, handler in handlers.items()
         }
 
     async def append(
@@ -163,130 +141,11 @@ WRITES = frozenset(
 """The methods that change data: a read-only token may not call them, and
 they take an idempotency key."""
 
-IDEMPOTENCY_KEY = "idempotency-key"
 
-
-def _idempotency(method: str, request: Message, metadata: Any) -> Idempotency | None:
-    """The call's idempotency key, if it sent one, with the fingerprint of
-    exactly this method and request."""
-    for key, value in metadata or ():
-        if key != IDEMPOTENCY_KEY:
-            continue
-        readable = isinstance(value, str) and value.isascii() and value.isprintable()
-        if not (readable and 0 < len(value) <= 256):
-            raise InvalidArgument(IDEMPOTENCY_KEY, "must be 1 to 256 printable ASCII characters")
-        digest = hashlib.sha256(method.encode())
-        digest.update(b"\n" + request.SerializeToString(deterministic=True))
-        return Idempotency(value, digest.digest())
-    return None
-
-
-def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | _Malformed]:
-    def parse(data: bytes) -> Message | _Malformed:
-        try:
-            return message_type.FromString(data)
-        except (DecodeError, RuntimeError, ValueError):
-            return _Malformed(message_type.DESCRIPTOR.full_name)
-
-    return parse
-
-
-def _serialize(response: Message | bytes) -> bytes:
-    return response if isinstance(response, bytes) else response.SerializeToString()
-
-
-def _target(request: Any) -> tuple[str, str] | None:
-    """The id a call is about, for its log line."""
-    for name in ("conversation_id", "snapshot_id"):
-        value = getattr(request, name, None)
-        if value:
-            return name, value
-    return None
-
-
-def _behaviour(
-    servicer: AgentStateServicer,
-    method: str,
-    handler: Handler,
-    observer: Observer,
-    tokens: Tokens | None,
-) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | bytes]]:
-    write = method in WRITES
-
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message | bytes:
-        started = time.perf_counter()
-        metadata = context.invocation_metadata()
-        request_id = observe.request_id(metadata)
-        context.set_trailing_metadata(((observe.REQUEST_ID, request_id),))
-        # Cancelled (the client went away) unless we get to set the outcome.
-        code, text = grpc.StatusCode.CANCELLED, ""
-        response: Message | bytes = b""
-        observer.started()
-        servicer.in_flight += 1
-        try:
-            with tracing.span(method) as span:
-                try:
-                    if tokens is not None:
-                        tokens.check(metadata, write=write)
-                    if isinstance(request, _Malformed):
-                        raise InvalidArgument("request", f"not a valid {request.type_name} message")
-                    if write:
-                        response = await handler(request, _idempotency(method, request, metadata))
-                    else:
-                        response = await handler(request)
-                    code = grpc.StatusCode.OK
-                except Refusal as refusal:
-                    code, text = refusal.code, refusal.text
-                except Exception as error:
-                    code, text = status_of(error)
-                    if code is grpc.StatusCode.INTERNAL:
-                        log.exception("%s failed unexpectedly", method)
-                    elif code is grpc.StatusCode.UNAVAILABLE:
-                        log.warning("%s: storage unavailable: %r", method, error.__cause__)
-                finally:
-                    tracing.finish(span, code)
-        finally:
-            # Recorded before the answer leaves, so that a client that has
-            # its answer finds the call in the log and the metrics.
-            servicer.in_flight -= 1
-            observer.finished(
-                method,
-                code,
-                time.perf_counter() - started,
-                request_id,
-                None if isinstance(request, _Malformed) else _target(request),
-                text or None,
-            )
-        if code is grpc.StatusCode.OK:
-            return response
-        await context.abort(code, text)
-        raise AssertionError("abort returns only by raising")
-
-    return call
-
-
-def register(
-    server: grpc.aio.Server,
-    servicer: AgentStateServicer,
-    observer: Observer,
-    tokens: Tokens | None,
-) -> None:
-    """Serve every method of the contract's AgentStateService on `server`,
-    checking `tokens` (None: no auth) and reporting calls to `observer`."""
-    service = pb.DESCRIPTOR.services_by_name["AgentStateService"]
-    handlers = servicer.handlers()
-    missing = {method.name for method in service.methods} ^ set(handlers)
+def register(server: grpc.aio.Server, servicer: AgentStateServicer, edge: dispatch.Edge) -> None:
+    """Serve every method of the contract's AgentStateService on `server`."""
+    routes = servicer.routes()
+    missing = {method.name for method in SERVICE.methods} ^ set(routes)
     if missing:
         raise RuntimeError(f"servicer and contract disagree on methods: {sorted(missing)}")
-    method_handlers = {
-        method.name: grpc.unary_unary_rpc_method_handler(
-            _behaviour(servicer, method.name, handlers[method.name], observer, tokens),
-            request_deserializer=_deserializer(getattr(pb, method.input_type.name)),
-            response_serializer=_serialize,
-        )
-        for method in service.methods
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, method_handlers),)
-    )
-    server.add_registered_method_handlers(service.full_name, method_handlers)
+    dispatch.register(server, SERVICE, routes, edge)

@@ -10,16 +10,20 @@ import grpc
 
 from ..errors import (
     AgentStateError,
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
     StorageUnavailable,
+    VersionMismatch,
 )
 
 _CODES: list[tuple[type[AgentStateError], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (VersionMismatch, grpc.StatusCode.ABORTED),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),

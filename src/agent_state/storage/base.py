@@ -16,7 +16,18 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from uuid import UUID
 
-from ..model import ConversationState, Item, NewMessage, Page, RememberedCall, Renumbering, Snapshot
+from ..model import (
+    ConversationRange,
+    ConversationRecord,
+    ConversationState,
+    Erased,
+    Item,
+    NewMessage,
+    Page,
+    RememberedCall,
+    Renumbering,
+    Snapshot,
+)
 
 
 class ReadTransaction(ABC):
@@ -64,6 +75,17 @@ class ReadTransaction(ABC):
         """Ordered entries with position > `after`, at most `limit`."""
 
     @abstractmethod
+    async def describe(self, conversation_id: UUID) -> ConversationRecord:
+        """The conversation with its details and labels; raises
+        ConversationNotFound. Two reads: consistent under `Store.read`."""
+
+    @abstractmethod
+    async def conversation_page(self, selection: ConversationRange) -> Page[ConversationRecord]:
+        """The conversations `selection` names, in its order, with their
+        details and labels; `more` is True when further ones exist. Reads
+        no message. Two reads: consistent under `Store.read`."""
+
+    @abstractmethod
     async def snapshot(self, snapshot_id: UUID) -> Snapshot:
         """The snapshot's row; raises SnapshotNotFound."""
 
@@ -93,6 +115,30 @@ class WriteTransaction(ABC):
     @abstractmethod
     def state(self) -> ConversationState:
         """The conversation's row as locked at the start."""
+
+    @property
+    @abstractmethod
+    def created(self) -> bool:
+        """Whether this transaction created the conversation (`Store.write`
+        with `create`, and it was absent)."""
+
+    @abstractmethod
+    async def record(self) -> ConversationRecord:
+        """The conversation with its details and labels, as this
+        transaction has it now."""
+
+    @abstractmethod
+    async def save_record(self, record: ConversationRecord) -> None:
+        """Write the conversation's whole row, its creation time and details
+        included, and replace its labels with the record's."""
+
+    @abstractmethod
+    async def erase(self) -> Erased:
+        """Delete the conversation and everything of it: its messages
+        (detached ones too), ordering, renumberings, snapshots and their
+        frozen copies, idempotency keys, labels and the state of its
+        scope. Returns what went. Nothing else may be done through the
+        transaction afterwards."""
 
     @abstractmethod
     async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:

@@ -16,7 +16,17 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from ..errors import ConversationNotFound, SnapshotNotFound
-from ..model import ConversationState, Item, NewMessage, Page, Renumbering, Snapshot
+from ..model import (
+    ConversationDetails,
+    ConversationRecord,
+    ConversationState,
+    Item,
+    NewMessage,
+    Page,
+    Renumbering,
+    Retention,
+    Snapshot,
+)
 
 T = TypeVar("T")
 
@@ -87,6 +97,24 @@ def conversation_state(conversation_id: UUID, row: Sequence[Any]) -> Conversatio
         tail_position=tail_position,
         layout_version=layout_version,
         version=version,
+    )
+
+
+def conversation_record(
+    conversation_id: UUID, row: Sequence[Any], labels: dict[str, str] | None
+) -> ConversationRecord:
+    """A conversation as the companion API shows it, from the columns of
+    conversation_state, then created_at, title, has_retention,
+    retention_max_idle, retention_max_messages, and its labels (None: none)."""
+    created_at, title, has_retention, max_idle, max_messages = row[5:]
+    return ConversationRecord(
+        state=conversation_state(conversation_id, row[:5]),
+        created_at=created_at,
+        details=ConversationDetails(
+            title=bytes(title).decode(),
+            labels=labels or {},
+            retention=Retention(max_idle, max_messages) if has_retention else None,
+        ),
     )
 
 

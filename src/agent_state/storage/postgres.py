@@ -240,6 +240,16 @@ class _PostgresExecutor(Executor):
         return rows[0][2:], common.budgeted_page(entries, limit, budget)
 
     @_translated
+    async def labelled_rows(
+        self, query: str, params: Params, labels: Sequence[tuple[str, bytes]]
+    ) -> list[Row]:
+        arrays = {
+            "label_keys": [key for key, _ in labels],
+            "label_values": [value for _, value in labels],
+        }
+        return await _rows(self._conn, query, {**params, **arrays})
+
+    @_translated
     async def freeze(self, insert: Statement) -> int:
         await self._send(insert)
         await self._send(Statement("freeze_messages", insert.params))
@@ -464,8 +474,8 @@ class PostgresStore(transactions.StoreOperations):
         self, conversation_id: UUID, *, create: bool = False
     ) -> AsyncIterator[WriteTransaction]:
         async with self._transaction(_BEGIN_WRITE) as conn:
-            state = await self._lock(conn, conversation_id, create)
-            yield transactions.Write(_PostgresExecutor(conn), state)
+            state, created = await self._lock(conn, conversation_id, create)
+            yield transactions.Write(_PostgresExecutor(conn), state, created)
 
     @asynccontextmanager
     async def _transaction(self, begin: bytes) -> AsyncIterator[_Connection]:
@@ -487,14 +497,19 @@ class PostgresStore(transactions.StoreOperations):
             await conn.execute(_COMMIT, prepare=False)
 
     @staticmethod
-    async def _lock(conn: _Connection, conversation_id: UUID, create: bool) -> ConversationState:
+    async def _lock(
+        conn: _Connection, conversation_id: UUID, create: bool
+    ) -> tuple[ConversationState, bool]:
+        """The conversation's row, locked, and whether this created it."""
         params = {"conversation": conversation_id}
         row = await _row(conn, "lock_conversation", params)
+        created = False
         if row is None and create:
-            # A concurrent creator makes the INSERT wait for its outcome;
-            # either way the row exists for the second SELECT to lock.
-            await conn.execute(_QUERIES["create_conversation"], params, binary=True)
+            # A concurrent creator makes the INSERT wait for its outcome
+            # (then it inserts nothing, and returns no row); either way the
+            # row exists for the second SELECT to lock.
+            created = await _row(conn, "create_conversation", params) is not None
             row = await _row(conn, "lock_conversation", params)
         if row is None:
             raise common.conversation_not_found(conversation_id)
-        return common.conversation_state(conversation_id, row)
+        return common.conversation_state(conversation_id, row), created

@@ -155,6 +155,11 @@ def _page(
     return common.budgeted_page(_execute(db, query, params), limit, budget)
 
 
+def _stage_labels(db: sqlite3.Connection, labels: Sequence[tuple[str, bytes]]) -> None:
+    _execute(db, "clear_filter_labels")
+    _each(db, "stage_filter_label", [{"key": key, "value": value} for key, value in labels])
+
+
 def _staged(db: sqlite3.Connection, params: Params, filters: Filters) -> Params:
     """`params` with the list filters staged in the connection's temporary
     tables: any number of values under one constant query text."""
@@ -214,6 +219,15 @@ class _SqliteExecutor(Executor):
             finally:
                 if began:
                     _end_transaction(db)
+
+        return await self._conn.run(read)
+
+    async def labelled_rows(
+        self, query: str, params: Params, labels: Sequence[tuple[str, bytes]]
+    ) -> list[Row]:
+        def read(db: sqlite3.Connection) -> list[Row]:
+            _stage_labels(db, labels)
+            return _rows(db, query, params)
 
         return await self._conn.run(read)
 
@@ -362,7 +376,9 @@ class SqliteStore(transactions.StoreOperations):
             _end_transaction(db)  # one a cancelled call may have left open
             _execute(db, "begin_write")
             try:
-                _execute(db, "create_conversation", conversation | {"created_at": now_micros()})
+                # Created when first updated, as in PostgreSQL.
+                created = {"created_at": params["updated_at"]}
+                _execute(db, "create_conversation", conversation | created)
                 row: Row | None = _row(db, "append_at_tail", params)
                 if row is not None:
                     state = common.conversation_state(params["conversation"], row)
@@ -412,20 +428,24 @@ class SqliteStore(transactions.StoreOperations):
     ) -> AsyncIterator[WriteTransaction]:
         params = {"conversation": conversation_id}
 
-        def begin(db: sqlite3.Connection) -> Any:
+        def begin(db: sqlite3.Connection) -> tuple[Any, bool]:
+            """The conversation's row and whether this created it (the
+            write lock keeps other creators out in between)."""
             _end_transaction(db)  # one a cancelled call may have left open
             _execute(db, "begin_write")
             try:
-                if create:
-                    _execute(db, "create_conversation", params | {"created_at": now_micros()})
-                return _row(db, "lock_conversation", params)
+                row = _row(db, "lock_conversation", params)
+                if row is not None or not create:
+                    return row, False
+                _execute(db, "create_conversation", params | {"created_at": now_micros()})
+                return _row(db, "lock_conversation", params), True
             except BaseException:
                 _execute(db, "rollback")
                 raise
 
         async with self._write_lock:
             try:
-                row = await self._writer.run(begin)
+                row, created = await self._writer.run(begin)
             except BaseException:
                 # Cancelled while BEGIN was queued or running: it still
                 # runs, so end it after it, before releasing the lock.
@@ -436,7 +456,7 @@ class SqliteStore(transactions.StoreOperations):
                 raise common.conversation_not_found(conversation_id)
             try:
                 state = common.conversation_state(conversation_id, row)
-                yield transactions.Write(_SqliteExecutor(self._writer), state)
+                yield transactions.Write(_SqliteExecutor(self._writer), state, created)
             except BaseException:
                 await asyncio.shield(self._writer.run(_end_transaction))
                 raise

@@ -40,7 +40,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
 
-from ..model import ConversationState, Item, NewMessage, Page, RememberedCall, Renumbering, Snapshot
+from ..model import (
+    ConversationRange,
+    ConversationRecord,
+    ConversationState,
+    Erased,
+    Item,
+    NewMessage,
+    Page,
+    RememberedCall,
+    Renumbering,
+    Snapshot,
+)
 from . import common
 from .base import ReadTransaction, Store, WriteTransaction
 
@@ -100,6 +111,15 @@ class Executor(ABC):
         """The conversation's row (None: absent) and its page of messages
         under `budget`, filtered, read together so that they agree even
         outside a transaction, in one round trip or hop."""
+
+    @abstractmethod
+    async def labelled_rows(
+        self, query: str, params: Params, labels: Sequence[tuple[str, bytes]]
+    ) -> list[Row]:
+        """The rows of `query` under a label filter of (key, value) pairs,
+        which travel as the arrays label_keys and label_values (PostgreSQL)
+        or staged in temp.filter_labels (SQLite), in the same round trip or
+        hop."""
 
     @abstractmethod
     async def freeze(self, insert: Statement) -> int:
@@ -171,6 +191,39 @@ def save_params(state: ConversationState) -> dict[str, Any]:
     }
 
 
+def record_params(record: ConversationRecord) -> dict[str, Any]:
+    """save_record's parameters: the row of save_conversation, when the
+    conversation was created, and its details but the labels."""
+    details = record.details
+    retention = details.retention
+    return save_params(record.state) | {
+        "created_at": common.Micros(record.created_at),
+        "title": details.title.encode(),
+        "has_retention": retention is not None,
+        "max_idle": retention.max_idle if retention else 0,
+        "max_messages": retention.max_messages if retention else 0,
+    }
+
+
+def range_params(selection: ConversationRange) -> dict[str, Any]:
+    """A ListConversations page's parameters but the labels; one row more
+    than the page, to tell whether more exist."""
+    return {
+        "after_at": common.Micros(selection.after.updated_at),
+        "after_id": selection.after.conversation_id,
+        "before_at": common.Micros(selection.before.updated_at),
+        "before_id": selection.before.conversation_id,
+        "limit": selection.limit + 1,
+    }
+
+
+DRIVING_LABEL_CAP = 5000
+"""A ListConversations page with a label filter reads the conversations
+carrying the label fewest carry, when fewer than this many do; when every
+label is that common, it walks the order instead (each step likely
+matches)."""
+
+
 # --- Transactions ------------------------------------------------------------------
 
 
@@ -213,6 +266,37 @@ class Read(ReadTransaction):
             _items(self._x, await self._x.rows("items_after", params)), limit
         )
 
+    async def describe(self, conversation_id: UUID) -> ConversationRecord:
+        return await _record(self._x, conversation_id)
+
+    async def conversation_page(self, selection: ConversationRange) -> Page[ConversationRecord]:
+        labels = [(key, value.encode()) for key, value in sorted(selection.labels.items())]
+        params = range_params(selection)
+        newest = selection.newest_first
+        query = "conversations_newest_first" if newest else "conversations_oldest_first"
+        if labels:
+            cap = {"cap": DRIVING_LABEL_CAP}
+            matches = await self._x.labelled_rows("label_matches", cap, labels)
+            driver, carrying = min(matches, key=lambda match: (match[1], match[0]))
+            if not carrying:
+                return Page([], more=False)
+            if carrying < DRIVING_LABEL_CAP:
+                query = "conversations_by_label"
+                params |= {
+                    "driver_key": driver,
+                    "driver_value": selection.labels[driver].encode(),
+                    "newest_first": newest,
+                }
+        rows = await self._x.labelled_rows(query, params, labels)
+        page = common.limited_page(rows, selection.limit)
+        ids = [self._x.to_uuid(row[0]) for row in page.rows]
+        labels_by_id = await _labels(self._x, ids)
+        records = [
+            common.conversation_record(conversation_id, row[1:], labels_by_id.get(conversation_id))
+            for conversation_id, row in zip(ids, page.rows, strict=True)
+        ]
+        return Page(records, page.more)
+
     async def snapshot(self, snapshot_id: UUID) -> Snapshot:
         row = await self._x.row("snapshot", {"snapshot": snapshot_id})
         if row is None:
@@ -245,16 +329,49 @@ class Read(ReadTransaction):
 
 
 class Write(WriteTransaction):
-    __slots__ = ("_id", "_state", "_x")
+    __slots__ = ("_created", "_id", "_state", "_x")
 
-    def __init__(self, executor: Executor, state: ConversationState) -> None:
+    def __init__(self, executor: Executor, state: ConversationState, created: bool) -> None:
         self._x = executor
         self._id = state.id
         self._state = state
+        self._created = created
 
     @property
     def state(self) -> ConversationState:
         return self._state
+
+    @property
+    def created(self) -> bool:
+        return self._created
+
+    async def record(self) -> ConversationRecord:
+        return await _record(self._x, self._id)
+
+    async def save_record(self, record: ConversationRecord) -> None:
+        conversation = {"conversation": self._id}
+        statements = [
+            Statement("save_record", record_params(record)),
+            Statement("clear_labels", conversation),
+        ]
+        if labels := record.details.labels:
+            columns: dict[str, list[Any]] = {
+                "key": list(labels),
+                "value": [value.encode() for value in labels.values()],
+            }
+            statements.append(Statement("insert_labels", conversation, columns))
+        await self._x.run(*statements)
+
+    async def erase(self) -> Erased:
+        conversation = {"conversation": self._id}
+        row = await self._x.row("conversation_contents", conversation)
+        assert row is not None
+        await self._x.run(
+            Statement("erase_frozen_messages", conversation),
+            Statement("erase_frozen_bodies", conversation),
+            Statement("erase_conversation", conversation),
+        )
+        return Erased(messages=row[0], snapshots=row[1])
 
     async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:
         if not message_ids:
@@ -366,6 +483,28 @@ class Write(WriteTransaction):
 
 def _save(state: ConversationState) -> Statement:
     return Statement("save_conversation", save_params(state))
+
+
+async def _record(executor: Executor, conversation_id: UUID) -> ConversationRecord:
+    """The conversation's row and labels; raises ConversationNotFound."""
+    row = await executor.row("conversation_record", {"conversation": conversation_id})
+    if row is None:
+        raise common.conversation_not_found(conversation_id)
+    labels = await _labels(executor, [conversation_id])
+    return common.conversation_record(conversation_id, row, labels.get(conversation_id))
+
+
+async def _labels(
+    executor: Executor, conversation_ids: Sequence[UUID]
+) -> dict[UUID, dict[str, str]]:
+    """The labels of each of the conversations that has any."""
+    labels: dict[UUID, dict[str, str]] = {}
+    if not conversation_ids:
+        return labels
+    params = {"packed": common.pack_ids(conversation_ids)}
+    for conversation_id, key, value in await executor.rows("labels_of", params):
+        labels.setdefault(executor.to_uuid(conversation_id), {})[key] = bytes(value).decode()
+    return labels
 
 
 def _items(executor: Executor, rows: Sequence[Row]) -> list[Item]:

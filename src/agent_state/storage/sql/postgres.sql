@@ -36,12 +36,14 @@ ROLLBACK
 -- Conversations ----------------------------------------------------------------
 
 -- name: create_conversation
--- An empty conversation, unless it exists. A concurrent creator makes this
--- wait for its outcome; either way the row then exists.
+-- An empty conversation, unless it exists; a row when this made it. A
+-- concurrent creator makes this wait for its outcome; either way the row
+-- then exists.
 INSERT INTO conversations
     (id, message_count, tail_position, layout_version, version, created_at, updated_at)
 VALUES (%(conversation)s, 0, 0, 0, 0, now(), to_timestamp(0))
 ON CONFLICT (id) DO NOTHING
+RETURNING version
 
 -- name: lock_conversation
 -- The row a write transaction works on, locked until it ends.
@@ -60,14 +62,15 @@ WHERE id = %(conversation)s
 
 -- name: append_at_tail
 -- A whole common append in one statement, one implicit transaction: the
--- upsert creates or locks the conversation row and moves its counters only
--- when the condition holds; its RETURNING row gates and positions the
--- inserts (no row: nothing is written).
+-- upsert creates the conversation row (created when first updated) or
+-- locks it, and moves its counters only when the condition holds; its
+-- RETURNING row gates and positions the inserts (no row: nothing is
+-- written).
 WITH conversation AS (
     INSERT INTO conversations AS c
         (id, message_count, tail_position, layout_version, version, created_at, updated_at,
          largest_entry)
-    VALUES (%(conversation)s, %(count)s, %(count)s * %(gap)s, 0, 1, now(), %(updated_at)s,
+    VALUES (%(conversation)s, %(count)s, %(count)s * %(gap)s, 0, 1, %(updated_at)s, %(updated_at)s,
         %(largest)s)
     ON CONFLICT (id) DO UPDATE
     SET message_count = c.message_count + %(count)s,
@@ -307,6 +310,145 @@ FROM (
 ) AS page
 WHERE n <= 2 OR before_previous < %(budget)s
 ORDER BY idx
+
+
+-- Conversations as a whole (the companion API) ------------------------------------------
+
+-- name: conversation_record
+-- A conversation's row as the companion API shows it; its labels come
+-- from labels_of.
+SELECT message_count, updated_at, tail_position, layout_version, version, created_at, title,
+       has_retention, retention_max_idle, retention_max_messages
+FROM conversations WHERE id = %(conversation)s
+
+-- name: labels_of
+-- The labels of the named conversations (packed ids), by a probe of the
+-- primary key per id.
+SELECT l.conversation_id, l.key, l.value
+FROM (
+    SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
+    FROM generate_series(1, length(%(packed)s) / 16) AS n
+) AS wanted
+CROSS JOIN LATERAL (
+    SELECT conversation_id, key, value FROM conversation_labels
+    WHERE conversation_id = wanted.id
+    OFFSET 0
+) AS l
+
+-- name: conversations_newest_first
+-- A page of ListConversations, newest first: a backward range scan of
+-- conversations_by_update between two keys (updated_at, id), both
+-- excluded, keeping the conversations that carry every label of the
+-- filter (none: all). Reads no message. With a filter, a page walks this
+-- way only when each of its labels is common (label_matches).
+SELECT c.id, c.message_count, c.updated_at, c.tail_position, c.layout_version, c.version,
+       c.created_at, c.title, c.has_retention, c.retention_max_idle, c.retention_max_messages
+FROM conversations AS c
+WHERE (c.updated_at, c.id) > (%(after_at)s, %(after_id)s)
+    AND (c.updated_at, c.id) < (%(before_at)s, %(before_id)s)
+    AND NOT EXISTS (
+        SELECT 1 FROM unnest(%(label_keys)s::text[], %(label_values)s::bytea[]) AS w(key, value)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM conversation_labels AS l
+            WHERE l.conversation_id = c.id AND l.key = w.key AND l.value = w.value
+        )
+    )
+ORDER BY c.updated_at DESC, c.id DESC LIMIT %(limit)s
+
+-- name: conversations_oldest_first
+-- The same, forward.
+SELECT c.id, c.message_count, c.updated_at, c.tail_position, c.layout_version, c.version,
+       c.created_at, c.title, c.has_retention, c.retention_max_idle, c.retention_max_messages
+FROM conversations AS c
+WHERE (c.updated_at, c.id) > (%(after_at)s, %(after_id)s)
+    AND (c.updated_at, c.id) < (%(before_at)s, %(before_id)s)
+    AND NOT EXISTS (
+        SELECT 1 FROM unnest(%(label_keys)s::text[], %(label_values)s::bytea[]) AS w(key, value)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM conversation_labels AS l
+            WHERE l.conversation_id = c.id AND l.key = w.key AND l.value = w.value
+        )
+    )
+ORDER BY c.updated_at, c.id LIMIT %(limit)s
+
+-- name: conversations_by_label
+-- A page of ListConversations with a filter one of whose labels (the
+-- driver) few conversations carry: those are read from
+-- conversation_labels_by_value and sorted, keeping the ones that carry
+-- every label, newest first (newest_first true) or oldest first (the
+-- sort runs anyway: one query serves both orders). OFFSET 0 keeps that
+-- shape whatever the statistics say.
+SELECT c.id, c.message_count, c.updated_at, c.tail_position, c.layout_version, c.version,
+       c.created_at, c.title, c.has_retention, c.retention_max_idle, c.retention_max_messages
+FROM (
+    SELECT conversation_id FROM conversation_labels
+    WHERE key = %(driver_key)s AND value = %(driver_value)s
+    OFFSET 0
+) AS d
+CROSS JOIN LATERAL (
+    SELECT * FROM conversations WHERE id = d.conversation_id
+    OFFSET 0
+) AS c
+WHERE (c.updated_at, c.id) > (%(after_at)s, %(after_id)s)
+    AND (c.updated_at, c.id) < (%(before_at)s, %(before_id)s)
+    AND NOT EXISTS (
+        SELECT 1 FROM unnest(%(label_keys)s::text[], %(label_values)s::bytea[]) AS w(key, value)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM conversation_labels AS l
+            WHERE l.conversation_id = c.id AND l.key = w.key AND l.value = w.value
+        )
+    )
+ORDER BY CASE WHEN %(newest_first)s THEN c.updated_at END DESC,
+    CASE WHEN %(newest_first)s THEN c.id END DESC,
+    c.updated_at, c.id
+LIMIT %(limit)s
+
+-- name: label_matches
+-- How many conversations carry each label of a filter, counted up to
+-- a cap: a page is driven from the rarest label, or walks the
+-- order when each is common (transactions.Read.conversation_page).
+SELECT w.key, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM conversation_labels AS l
+        WHERE l.key = w.key AND l.value = w.value LIMIT %(cap)s
+    ) AS carrying
+)
+FROM unnest(%(label_keys)s::text[], %(label_values)s::bytea[]) AS w(key, value)
+
+-- name: save_record
+-- A conversation's whole row (its labels: clear_labels, insert_labels).
+UPDATE conversations
+SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
+    layout_version = %(layout)s, version = %(version)s, created_at = %(created_at)s,
+    title = %(title)s, has_retention = %(has_retention)s,
+    retention_max_idle = %(max_idle)s, retention_max_messages = %(max_messages)s
+WHERE id = %(conversation)s
+
+-- name: clear_labels
+DELETE FROM conversation_labels WHERE conversation_id = %(conversation)s
+
+-- name: insert_labels
+INSERT INTO conversation_labels (conversation_id, key, value)
+SELECT %(conversation)s, * FROM unnest(%(key)s::text[], %(value)s::bytea[])
+
+-- name: conversation_contents
+-- What erasing the conversation removes: its messages (detached ones too)
+-- and its snapshots.
+SELECT (SELECT count(*) FROM messages WHERE conversation_id = %(conversation)s),
+       (SELECT count(*) FROM snapshots WHERE conversation_id = %(conversation)s)
+
+-- name: erase_frozen_messages
+-- Frozen copies refer to no conversation row, so they go by hand.
+DELETE FROM snapshot_messages WHERE conversation_id = %(conversation)s
+
+-- name: erase_frozen_bodies
+DELETE FROM snapshot_bodies WHERE conversation_id = %(conversation)s
+
+-- name: erase_conversation
+-- Every other table of the conversation refers to its row ON DELETE
+-- CASCADE: messages, renumberings, snapshots, idempotency keys, labels
+-- and the state of its scope go with it, in this statement.
+DELETE FROM conversations WHERE id = %(conversation)s
 
 
 -- Migrations ----------------------------------------------------------------------------

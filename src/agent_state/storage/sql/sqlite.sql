@@ -242,6 +242,138 @@ JOIN snapshot_bodies b ON b.conversation_id = f.conversation_id AND b.sha256 = f
 ORDER BY wanted.n
 
 
+-- Conversations as a whole (the companion API) ------------------------------------------
+
+-- name: conversation_record
+-- A conversation's row as the companion API shows it; its labels come
+-- from labels_of.
+SELECT message_count, updated_at, tail_position, layout_version, version, created_at, title,
+       has_retention, retention_max_idle, retention_max_messages
+FROM conversations WHERE id = :conversation
+
+-- name: labels_of
+-- The labels of the named conversations (packed ids).
+WITH RECURSIVE wanted (n, id) AS (
+    SELECT 1, substr(:packed, 1, 16) WHERE length(:packed) >= 16
+    UNION ALL
+    SELECT n + 1, substr(:packed, n * 16 + 1, 16) FROM wanted WHERE n * 16 < length(:packed)
+)
+SELECT l.conversation_id, l.key, l.value
+FROM wanted
+JOIN conversation_labels l ON l.conversation_id = wanted.id
+
+-- name: conversations_newest_first
+-- A page of ListConversations, newest first: a backward range scan of
+-- conversations_by_update between two keys (updated_at, id), both
+-- excluded, keeping the conversations that carry every label of the
+-- filter staged in temp.filter_labels (none: all). Reads no message. With
+-- a filter, a page walks this way only when each of its labels is common
+-- (label_matches).
+SELECT c.id, c.message_count, c.updated_at, c.tail_position, c.layout_version, c.version,
+       c.created_at, c.title, c.has_retention, c.retention_max_idle, c.retention_max_messages
+FROM conversations AS c
+WHERE (c.updated_at, c.id) > (:after_at, :after_id)
+    AND (c.updated_at, c.id) < (:before_at, :before_id)
+    AND NOT EXISTS (
+        SELECT 1 FROM temp.filter_labels AS w
+        WHERE NOT EXISTS (
+            SELECT 1 FROM conversation_labels AS l
+            WHERE l.conversation_id = c.id AND l.key = w.key AND l.value = w.value
+        )
+    )
+ORDER BY c.updated_at DESC, c.id DESC LIMIT :limit
+
+-- name: conversations_oldest_first
+-- The same, forward.
+SELECT c.id, c.message_count, c.updated_at, c.tail_position, c.layout_version, c.version,
+       c.created_at, c.title, c.has_retention, c.retention_max_idle, c.retention_max_messages
+FROM conversations AS c
+WHERE (c.updated_at, c.id) > (:after_at, :after_id)
+    AND (c.updated_at, c.id) < (:before_at, :before_id)
+    AND NOT EXISTS (
+        SELECT 1 FROM temp.filter_labels AS w
+        WHERE NOT EXISTS (
+            SELECT 1 FROM conversation_labels AS l
+            WHERE l.conversation_id = c.id AND l.key = w.key AND l.value = w.value
+        )
+    )
+ORDER BY c.updated_at, c.id LIMIT :limit
+
+-- name: conversations_by_label
+-- A page of ListConversations with a filter one of whose labels (the
+-- driver) few conversations carry: those are read from
+-- conversation_labels_by_value and sorted, keeping the ones that carry
+-- every label, newest first (newest_first true) or oldest first (the
+-- sort runs anyway: one query serves both orders). CROSS JOIN keeps that
+-- order of the tables.
+SELECT c.id, c.message_count, c.updated_at, c.tail_position, c.layout_version, c.version,
+       c.created_at, c.title, c.has_retention, c.retention_max_idle, c.retention_max_messages
+FROM conversation_labels AS d
+CROSS JOIN conversations AS c ON c.id = d.conversation_id
+WHERE d.key = :driver_key AND d.value = :driver_value
+    AND (c.updated_at, c.id) > (:after_at, :after_id)
+    AND (c.updated_at, c.id) < (:before_at, :before_id)
+    AND NOT EXISTS (
+        SELECT 1 FROM temp.filter_labels AS w
+        WHERE NOT EXISTS (
+            SELECT 1 FROM conversation_labels AS l
+            WHERE l.conversation_id = c.id AND l.key = w.key AND l.value = w.value
+        )
+    )
+ORDER BY CASE WHEN :newest_first THEN c.updated_at END DESC,
+    CASE WHEN :newest_first THEN c.id END DESC,
+    c.updated_at, c.id
+LIMIT :limit
+
+-- name: label_matches
+-- How many conversations carry each label of a filter, counted up to
+-- a cap: a page is driven from the rarest label, or walks the
+-- order when each is common (transactions.Read.conversation_page).
+SELECT w.key, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM conversation_labels AS l
+        WHERE l.key = w.key AND l.value = w.value LIMIT :cap
+    ) AS carrying
+)
+FROM temp.filter_labels AS w
+
+-- name: save_record
+-- A conversation's whole row (its labels: clear_labels, insert_labels).
+UPDATE conversations
+SET message_count = :count, updated_at = :updated_at, tail_position = :tail,
+    layout_version = :layout, version = :version, created_at = :created_at,
+    title = :title, has_retention = :has_retention,
+    retention_max_idle = :max_idle, retention_max_messages = :max_messages
+WHERE id = :conversation
+
+-- name: clear_labels
+DELETE FROM conversation_labels WHERE conversation_id = :conversation
+
+-- name: insert_labels
+-- One row per call (executemany).
+INSERT INTO conversation_labels (conversation_id, key, value) VALUES (:conversation, :key, :value)
+
+-- name: conversation_contents
+-- What erasing the conversation removes: its messages (detached ones too)
+-- and its snapshots.
+SELECT (SELECT count(*) FROM messages WHERE conversation_id = :conversation),
+       (SELECT count(*) FROM snapshots WHERE conversation_id = :conversation)
+
+-- name: erase_frozen_messages
+-- Frozen copies refer to no conversation row, so they go by hand.
+DELETE FROM snapshot_messages WHERE conversation_id = :conversation
+
+-- name: erase_frozen_bodies
+DELETE FROM snapshot_bodies WHERE conversation_id = :conversation
+
+-- name: erase_conversation
+-- Every other table of the conversation refers to its row ON DELETE
+-- CASCADE (foreign_keys is on for every connection): messages,
+-- renumberings, snapshots, idempotency keys, labels and the state of its
+-- scope go with it, in this statement.
+DELETE FROM conversations WHERE id = :conversation
+
+
 -- Migrations ----------------------------------------------------------------------------
 
 -- name: create_schema_migrations
@@ -291,12 +423,13 @@ WHERE conversation_id = :conversation AND id = :id
 -- Run once on each new connection (executescript: no parameters, several
 -- statements). FULL synchronous: a commit the client saw survives power
 -- loss, not only a crash. The temporary tables hold the list filters of
--- message_page, private to the connection.
+-- message_page and of ListConversations, private to the connection.
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 PRAGMA foreign_keys = ON;
 CREATE TEMP TABLE IF NOT EXISTS filter_roles (role INTEGER PRIMARY KEY);
 CREATE TEMP TABLE IF NOT EXISTS filter_kinds (kind BLOB PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS filter_labels (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 
 -- name: clear_filter_roles
 DELETE FROM temp.filter_roles
@@ -311,3 +444,10 @@ INSERT INTO temp.filter_roles (role) VALUES (:role)
 -- name: stage_filter_kind
 -- One row per call (executemany).
 INSERT INTO temp.filter_kinds (kind) VALUES (:kind)
+
+-- name: clear_filter_labels
+DELETE FROM temp.filter_labels
+
+-- name: stage_filter_label
+-- One row per call (executemany).
+INSERT INTO temp.filter_labels (key, value) VALUES (:key, :value)

@@ -1,0 +1,297 @@
+"""The companion API's rules (agentstate.v1.ConversationsService), one
+method per RPC: conversations as a whole.
+
+As in service.py, each method checks the request (rules.py) before it
+touches storage, so INVALID_ARGUMENT comes before NOT_FOUND; it opens one
+storage transaction and returns typed results. It knows nothing of gRPC:
+the edge (server/companion_servicer.py) maps values and errors to the wire
+and gives it a CompanionCodec for the responses idempotency keys replay.
+
+Versions: a conversation is at 1 when created and gains 1 on every change;
+`expected_version` (0: no check) makes a write conditional, and a mismatch
+changes nothing (VersionMismatch, ABORTED).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from uuid import UUID
+
+from . import idempotency as idempotency_keys
+from . import paging, rules
+from .clock import now_micros
+from .errors import (
+    AlreadyExists,
+    ConversationNotFound,
+    InvalidArgument,
+    StorageUnavailable,
+    VersionMismatch,
+)
+from .idempotency import Idempotency
+from .ids import new_id, parse_uuid
+from .model import (
+    ConversationInput,
+    ConversationKey,
+    ConversationRange,
+    ConversationRecord,
+    ConversationState,
+    EncodedResponse,
+    Erased,
+    Moment,
+)
+from .paging import ConversationCursor
+from .storage.base import Store, WriteTransaction
+
+_NIL = UUID(int=0)
+_LAST = UUID(int=(1 << 128) - 1)
+# Below and above every key a conversation can have.
+_LOWEST = ConversationKey(rules.MIN_TIME, _NIL)
+_HIGHEST = ConversationKey(rules.MAX_TIME, _LAST)
+
+
+class CompanionCodec(Protocol):
+    """The responses the companion API's writes keep for their idempotency
+    keys, in the wire format (implemented at the gRPC edge)."""
+
+    def conversation(self, record: ConversationRecord) -> EncodedResponse: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """The response an earlier call with the same idempotency key sent, and
+    the conversation's version now (the response's may be older)."""
+
+    response: EncodedResponse
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationPage:
+    """A page of ListConversations, in the order asked."""
+
+    conversations: list[ConversationRecord]
+    next_page_token: str
+
+
+class CompanionService:
+    """ConversationsService's RPCs over `store` (the one ConversationService
+    uses), with `codec` for the responses idempotency keys replay."""
+
+    def __init__(
+        self,
+        store: Store,
+        codec: CompanionCodec,
+        limits: rules.Limits | None = None,
+        clock: Callable[[], int] = now_micros,
+    ) -> None:
+        self._store = store
+        self._codec = codec
+        self._limits = limits or rules.Limits()
+        self._clock = clock
+
+    # -- writes ---------------------------------------------------------
+
+    async def create_conversation(
+        self,
+        conversation_id: str,
+        given: ConversationInput,
+        idempotency: Idempotency | None = None,
+    ) -> ConversationRecord | Replayed:
+        """A new, empty conversation at version 1, created and updated now."""
+        conversation = parse_uuid(conversation_id, "conversation_id") if conversation_id else None
+        details = rules.conversation_details(given)
+        if conversation is None:
+            if idempotency is not None:
+                raise InvalidArgument(
+                    "idempotency-key",
+                    "needs conversation_id set: a retry would create a second conversation",
+                )
+            conversation = new_id()
+        now = self._clock()
+        async with self._store.write(conversation, create=True) as tx:
+            if not tx.created:
+                if replay := await self._recall(tx, idempotency, now):
+                    return replay
+                raise AlreadyExists("conversation_id", f"conversation {conversation} exists")
+            state = dataclasses.replace(tx.state, updated_at=now, version=1)
+            record = ConversationRecord(state, now, details)
+            await tx.save_record(record)
+            return await self._remember(tx, idempotency, now, record)
+
+    async def update_conversation(
+        self,
+        conversation_id: str,
+        paths: Sequence[str],
+        given: ConversationInput,
+        expected_version: int,
+        idempotency: Idempotency | None = None,
+    ) -> ConversationRecord | Replayed:
+        """Replaces the fields `paths` names with `given`'s; +1 to the
+        version, updated_at unchanged (it follows the ordering)."""
+        conversation = parse_uuid(conversation_id, "conversation.conversation_id")
+        update = rules.conversation_update(paths, given)
+        expected = rules.expected_version(expected_version)
+        now = self._clock()
+        async with self._store.write(conversation) as tx:
+            if replay := await self._recall(tx, idempotency, now):
+                return replay
+            _check_version(tx.state, expected)
+            current = await tx.record()
+            record = dataclasses.replace(
+                current,
+                state=dataclasses.replace(current.state, version=current.state.version + 1),
+                details=update.applied_to(current.details),
+            )
+            await tx.save_record(record)
+            return await self._remember(tx, idempotency, now, record)
+
+    async def delete_conversation(
+        self,
+        conversation_id: str,
+        expected_version: int,
+        allow_missing: bool,
+        idempotency: Idempotency | None = None,
+    ) -> Erased:
+        """Erases the conversation and everything of it, in one transaction
+        (Erased(0, 0) when it is absent and `allow_missing`)."""
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        expected = rules.expected_version(expected_version)
+        if idempotency is not None:
+            raise InvalidArgument(
+                "idempotency-key",
+                "DeleteConversation takes none: erasing the conversation erases its keys;"
+                " retry with allow_missing instead",
+            )
+        try:
+            async with self._store.write(conversation) as tx:
+                _check_version(tx.state, expected)
+                return await tx.erase()
+        except ConversationNotFound:
+            if allow_missing:
+                return Erased(messages=0, snapshots=0)
+            raise
+
+    # -- reads ----------------------------------------------------------
+
+    async def describe_conversation(self, conversation_id: str) -> ConversationRecord:
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        async with self._store.read() as rx:
+            return await rx.describe(conversation)
+
+    async def list_conversations(
+        self,
+        labels: Mapping[str, str],
+        updated_after: Moment | None,
+        updated_before: Moment | None,
+        order_by: str,
+        page_size: int,
+        page_token: str,
+    ) -> ConversationPage:
+        """A page of the conversations with every one of `labels`, updated
+        strictly between the bounds, keyset-paged on (updated_at, id)."""
+        chosen = rules.conversation_filter(labels, updated_after, updated_before, order_by)
+        limit = rules.page_size(page_size, self._limits)
+        fingerprint = paging.conversation_filter_fingerprint(
+            chosen.labels, chosen.updated_after, chosen.updated_before, chosen.newest_first
+        )
+        cursor = paging.decode_conversations(page_token, fingerprint)
+        if cursor is not None and not _possible(cursor):
+            raise InvalidArgument("page_token", "is not a page token issued by this service")
+        async with self._store.read() as rx:
+            if cursor is not None:
+                ceiling = cursor.ceiling
+            elif chosen.newest_first:
+                ceiling = 0  # unused: updates move conversations behind the cursor
+            else:
+                # The latest update of a conversation this listing can show.
+                newest = _range(chosen, None, 0, 1, newest_first=True)
+                latest = (await rx.conversation_page(newest)).rows
+                ceiling = latest[0].state.updated_at if latest else rules.MIN_TIME
+            page = await rx.conversation_page(_range(chosen, cursor, ceiling, limit))
+        token = ""
+        if page.more:
+            last = page.rows[-1].state
+            token = paging.encode_conversations(
+                fingerprint, ConversationCursor(last.updated_at, last.id, ceiling)
+            )
+        return ConversationPage(page.rows, token)
+
+    async def version_of(self, conversation_id: str) -> int | None:
+        """The conversation's version now, for the trailing metadata of a
+        call that failed; None when the id is malformed, the conversation
+        absent or the database unavailable."""
+        try:
+            conversation = parse_uuid(conversation_id, "conversation_id")
+            async with self._store.read_once() as rx:
+                return (await rx.conversation(conversation)).version
+        except (InvalidArgument, ConversationNotFound, StorageUnavailable):
+            return None
+
+    # -- idempotency keys -------------------------------------------------
+
+    async def _recall(
+        self, tx: WriteTransaction, idempotency: Idempotency | None, now: int
+    ) -> Replayed | None:
+        window = self._limits.idempotency_window_us
+        response = await idempotency_keys.recall(tx, idempotency, now, window)
+        return None if response is None else Replayed(response, tx.state.version)
+
+    async def _remember(
+        self,
+        tx: WriteTransaction,
+        idempotency: Idempotency | None,
+        now: int,
+        record: ConversationRecord,
+    ) -> ConversationRecord:
+        if idempotency is not None:
+            response = self._codec.conversation(record)
+            await idempotency_keys.remember(tx, idempotency, now, response)
+        return record
+
+
+def _possible(cursor: ConversationCursor) -> bool:
+    """Whether a cursor holds times a page could have ended at."""
+    times = (cursor.updated_at, cursor.ceiling)
+    return all(rules.MIN_TIME <= time <= rules.MAX_TIME for time in times)
+
+
+def _check_version(state: ConversationState, expected: int) -> None:
+    if expected and state.version != expected:
+        raise VersionMismatch("expected_version", expected, state.version)
+
+
+def _range(
+    chosen: rules.ConversationFilter,
+    cursor: ConversationCursor | None,
+    ceiling: int,
+    limit: int,
+    *,
+    newest_first: bool | None = None,
+) -> ConversationRange:
+    """The keys a page lies strictly between. An updated_after of X is the
+    key (X, the last id), an updated_before of Y the key (Y, the nil id): no
+    conversation updated at X or at Y is strictly between. The cursor
+    narrows the side the page moves away from; oldest first, the ceiling
+    caps the other. `newest_first` overrides the filter's order."""
+    if newest_first is None:
+        newest_first = chosen.newest_first
+    after = _LOWEST
+    if chosen.updated_after is not None:
+        after = ConversationKey(chosen.updated_after, _LAST)
+    before = _HIGHEST
+    if chosen.updated_before is not None:
+        before = ConversationKey(chosen.updated_before, _NIL)
+    position = (
+        None if cursor is None else ConversationKey(cursor.updated_at, cursor.conversation_id)
+    )
+    if newest_first:
+        if position is not None:
+            before = min(before, position)
+    else:
+        before = min(before, ConversationKey(ceiling + 1, _NIL))
+        if position is not None:
+            after = max(after, position)
+    return ConversationRange(chosen.labels, after, before, newest_first, limit)

@@ -1,0 +1,143 @@
+"""The gRPC face of the companion API, agentstate.v1.ConversationsService:
+decode, call CompanionService, encode. Served on the same port as
+AgentStateService through the same call path (dispatch.py): the same token
+scopes, errors, logs and metrics.
+
+Every call that names one conversation answers with the trailing metadata
+x-conversation-version (dispatch.set_trailing): its version after the
+call; 0 after DeleteConversation (the conversation no longer exists, as
+`if-version: 0` means); on errors too when the conversation exists.
+
+To serve another method, add its handler to `routes`.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from .._gen import conversations_pb2 as cpb
+from ..companion import CompanionService, Replayed
+from ..errors import ConversationNotFound, StorageUnavailable, VersionMismatch
+from ..idempotency import Idempotency
+from ..model import ConversationRecord, EncodedResponse
+from . import convert, dispatch
+
+SERVICE = cpb.DESCRIPTOR.services_by_name["ConversationsService"]
+SERVICE_NAME = SERVICE.full_name
+
+
+class CompanionCodec:
+    """companion.CompanionCodec in the companion API's wire format."""
+
+    def conversation(self, record: ConversationRecord) -> EncodedResponse:
+        return EncodedResponse(convert.conversation(record).SerializeToString())
+
+
+def _conversation_id(request: cpb.DescribeConversationRequest) -> str:
+    return request.conversation_id
+
+
+def _updated_conversation_id(request: cpb.UpdateConversationRequest) -> str:
+    return request.conversation.conversation_id
+
+
+def _answer(result: ConversationRecord | Replayed) -> dispatch.Versioned:
+    """A write's Conversation answer: the response its idempotency key
+    replays, or the conversation encoded."""
+    if isinstance(result, Replayed):
+        return dispatch.Versioned(result.response, result.version)
+    return dispatch.Versioned(convert.conversation(result), result.state.version)
+
+
+class CompanionServicer:
+    def __init__(self, service: CompanionService) -> None:
+        self._service = service
+
+    def routes(self) -> dict[str, dispatch.Route]:
+        """The methods served, by name; the others answer UNIMPLEMENTED."""
+        one = _conversation_id
+        return {
+            "CreateConversation": dispatch.Route(
+                self.create_conversation, write=True, conversation=one
+            ),
+            "DescribeConversation": dispatch.Route(self.describe_conversation, conversation=one),
+            "UpdateConversation": dispatch.Route(
+                self.update_conversation, write=True, conversation=_updated_conversation_id
+            ),
+            "ListConversations": dispatch.Route(self.list_conversations),
+            "DeleteConversation": dispatch.Route(
+                self.delete_conversation, write=True, conversation=one
+            ),
+        }
+
+    async def after_error(self, conversation_id: str, error: Exception) -> int | None:
+        """dispatch.Versions: the version of the conversation a failed call
+        named, when it exists."""
+        if isinstance(error, VersionMismatch):
+            return error.current
+        if isinstance(error, ConversationNotFound | StorageUnavailable):
+            return None
+        return await self._service.version_of(conversation_id)
+
+    async def create_conversation(
+        self, request: cpb.CreateConversationRequest, key: Idempotency | None
+    ) -> dispatch.Versioned:
+        retention = request.retention if request.HasField("retention") else None
+        given = convert.conversation_input(request.title, request.labels, retention)
+        result = await self._service.create_conversation(request.conversation_id, given, key)
+        return _answer(result)
+
+    async def describe_conversation(
+        self, request: cpb.DescribeConversationRequest
+    ) -> dispatch.Versioned:
+        record = await self._service.describe_conversation(request.conversation_id)
+        return dispatch.Versioned(convert.conversation(record), record.state.version)
+
+    async def update_conversation(
+        self, request: cpb.UpdateConversationRequest, key: Idempotency | None
+    ) -> dispatch.Versioned:
+        conversation = request.conversation
+        retention = conversation.retention if conversation.HasField("retention") else None
+        given = convert.conversation_input(conversation.title, conversation.labels, retention)
+        result = await self._service.update_conversation(
+            conversation.conversation_id,
+            list(request.update_mask.paths),
+            given,
+            request.expected_version,
+            key,
+        )
+        return _answer(result)
+
+    async def list_conversations(
+        self, request: cpb.ListConversationsRequest
+    ) -> cpb.ListConversationsResponse:
+        after = request.updated_after if request.HasField("updated_after") else None
+        before = request.updated_before if request.HasField("updated_before") else None
+        page = await self._service.list_conversations(
+            request.labels,
+            None if after is None else convert.moment(after),
+            None if before is None else convert.moment(before),
+            request.order_by,
+            request.page_size,
+            request.page_token,
+        )
+        return cpb.ListConversationsResponse(
+            conversations=[convert.conversation(record) for record in page.conversations],
+            next_page_token=page.next_page_token,
+        )
+
+    async def delete_conversation(
+        self, request: cpb.DeleteConversationRequest, key: Idempotency | None
+    ) -> dispatch.Versioned:
+        erased = await self._service.delete_conversation(
+            request.conversation_id, request.expected_version, request.allow_missing, key
+        )
+        response = cpb.DeleteConversationResponse(
+            deleted_message_count=erased.messages, deleted_snapshot_count=erased.snapshots
+        )
+        return dispatch.Versioned(response, 0)
+
+
+def register(server: grpc.aio.Server, servicer: CompanionServicer, edge: dispatch.Edge) -> None:
+    """Serve ConversationsService's methods that `servicer` routes on `server`."""
+    dispatch.register(server, SERVICE, servicer.routes(), edge, versions=servicer)

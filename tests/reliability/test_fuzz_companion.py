@@ -1,0 +1,319 @@
+"""Hostile input against the companion API (agentstate.v1.ConversationsService)
+on a running server, on both storage backends: raw and mutated bytes,
+wrong wire types, and requests whose fields take any value (any text,
+labels, durations, timestamps, masks, orders, page sizes and tokens,
+versions). Every answer is OK or a status a client's input may get, never
+INTERNAL or UNKNOWN; an OK answer parses, and what it says holds (a
+created conversation reads back the same). The server keeps serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import cast
+
+import grpc
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent_state._gen import conversations_pb2 as cpb
+from tests.e2e.helpers import COMPANION_METHODS, new_id
+from tests.reliability.test_fuzz import (
+    FUZZ,
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
+    any_wire_value,
+    assert_serving,
+    mutated,
+    wire_fields,
+    wire_type_of,
+)
+from tests.support.calls import make_companion_stub
+from tests.support.server import ServerProcess
+
+SERVICE = cpb.DESCRIPTOR.services_by_name["ConversationsService"]
+RESPONSE: dict[str, type[Message]] = {
+    m.name: getattr(cpb, m.output_type.name) for m in SERVICE.methods
+}
+FIELDS: dict[str, list[FieldDescriptor]] = {
+    m.name: list(m.input_type.fields) for m in SERVICE.methods
+}
+
+# What client input may get from these methods. UNAVAILABLE is for a
+# database outage, and none is staged here.
+ALLOWED = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    code: grpc.StatusCode
+    details: str
+    response: bytes | None
+
+
+@dataclass
+class CompanionFuzzer:
+    channel: grpc.Channel
+    _calls: dict[str, grpc.UnaryUnaryMultiCallable[bytes, bytes]] = field(default_factory=dict)
+
+    def call(self, method: str, payload: bytes) -> Answer:
+        if method not in self._calls:
+            self._calls[method] = self.channel.unary_unary(
+                f"/{SERVICE.full_name}/{method}",
+                request_serializer=lambda data: data,
+                response_deserializer=lambda data: data,
+            )
+        try:
+            response = self._calls[method](payload, timeout=60)
+            answer = Answer(grpc.StatusCode.OK, "", response)
+        except grpc.RpcError as error:
+            failed = cast(grpc.Call, error)
+            answer = Answer(failed.code(), failed.details() or "", None)
+        assert answer.code in ALLOWED, (
+            f"{method} answered {answer.code.name} ({answer.details!r}) to "
+            f"{len(payload)} bytes: {payload[:96].hex()}"
+        )
+        if answer.response is not None:
+            try:
+                RESPONSE[method].FromString(answer.response)
+            except DecodeError as exc:
+                raise AssertionError(f"{method}: the OK response does not parse: {exc}") from exc
+        return answer
+
+    def send(self, method: str, request: Message) -> Answer:
+        return self.call(method, request.SerializeToString())
+
+
+@pytest.fixture
+def fz(channel: grpc.Channel, live_server: ServerProcess) -> Iterator[CompanionFuzzer]:
+    yield CompanionFuzzer(channel)
+    assert_serving(live_server, channel)
+
+
+@pytest.fixture(scope="package")
+def existing(channel: grpc.Channel) -> str:
+    """A conversation the requests may name (some of them delete it: it
+    is then absent, which is fine)."""
+    stub = make_companion_stub(channel)
+    created: cpb.Conversation = stub.CreateConversation(
+        cpb.CreateConversationRequest(title="fuzz", labels={"fuzz": "yes"}), timeout=60
+    )
+    return created.conversation_id
+
+
+def seeds(conversation_id: str) -> dict[str, list[bytes]]:
+    """Valid requests of each method, to mutate."""
+    return {
+        "CreateConversation": [
+            cpb.CreateConversationRequest(
+                title="t", labels={"a": "b"}, retention=cpb.Retention(max_messages=3)
+            ).SerializeToString(),
+            cpb.CreateConversationRequest(conversation_id=new_id()).SerializeToString(),
+        ],
+        "DescribeConversation": [
+            cpb.DescribeConversationRequest(conversation_id=conversation_id).SerializeToString()
+        ],
+        "UpdateConversation": [
+            cpb.UpdateConversationRequest(
+                conversation=cpb.Conversation(
+                    conversation_id=conversation_id,
+                    title="u",
+                    retention=cpb.Retention(max_idle=Duration(seconds=5)),
+                ),
+                update_mask=FieldMask(paths=["title", "retention"]),
+            ).SerializeToString()
+        ],
+        "ListConversations": [
+            cpb.ListConversationsRequest(
+                labels={"fuzz": "yes"},
+                updated_after=Timestamp(seconds=1),
+                order_by="updated_at",
+                page_size=2,
+            ).SerializeToString()
+        ],
+        "DeleteConversation": [
+            cpb.DeleteConversationRequest(
+                conversation_id=new_id(), allow_missing=True
+            ).SerializeToString()
+        ],
+    }
+
+
+# --- raw bytes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", COMPANION_METHODS)
+def test_random_bytes(fz: CompanionFuzzer, method: str) -> None:
+    @FUZZ
+    @given(st.binary(max_size=2048))
+    def run(payload: bytes) -> None:
+        fz.call(method, payload)
+
+    run()
+
+
+@pytest.mark.parametrize("method", COMPANION_METHODS)
+def test_random_wire_fields_and_mutations(fz: CompanionFuzzer, existing: str, method: str) -> None:
+    valid = seeds(existing)[method]
+
+    @FUZZ
+    @given(st.sampled_from([b"", *valid]), wire_fields(), mutated(valid))
+    def run(base: bytes, extra: bytes, changed: bytes) -> None:
+        fz.call(method, base + extra)
+        fz.call(method, changed)
+
+    run()
+
+
+@pytest.mark.parametrize("method", COMPANION_METHODS)
+def test_wrong_wire_types_for_known_fields(fz: CompanionFuzzer, existing: str, method: str) -> None:
+    base = seeds(existing)[method][0]
+    for descriptor in FIELDS[method]:
+        for wire_type in sorted({0, 1, 2, 3, 5} - wire_type_of(descriptor)):
+            wrong = any_wire_value(wire_type, descriptor.number)
+            fz.call(method, base + wrong)
+            fz.call(method, wrong + base)
+
+
+# --- any field values ---------------------------------------------------------------------
+
+texts = st.text(max_size=40) | st.sampled_from(["", "\x00", "x" * 1001, "\U0001f600" * 300])
+keys = st.from_regex(r"[a-z0-9_./-]{1,63}", fullmatch=True) | texts
+label_maps = st.dictionaries(keys, texts, max_size=5) | st.just({f"k{i}": "" for i in range(65)})
+int64s = st.integers(INT64_MIN, INT64_MAX) | st.sampled_from([0, 1, -1, 2, INT64_MAX])
+int32s = st.integers(INT32_MIN, INT32_MAX) | st.sampled_from([0, 1, -1, 1000, 1001])
+ids = st.sampled_from(
+    ["", "nope", "0" * 32, "{" + "f" * 8 + "-" + "0" * 27 + "}"]
+) | st.uuids().map(str)
+durations = st.builds(
+    Duration,
+    seconds=int64s,
+    nanos=st.integers(-(10**9) + 1, 10**9 - 1) | st.sampled_from([1000, 0]),
+)
+timestamps = st.builds(
+    Timestamp, seconds=int64s, nanos=st.integers(INT32_MIN, INT32_MAX) | st.just(0)
+)
+retentions = st.none() | st.builds(
+    cpb.Retention, max_idle=st.none() | durations, max_messages=int64s
+)
+paths = st.lists(
+    st.sampled_from(["title", "labels", "retention", "", "version", "retention.max_idle"]) | texts,
+    max_size=4,
+)
+orders = st.sampled_from(["", "updated_at", "updated_at desc", "updated_at asc"]) | texts
+
+
+@st.composite
+def conversations(draw: st.DrawFn, conversation_id: str) -> cpb.Conversation:
+    return cpb.Conversation(
+        conversation_id=draw(st.just(conversation_id) | ids),
+        title=draw(texts),
+        labels=draw(label_maps),
+        retention=draw(retentions),
+        version=draw(int64s),
+        message_count=draw(int64s),
+    )
+
+
+def test_create_with_any_values(fz: CompanionFuzzer) -> None:
+    @FUZZ
+    @given(st.just("") | ids, texts, label_maps, retentions)
+    def run(
+        conversation_id: str, title: str, labels: dict[str, str], retention: cpb.Retention | None
+    ) -> None:
+        request = cpb.CreateConversationRequest(
+            conversation_id=conversation_id, title=title, labels=labels, retention=retention
+        )
+        answer = fz.send("CreateConversation", request)
+        if answer.response is None:
+            return
+        created = cpb.Conversation.FromString(answer.response)
+        assert (created.title, dict(created.labels), created.version) == (title, labels, 1)
+        described = fz.send(
+            "DescribeConversation",
+            cpb.DescribeConversationRequest(conversation_id=created.conversation_id),
+        )
+        assert described.response is not None
+        assert cpb.Conversation.FromString(described.response) == created
+
+    run()
+
+
+def test_update_with_any_values(fz: CompanionFuzzer, existing: str) -> None:
+    @FUZZ
+    @given(conversations(existing), paths, int64s | st.just(0))
+    def run(conversation: cpb.Conversation, mask: list[str], expected: int) -> None:
+        request = cpb.UpdateConversationRequest(
+            conversation=conversation, update_mask=FieldMask(paths=mask), expected_version=expected
+        )
+        fz.send("UpdateConversation", request)
+
+    run()
+
+
+def test_list_with_any_values(fz: CompanionFuzzer) -> None:
+    @FUZZ
+    @given(
+        label_maps,
+        st.none() | timestamps,
+        st.none() | timestamps,
+        orders,
+        int32s,
+        texts
+        | st.text(
+            alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+            min_size=63,
+            max_size=63,
+        ),
+    )
+    def run(
+        labels: dict[str, str],
+        after: Timestamp | None,
+        before: Timestamp | None,
+        order_by: str,
+        page_size: int,
+        token: str,
+    ) -> None:
+        request = cpb.ListConversationsRequest(
+            labels=labels,
+            updated_after=after,
+            updated_before=before,
+            order_by=order_by,
+            page_size=page_size,
+            page_token=token,
+        )
+        fz.send("ListConversations", request)
+
+    run()
+
+
+def test_describe_and_delete_with_any_values(fz: CompanionFuzzer) -> None:
+    @FUZZ
+    @given(ids, int64s, st.booleans())
+    def run(conversation_id: str, expected: int, allow_missing: bool) -> None:
+        fz.send(
+            "DescribeConversation", cpb.DescribeConversationRequest(conversation_id=conversation_id)
+        )
+        request = cpb.DeleteConversationRequest(
+            conversation_id=conversation_id, expected_version=expected, allow_missing=allow_missing
+        )
+        fz.send("DeleteConversation", request)
+
+    run()
