@@ -11,12 +11,16 @@ class AgentStateError(Exception):
     """Base of every error this package raises on purpose.
 
     `field` names the request field at fault (``messages[3].body``), or is
-    empty when the error is not about one field.
+    empty when the error is not about one field. `version` is the version of
+    the conversation the call names, when the error was found after reading
+    it (the service sets it; the gRPC edge sends it back as trailing
+    metadata), and None otherwise.
     """
 
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
         self.reason = reason
+        self.version: int | None = None
         super().__init__(f"{field}: {reason}" if field else reason)
 
 
@@ -44,6 +48,15 @@ class MessageNotFound(NotFound):
 class FailedPrecondition(AgentStateError):
     """The request conflicts with what an earlier request established (an
     idempotency key reused for a different request)."""
+
+
+class VersionMismatch(AgentStateError):
+    """A conditional write named another version than the conversation's."""
+
+    def __init__(self, field: str, expected: int, current: int) -> None:
+        super().__init__(field, f"the conversation is at version {current}, not {expected}")
+        self.expected = expected
+        self.current = current
 
 
 class ResourceExhausted(AgentStateError):

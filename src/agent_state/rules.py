@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from .errors import InvalidArgument, MessageNotFound
+from .errors import InvalidArgument, MessageNotFound, VersionMismatch
 from .ids import parse_optional_uuid, parse_uuid
-from .model import MessageInput, Role
+from .model import ExpectedVersion, MessageInput, Role
 
 _ROLES = frozenset(role.value for role in Role)
 _ROLE_NAMES = ", ".join(f"ROLE_{role.name}" for role in Role)
@@ -38,6 +38,13 @@ def next_updated_at(previous: int, now: int) -> int:
     """updated_at strictly increases on every change, even if the clock
     stands still or steps back (another replica's clock, say)."""
     return max(now, previous + 1)
+
+
+def check_version(current: int, expected: ExpectedVersion | None) -> None:
+    """A conditional write goes ahead only on the version it names (`current`
+    is 0 for a conversation that does not exist)."""
+    if expected is not None and expected.version != current:
+        raise VersionMismatch(expected.field, expected.version, current)
 
 
 def validate_append(messages: Sequence[MessageInput], limits: Limits) -> None:

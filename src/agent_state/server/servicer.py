@@ -12,30 +12,39 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
 from .._gen import agent_state_pb2 as pb
 from ..errors import InvalidArgument
-from ..model import EncodedResponse
+from ..model import ConversationState, EncodedResponse, ExpectedVersion
 from ..service import ConversationService, Idempotency, Replay
-from . import convert, observe, tracing
+from . import convert, observe, tracing, versions
 from .auth import Refusal, Tokens
 from .observe import Observer
 from .status import status_of
+from .versions import Answer
 from .wire import WireCodec
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
 
 log = logging.getLogger("agent_state.rpc")
 
-# A handler returns a message, or the bytes of one it encoded itself. The
-# handlers of WRITES also take the call's idempotency key.
-Handler = Callable[..., Awaitable[Message | bytes]]
+# A handler answers a message, or the bytes of one it encoded itself, with
+# the version of the conversation it names. The handlers of WRITES also take
+# the call's idempotency key and the version it expects (if-version).
+Handler = Callable[..., Awaitable[Answer]]
 
-_R = TypeVar("_R")
+_R = TypeVar("_R", bound="_Versioned")
+
+
+class _Versioned(Protocol):
+    """A mutating call's result: it carries the conversation's state."""
+
+    @property
+    def state(self) -> ConversationState: ...
 
 
 class _Malformed:
@@ -69,13 +78,16 @@ class AgentStateServicer:
         }
 
     async def append(
-        self, request: pb.AppendConversationMessagesRequest, key: Idempotency | None
-    ) -> bytes:
+        self,
+        request: pb.AppendConversationMessagesRequest,
+        key: Idempotency | None,
+        expected: ExpectedVersion | None,
+    ) -> Answer:
         inputs = [convert.message_input(message) for message in request.messages]
-        result = await self._service.append(request.conversation_id, inputs, key)
-        return _response(result, self._codec.appended)
+        result = await self._service.append(request.conversation_id, inputs, key, expected)
+        return _answer(result, self._codec.appended)
 
-    async def list_messages(self, request: pb.ListConversationMessagesRequest) -> bytes:
+    async def list_messages(self, request: pb.ListConversationMessagesRequest) -> Answer:
         page = await self._service.list_messages(
             request.conversation_id,
             list(request.roles),
@@ -83,73 +95,84 @@ class AgentStateServicer:
             request.page_size,
             request.page_token,
         )
-        return self._codec.message_page(page)
+        return Answer(self._codec.message_page(page), page.state.version)
 
     async def replace_range(
-        self, request: pb.ReplaceConversationMessagesRangeRequest, key: Idempotency | None
-    ) -> bytes:
+        self,
+        request: pb.ReplaceConversationMessagesRangeRequest,
+        key: Idempotency | None,
+        expected: ExpectedVersion | None,
+    ) -> Answer:
         result = await self._service.replace_range(
             request.conversation_id,
             request.from_message_id,
             request.to_message_id,
             list(request.new_message_ids),
             key,
+            expected,
         )
-        return _response(result, self._codec.replaced)
+        return _answer(result, self._codec.replaced)
 
     async def delete_range(
-        self, request: pb.DeleteConversationMessagesRangeRequest, key: Idempotency | None
-    ) -> bytes:
+        self,
+        request: pb.DeleteConversationMessagesRangeRequest,
+        key: Idempotency | None,
+        expected: ExpectedVersion | None,
+    ) -> Answer:
         result = await self._service.delete_range(
-            request.conversation_id, request.from_message_id, request.to_message_id, key
+            request.conversation_id, request.from_message_id, request.to_message_id, key, expected
         )
-        return _response(result, self._codec.deleted)
+        return _answer(result, self._codec.deleted)
 
-    async def get_conversation(
-        self, request: pb.GetConversationRequest
-    ) -> pb.GetConversationResponse:
+    async def get_conversation(self, request: pb.GetConversationRequest) -> Answer:
         state = await self._service.get_conversation(request.conversation_id)
-        return pb.GetConversationResponse(metadata=convert.metadata(state))
+        return Answer(pb.GetConversationResponse(metadata=convert.metadata(state)), state.version)
 
-    async def list_message_ids(
-        self, request: pb.ListConversationMessageIdsRequest
-    ) -> pb.ListConversationMessageIdsResponse:
+    async def list_message_ids(self, request: pb.ListConversationMessageIdsRequest) -> Answer:
         page = await self._service.list_message_ids(
             request.conversation_id, request.page_size, request.page_token
         )
-        return pb.ListConversationMessageIdsResponse(
+        response = pb.ListConversationMessageIdsResponse(
             message_ids=convert.ids(page.message_ids), next_page_token=page.next_page_token
         )
+        return Answer(response, page.version)
 
-    async def list_snapshot_messages(self, request: pb.ListSnapshotMessagesRequest) -> bytes:
+    # The snapshot lists name a snapshot, which never changes, not a
+    # conversation: they report no version.
+
+    async def list_snapshot_messages(self, request: pb.ListSnapshotMessagesRequest) -> Answer:
         page = await self._service.list_snapshot_messages(
             request.snapshot_id, request.page_size, request.page_token
         )
-        return self._codec.snapshot_message_page(page)
+        return Answer(self._codec.snapshot_message_page(page), None)
 
-    async def list_snapshot_message_ids(
-        self, request: pb.ListSnapshotMessageIdsRequest
-    ) -> pb.ListSnapshotMessageIdsResponse:
+    async def list_snapshot_message_ids(self, request: pb.ListSnapshotMessageIdsRequest) -> Answer:
         page = await self._service.list_snapshot_message_ids(
             request.snapshot_id, request.page_size, request.page_token
         )
-        return pb.ListSnapshotMessageIdsResponse(
+        response = pb.ListSnapshotMessageIdsResponse(
             message_ids=convert.ids(page.message_ids), next_page_token=page.next_page_token
         )
+        return Answer(response, None)
 
     async def create_snapshot(
-        self, request: pb.CreateSnapshotRequest, key: Idempotency | None
-    ) -> bytes:
+        self,
+        request: pb.CreateSnapshotRequest,
+        key: Idempotency | None,
+        expected: ExpectedVersion | None,
+    ) -> Answer:
         result = await self._service.create_snapshot(
-            request.conversation_id, list(request.message_ids), key
+            request.conversation_id, list(request.message_ids), key, expected
         )
-        return _response(result, self._codec.snapshot_created)
+        return _answer(result, self._codec.snapshot_created)
 
 
-def _response(result: _R | Replay, encode: Callable[[_R], EncodedResponse]) -> bytes:
+def _answer(result: _R | Replay, encode: Callable[[_R], EncodedResponse]) -> Answer:
     """What a mutating call answers: the response its idempotency key
-    replays, or its result encoded."""
-    return result.response if isinstance(result, Replay) else encode(result)
+    replays, or its result encoded; with the conversation's version now."""
+    if isinstance(result, Replay):
+        return Answer(result.response, result.version)
+    return Answer(encode(result), result.state.version)
 
 
 WRITES = frozenset(
@@ -220,7 +243,7 @@ def _behaviour(
         context.set_trailing_metadata(((observe.REQUEST_ID, request_id),))
         # Cancelled (the client went away) unless we get to set the outcome.
         code, text = grpc.StatusCode.CANCELLED, ""
-        response: Message | bytes = b""
+        answer = Answer(b"", None)
         observer.started()
         servicer.in_flight += 1
         try:
@@ -230,15 +253,20 @@ def _behaviour(
                         tokens.check(metadata, write=write)
                     if isinstance(request, _Malformed):
                         raise InvalidArgument("request", f"not a valid {request.type_name} message")
+                    expected = versions.if_version(metadata)
                     if write:
-                        response = await handler(request, _idempotency(method, request, metadata))
+                        key = _idempotency(method, request, metadata)
+                        answer = await handler(request, key, expected)
+                    elif expected is not None:
+                        raise InvalidArgument(versions.IF_VERSION, "is taken by writes only")
                     else:
-                        response = await handler(request)
+                        answer = await handler(request)
                     code = grpc.StatusCode.OK
                 except Refusal as refusal:
                     code, text = refusal.code, refusal.text
                 except Exception as error:
                     code, text = status_of(error)
+                    answer = Answer(b"", versions.version_of(error))
                     if code is grpc.StatusCode.INTERNAL:
                         log.exception("%s failed unexpectedly", method)
                     elif code is grpc.StatusCode.UNAVAILABLE:
@@ -257,8 +285,12 @@ def _behaviour(
                 None if isinstance(request, _Malformed) else _target(request),
                 text or None,
             )
+        if answer.version is not None:
+            context.set_trailing_metadata(
+                ((observe.REQUEST_ID, request_id), *versions.trailer(answer.version))
+            )
         if code is grpc.StatusCode.OK:
-            return response
+            return answer.response
         await context.abort(code, text)
         raise AssertionError("abort returns only by raising")
 

@@ -15,6 +15,7 @@ from ..errors import (
     NotFound,
     ResourceExhausted,
     StorageUnavailable,
+    VersionMismatch,
 )
 
 _CODES: list[tuple[type[AgentStateError], grpc.StatusCode]] = [
@@ -22,6 +23,7 @@ _CODES: list[tuple[type[AgentStateError], grpc.StatusCode]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (VersionMismatch, grpc.StatusCode.ABORTED),
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
