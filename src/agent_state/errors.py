@@ -11,12 +11,16 @@ class AgentStateError(Exception):
     """Base of every error this package raises on purpose.
 
     `field` names the request field at fault (``messages[3].body``), or is
-    empty when the error is not about one field.
+    empty when the error is not about one field. `version` is the version of
+    the conversation the call names, when the error was found after reading
+    it (the service sets it; the gRPC edge sends it back as trailing
+    metadata), and None otherwise.
     """
 
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
         self.reason = reason
+        self.version: int | None = None
         super().__init__(f"{field}: {reason}" if field else reason)
 
 

@@ -87,6 +87,16 @@ class ConversationState:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpectedVersion:
+    """A write's precondition: the conversation is at `version` (0: it does
+    not exist; no conversation that exists is at version 0). `field` names
+    where the request said so, for the error when it does not hold."""
+
+    version: int
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
 class Item:
     """One entry of a conversation's ordering."""
 

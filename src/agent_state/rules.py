@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from .errors import InvalidArgument, MessageNotFound
+from .errors import InvalidArgument, MessageNotFound, VersionMismatch
 from .ids import parse_optional_uuid, parse_uuid, shorten
 from .model import (
     ConversationDetails,
     ConversationInput,
+    ExpectedVersion,
     MessageInput,
     Moment,
     Retention,
@@ -51,6 +52,13 @@ def next_updated_at(previous: int, now: int) -> int:
     """updated_at strictly increases on every change, even if the clock
     stands still or steps back (another replica's clock, say)."""
     return max(now, previous + 1)
+
+
+def check_version(current: int, expected: ExpectedVersion | None) -> None:
+    """A conditional write goes ahead only on the version it names (`current`
+    is 0 for a conversation that does not exist)."""
+    if expected is not None and expected.version != current:
+        raise VersionMismatch(expected.field, expected.version, current)
 
 
 def validate_append(messages: Sequence[MessageInput], limits: Limits) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, cast
 from uuid import UUID
@@ -21,13 +22,20 @@ from uuid import UUID
 from . import idempotency as idempotency_keys
 from . import paging, positions, rules
 from .clock import now_micros
-from .errors import InvalidArgument
+from .errors import (
+    AgentStateError,
+    ConversationNotFound,
+    InvalidArgument,
+    StorageUnavailable,
+    VersionMismatch,
+)
 from .idempotency import Idempotency as Idempotency  # re-exported: the edge names it here
 from .ids import new_id, parse_uuid
 from .model import (
     ConversationState,
     EncodedMessage,
     EncodedResponse,
+    ExpectedVersion,
     Item,
     MessageInput,
     NewMessage,
@@ -58,10 +66,12 @@ class MessagePage:
 
 @dataclass(frozen=True, slots=True)
 class IdPage:
-    """A page of a conversation's or a snapshot's message ids, in order."""
+    """A page of a conversation's or a snapshot's message ids, in order;
+    `version` is the conversation's (None on a snapshot's page)."""
 
     message_ids: list[UUID]
     next_page_token: str
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +101,20 @@ class Deleted:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotCreated:
+    """The snapshot a CreateSnapshot made, and its conversation (unchanged)."""
+
+    state: ConversationState
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
 class Replay:
-    """The response an earlier call with the same idempotency key sent."""
+    """The response an earlier call with the same idempotency key sent, and
+    the conversation's version now (the replay changed nothing)."""
 
     response: EncodedResponse
+    version: int
 
 
 class Codec(Protocol):
@@ -132,7 +152,7 @@ class Codec(Protocol):
 
     def deleted(self, result: Deleted) -> EncodedResponse: ...
 
-    def snapshot_created(self, snapshot: Snapshot) -> EncodedResponse: ...
+    def snapshot_created(self, result: SnapshotCreated) -> EncodedResponse: ...
 
 
 _R = TypeVar("_R")
@@ -190,6 +210,7 @@ class ConversationService:
         conversation_id: str,
         inputs: Sequence[MessageInput],
         idempotency: Idempotency | None = None,
+        expected: ExpectedVersion | None = None,
     ) -> Appended | Replay:
         conversation = parse_uuid(conversation_id, "conversation_id")
         rules.validate_append(inputs, self._limits)
@@ -213,12 +234,15 @@ class ConversationService:
                 updated_at=now,
                 gap=positions.GAP,
                 max_position=positions.MAX_POSITION,
+                if_version=None if expected is None else expected.version,
             )
         )
         if fast is not None:
             return Appended(fast, messages)
-        async with self._store.write(conversation, create=True) as tx:
-            if replay := await self._recall(tx, idempotency, now):
+        # Created here (at version 0) if absent, and gone again with the
+        # rollback if the call fails.
+        async with self._writing(conversation, expected, create=True) as tx:
+            if replay := await self._admit(tx, idempotency, expected, now):
                 return replay
             state = tx.state
             slots = positions.append_positions(state.tail_position, len(inputs))
@@ -247,11 +271,12 @@ class ConversationService:
         to_id: str,
         new_ids: Sequence[str],
         idempotency: Idempotency | None = None,
+        expected: ExpectedVersion | None = None,
     ) -> Replaced | Replay:
         request = rules.parse_range(conversation_id, from_id, to_id, new_ids)
         now = self._clock()
-        async with self._store.write(request.conversation_id) as tx:
-            if replay := await self._recall(tx, idempotency, now):
+        async with self._writing(request.conversation_id, expected) as tx:
+            if replay := await self._admit(tx, idempotency, expected, now):
                 return replay
             state = tx.state
             places = await tx.lookup(request.named)
@@ -300,11 +325,12 @@ class ConversationService:
         from_id: str,
         to_id: str,
         idempotency: Idempotency | None = None,
+        expected: ExpectedVersion | None = None,
     ) -> Deleted | Replay:
         request = rules.parse_range(conversation_id, from_id, to_id, None)
         now = self._clock()
-        async with self._store.write(request.conversation_id) as tx:
-            if replay := await self._recall(tx, idempotency, now):
+        async with self._writing(request.conversation_id, expected) as tx:
+            if replay := await self._admit(tx, idempotency, expected, now):
                 return replay
             state = tx.state
             ends = rules.check_range(request, await tx.lookup(request.named))
@@ -327,14 +353,15 @@ class ConversationService:
         conversation_id: str,
         message_ids: Sequence[str],
         idempotency: Idempotency | None = None,
-    ) -> Snapshot | Replay:
+        expected: ExpectedVersion | None = None,
+    ) -> SnapshotCreated | Replay:
         conversation = parse_uuid(conversation_id, "conversation_id")
         ids = rules.parse_ids(message_ids, "message_ids")
         if not ids:
             raise InvalidArgument("message_ids", "must name at least one message")
         now = self._clock()
-        async with self._store.write(conversation) as tx:
-            if replay := await self._recall(tx, idempotency, now):
+        async with self._writing(conversation, expected) as tx:
+            if replay := await self._admit(tx, idempotency, expected, now):
                 return replay
             snapshot = Snapshot(new_id(), conversation, now, len(ids))
             if await tx.create_snapshot(snapshot, ids) != len(ids):
@@ -343,10 +370,51 @@ class ConversationService:
                 rules.check_snapshot_ids(conversation, ids, await tx.lookup(ids))
                 raise AssertionError("a snapshot item went missing")
             return await self._remember(
-                tx, idempotency, now, snapshot, self._codec.snapshot_created
+                tx,
+                idempotency,
+                now,
+                SnapshotCreated(tx.state, snapshot),
+                self._codec.snapshot_created,
             )
 
-    # -- idempotency keys -------------------------------------------------
+    # -- preconditions: versions and idempotency keys -----------------------
+
+    @asynccontextmanager
+    async def _writing(
+        self, conversation: UUID, expected: ExpectedVersion | None, *, create: bool = False
+    ) -> AsyncIterator[WriteTransaction]:
+        """The conversation's write transaction (Store.write), whose errors
+        carry the conversation's version. An absent conversation fails a
+        precondition on a version above 0 with ABORTED rather than
+        NOT_FOUND: the caller's view of it is out of date."""
+        opened = False
+        try:
+            async with self._store.write(conversation, create=create) as tx:
+                opened = True
+                with _naming_version(tx.state):
+                    yield tx
+        except ConversationNotFound:
+            if opened or expected is None or expected.version == 0:
+                raise
+            raise VersionMismatch(expected.field, expected.version, 0) from None
+
+    async def _admit(
+        self,
+        tx: WriteTransaction,
+        idempotency: Idempotency | None,
+        expected: ExpectedVersion | None,
+        now: int,
+    ) -> Replay | None:
+        """The earlier response for this key, if it is recent enough,
+        whatever the version is now; otherwise None, once the expected
+        version (if any) is the conversation's. Runs under the
+        conversation's lock, so concurrent duplicates see each other: the
+        first applies, the rest replay it; and of concurrent writers
+        expecting one version, one goes ahead."""
+        if replay := await self._recall(tx, idempotency, now):
+            return replay
+        rules.check_version(tx.state.version, expected)
+        return None
 
     async def _recall(
         self, tx: WriteTransaction, idempotency: Idempotency | None, now: int
@@ -355,7 +423,7 @@ class ConversationService:
         response = await idempotency_keys.recall(
             tx, idempotency, now, self._limits.idempotency_window_us
         )
-        return None if response is None else Replay(response)
+        return None if response is None else Replay(response, tx.state.version)
 
     async def _remember(
         self,
@@ -422,7 +490,8 @@ class ConversationService:
             # renumberings recorded after it (all of them, however many
             # there are by now) and read the page in the same transaction.
             async with self._store.read() as rx:
-                after = await _resume(rx, state, cursor)
+                with _naming_version(state):
+                    after = await _resume(rx, state, cursor)
                 state, page = await rx.message_page(
                     conversation, after, request.limit, role_set, kind_set, budget
                 )
@@ -439,11 +508,12 @@ class ConversationService:
         )
         async with self._store.read() as rx:
             state = await rx.conversation(conversation)
-            after = await _resume(rx, state, request.cursor)
+            with _naming_version(state):
+                after = await _resume(rx, state, request.cursor)
             page = await rx.id_page(conversation, after, request.limit)
         more = page.more
         token = request.token_after(page.rows[-1].position, state.layout_version) if more else ""
-        return IdPage([item.message_id for item in page.rows], token)
+        return IdPage([item.message_id for item in page.rows], token, state.version)
 
     async def list_snapshot_messages(
         self, snapshot_id: str, page_size: int, page_token: str
@@ -502,6 +572,20 @@ class ConversationService:
         stored = StoredMessage(new_id(), message.role, message.kind, message.body, created_at)
         head, tail = self._codec.frame(conversation, stored)
         return NewMessage(stored, digest, head, tail)
+
+
+@contextmanager
+def _naming_version(state: ConversationState) -> Iterator[None]:
+    """An error raised in the block carries the version of the conversation
+    read as `state`, for the caller's trailing metadata. Not when the
+    conversation was created for the call (version 0: the rollback takes it
+    back), nor when the database failed (its outcome is not known)."""
+    try:
+        yield
+    except AgentStateError as error:
+        if state.version and error.version is None and not isinstance(error, StorageUnavailable):
+            error.version = state.version
+        raise
 
 
 def _entries(rows: list[tuple[int, bytes]]) -> list[EncodedMessage]:

@@ -31,6 +31,7 @@ OK = grpc.StatusCode.OK
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+ABORTED = grpc.StatusCode.ABORTED
 
 # SEMANTICS.md, "RPCs" and "Content" (the defaults of a fresh server).
 DEFAULT_PAGE_SIZE = 100
@@ -189,6 +190,8 @@ class Conversation:
     moves: list[tuple[int, frozenset[str]]] = field(default_factory=list)
     # Model epoch of the last change.
     changed: int = 0
+    # Changes so far (COMPANION.md "Versions": 1 when created, +1 a change).
+    version: int = 0
 
     def detached(self) -> list[str]:
         placed = set(self.ordering)
@@ -303,8 +306,20 @@ class Model:
             f"updated_at did not strictly increase: {stamp} after {conv.updated_at}"
         )
         conv.updated_at = stamp
+        conv.version += 1
         self.epoch += 1
         conv.changed = self.epoch
+
+    def _stale(self, cid: str, if_version: int | None) -> Outcome | None:
+        """ABORTED when the write names another version than the
+        conversation's (0: it does not exist), checked after what the
+        request alone shows and before anything must exist."""
+        conv = self.conversations.get(cid)
+        current = 0 if conv is None else conv.version
+        if if_version is None or if_version == current:
+            return None
+        self.seen["if-version: stale"] += 1
+        return Outcome({ABORTED: ("if-version",)}, f"if-version {if_version}, at {current}")
 
     def _remember(self, record: TokenRecord) -> None:
         self.last_token = record
@@ -314,7 +329,11 @@ class Model:
     # --- AppendConversationMessages -------------------------------------------------
 
     def append(
-        self, raw_cid: str, inputs: Sequence[pb.AppendMessageInput], request_bytes: int
+        self,
+        raw_cid: str,
+        inputs: Sequence[pb.AppendMessageInput],
+        request_bytes: int,
+        if_version: int | None = None,
     ) -> Expected[pb.AppendConversationMessagesResponse]:
         problems: list[str] = []
         cid = canonical_id(raw_cid)
@@ -345,6 +364,8 @@ class Model:
         if problems:
             return Expected(invalid(problems, "malformed append"))
         assert cid is not None
+        if stale := self._stale(cid, if_version):
+            return Expected(stale)
         conv = self.conversations.get(cid)
         before = 0 if conv is None else len(conv.ordering)
 
@@ -391,7 +412,12 @@ class Model:
     # --- ReplaceConversationMessagesRange / DeleteConversationMessagesRange ---------
 
     def _range(
-        self, raw_cid: str, raw_from: str, raw_to: str, raw_new: Sequence[str] | None
+        self,
+        raw_cid: str,
+        raw_from: str,
+        raw_to: str,
+        raw_new: Sequence[str] | None,
+        if_version: int | None = None,
     ) -> tuple[Outcome | None, Conversation | None, list[str]]:
         """Checks (1) to (5) of SEMANTICS "Errors" for a range request.
 
@@ -435,6 +461,8 @@ class Model:
         if problems:
             return invalid(problems, "the request alone is invalid"), None, []
         assert cid is not None
+        if stale := self._stale(cid, if_version):
+            return stale, None, []
         conv = self.conversations.get(cid)
         if conv is None:
             return not_found(["conversation_id"], "unknown conversation"), None, []
@@ -464,9 +492,14 @@ class Model:
         return start, end
 
     def replace(
-        self, raw_cid: str, raw_from: str, raw_to: str, raw_new: Sequence[str]
+        self,
+        raw_cid: str,
+        raw_from: str,
+        raw_to: str,
+        raw_new: Sequence[str],
+        if_version: int | None = None,
     ) -> Expected[pb.ReplaceConversationMessagesRangeResponse]:
-        failure, conv, new = self._range(raw_cid, raw_from, raw_to, raw_new)
+        failure, conv, new = self._range(raw_cid, raw_from, raw_to, raw_new, if_version)
         if failure is not None:
             return Expected(failure)
         assert conv is not None

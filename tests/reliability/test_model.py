@@ -69,6 +69,10 @@ KINDS = ["", "question", "answer", "summary", "tool_output", "\u00fcber", "\x00"
 TEXT = st.text(max_size=12)
 
 
+def _if_version(version: int | None) -> tuple[tuple[str, str], ...]:
+    return () if version is None else (("if-version", str(version)),)
+
+
 def as_role(value: int) -> pb.Role:
     return cast(pb.Role, value)
 
@@ -207,17 +211,43 @@ class AgentStateMachine(RuleBasedStateMachine):
 
     # --- calling ---------------------------------------------------------------------
 
-    def _call(self, method: str, send: Callable[[], R], expected: Expected[R]) -> R | None:
+    def _call(
+        self,
+        method: str,
+        send: Callable[[], tuple[R, grpc.Call]],
+        expected: Expected[R],
+        raw_cid: str | None,
+    ) -> R | None:
+        """Make the call `send` (a with_call), check its outcome against the
+        model and adopt it; then check the conversation version it reports
+        (`raw_cid`: the conversation it names, None for a snapshot list)."""
         try:
-            response = send()
+            response, call = send()
         except grpc.RpcError as exc:
             self._record(method, exc.code(), expected)
             expected.outcome.check(exc.code(), exc.details() or "")
+            # The errors of a call are its grpc.Call too.
+            self._check_version(method, cast(grpc.Call, exc), raw_cid, failed=True)
             return None
         self._record(method, OK, expected)
         expected.outcome.check(OK, "")
         expected.accept(response)
+        self._check_version(method, call, raw_cid, failed=False)
         return response
+
+    def _check_version(
+        self, method: str, call: grpc.Call, raw_cid: str | None, failed: bool
+    ) -> None:
+        """x-conversation-version: the named conversation's version after a
+        success; after a failure, that or nothing (an error found before the
+        conversation was read reports none); never a version of a
+        conversation that does not exist."""
+        reported = [v for k, v in call.trailing_metadata() or () if k == "x-conversation-version"]
+        cid = None if raw_cid is None else canonical_id(raw_cid)
+        conv = None if cid is None else self.model.conversations.get(cid)
+        version = None if conv is None else str(conv.version)
+        allowed = [[]] if version is None else [[], [version]] if failed else [[version]]
+        assert reported in allowed, f"{method}: x-conversation-version {reported}, model {version}"
 
     def _record(self, method: str, code: grpc.StatusCode, expected: Expected[R]) -> None:
         self.stats.record(method, code)
@@ -226,19 +256,30 @@ class AgentStateMachine(RuleBasedStateMachine):
             self.model.seen[f"open: {expected.outcome.why} -> {code.name}"] += 1
 
     def _append(
-        self, raw_cid: str, inputs: Sequence[pb.AppendMessageInput]
+        self,
+        raw_cid: str,
+        inputs: Sequence[pb.AppendMessageInput],
+        if_version: int | None = None,
     ) -> pb.AppendConversationMessagesResponse | None:
         request = pb.AppendConversationMessagesRequest(
             conversation_id=raw_cid, messages=list(inputs)
         )
         return self._call(
             "AppendConversationMessages",
-            lambda: self.client.AppendConversationMessages(request, timeout=RPC_TIMEOUT_S),
-            self.model.append(raw_cid, inputs, request.ByteSize()),
+            lambda: self.client.AppendConversationMessages.with_call(
+                request, timeout=RPC_TIMEOUT_S, metadata=_if_version(if_version)
+            ),
+            self.model.append(raw_cid, inputs, request.ByteSize(), if_version),
+            raw_cid,
         )
 
     def _replace(
-        self, raw_cid: str, raw_from: str, raw_to: str, raw_new: Sequence[str]
+        self,
+        raw_cid: str,
+        raw_from: str,
+        raw_to: str,
+        raw_new: Sequence[str],
+        if_version: int | None = None,
     ) -> pb.ReplaceConversationMessagesRangeResponse | None:
         request = pb.ReplaceConversationMessagesRangeRequest(
             conversation_id=raw_cid,
@@ -248,16 +289,20 @@ class AgentStateMachine(RuleBasedStateMachine):
         )
         return self._call(
             "ReplaceConversationMessagesRange",
-            lambda: self.client.ReplaceConversationMessagesRange(request, timeout=RPC_TIMEOUT_S),
-            self.model.replace(raw_cid, raw_from, raw_to, raw_new),
+            lambda: self.client.ReplaceConversationMessagesRange.with_call(
+                request, timeout=RPC_TIMEOUT_S, metadata=_if_version(if_version)
+            ),
+            self.model.replace(raw_cid, raw_from, raw_to, raw_new, if_version),
+            raw_cid,
         )
 
     def _get(self, raw_cid: str) -> None:
         request = pb.GetConversationRequest(conversation_id=raw_cid)
         self._call(
             "GetConversation",
-            lambda: self.client.GetConversation(request, timeout=RPC_TIMEOUT_S),
+            lambda: self.client.GetConversation.with_call(request, timeout=RPC_TIMEOUT_S),
             self.model.get(raw_cid),
+            raw_cid,
         )
 
     def _list_messages(
@@ -277,8 +322,9 @@ class AgentStateMachine(RuleBasedStateMachine):
         )
         return self._call(
             Rpc.MESSAGES.value,
-            lambda: self.client.ListConversationMessages(request, timeout=RPC_TIMEOUT_S),
+            lambda: self.client.ListConversationMessages.with_call(request, timeout=RPC_TIMEOUT_S),
             self.model.list_messages(raw_cid, roles, kinds, page_size, token),
+            raw_cid,
         )
 
     def _list_ids(
@@ -289,8 +335,11 @@ class AgentStateMachine(RuleBasedStateMachine):
         )
         return self._call(
             Rpc.IDS.value,
-            lambda: self.client.ListConversationMessageIds(request, timeout=RPC_TIMEOUT_S),
+            lambda: self.client.ListConversationMessageIds.with_call(
+                request, timeout=RPC_TIMEOUT_S
+            ),
             self.model.list_ids(raw_cid, page_size, token),
+            raw_cid,
         )
 
     def _list_snapshot(
@@ -303,8 +352,11 @@ class AgentStateMachine(RuleBasedStateMachine):
             )
             messages = self._call(
                 rpc.value,
-                lambda: self.client.ListSnapshotMessages(messages_request, timeout=RPC_TIMEOUT_S),
+                lambda: self.client.ListSnapshotMessages.with_call(
+                    messages_request, timeout=RPC_TIMEOUT_S
+                ),
                 self.model.list_snapshot_messages(raw_sid, page_size, token),
+                None,
             )
             return None if messages is None else messages.next_page_token
         ids_request = pb.ListSnapshotMessageIdsRequest(
@@ -312,8 +364,11 @@ class AgentStateMachine(RuleBasedStateMachine):
         )
         ids = self._call(
             rpc.value,
-            lambda: self.client.ListSnapshotMessageIds(ids_request, timeout=RPC_TIMEOUT_S),
+            lambda: self.client.ListSnapshotMessageIds.with_call(
+                ids_request, timeout=RPC_TIMEOUT_S
+            ),
             self.model.list_snapshot_ids(raw_sid, page_size, token),
+            None,
         )
         return None if ids is None else ids.next_page_token
 
@@ -559,15 +614,28 @@ class AgentStateMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(c.ordering for c in self._known()))
     @rule(data=st.data())
     def summarise(self, data: st.DataObject) -> None:
-        """The documented summarisation: append a summary, replace a range by it."""
+        """The documented summarisation: append a summary, replace a range by
+        it; sometimes each step names the version it expects (if-version),
+        sometimes a stale one, as if another writer had come between."""
         conv = data.draw(st.sampled_from([c for c in self._known() if c.ordering]))
         i = data.draw(st.integers(0, len(conv.ordering) - 1))
         j = data.draw(st.integers(i, len(conv.ordering) - 1))
         first, last = conv.ordering[i], conv.ordering[j]
         summary = pb.AppendMessageInput(role=ASSISTANT, kind="summary", body=data.draw(bodies()))
-        appended = self._append(conv.id, [summary])
-        assert appended is not None
-        self._replace(conv.id, first, last, [appended.appended[0].id])
+        appended = self._append(conv.id, [summary], self._expected_version(data, conv))
+        if appended is None:  # a stale version: nothing to summarise with
+            return
+        replacing = self._expected_version(data, conv)
+        self._replace(conv.id, first, last, [appended.appended[0].id], replacing)
+
+    def _expected_version(self, data: st.DataObject, conv: Conversation) -> int | None:
+        """No if-version, the conversation's version, or another one."""
+        choice = data.draw(st.sampled_from(["none", "current", "current", "stale"]))
+        if choice == "none":
+            return None
+        if choice == "current":
+            return conv.version
+        return data.draw(st.sampled_from([0, conv.version - 1, conv.version + 1]))
 
     @rule(data=st.data())
     def delete(self, data: st.DataObject) -> None:
@@ -583,8 +651,11 @@ class AgentStateMachine(RuleBasedStateMachine):
         )
         self._call(
             "DeleteConversationMessagesRange",
-            lambda: self.client.DeleteConversationMessagesRange(request, timeout=RPC_TIMEOUT_S),
+            lambda: self.client.DeleteConversationMessagesRange.with_call(
+                request, timeout=RPC_TIMEOUT_S
+            ),
             self.model.delete(raw_cid, raw_from, raw_to),
+            raw_cid,
         )
 
     # --- rules: snapshots --------------------------------------------------------------
@@ -602,8 +673,9 @@ class AgentStateMachine(RuleBasedStateMachine):
         request = pb.CreateSnapshotRequest(conversation_id=raw_cid, message_ids=ids)
         self._call(
             "CreateSnapshot",
-            lambda: self.client.CreateSnapshot(request, timeout=RPC_TIMEOUT_S),
+            lambda: self.client.CreateSnapshot.with_call(request, timeout=RPC_TIMEOUT_S),
             self.model.create_snapshot(raw_cid, ids),
+            raw_cid,
         )
 
     @rule(data=st.data(), rpc=st.sampled_from([Rpc.SNAPSHOT_MESSAGES, Rpc.SNAPSHOT_IDS]))

@@ -361,7 +361,7 @@ async def test_delete_erases_and_a_later_append_starts_again_at_version_1(store:
     with pytest.raises(ConversationNotFound):
         await s.companion.describe_conversation(conversation)
     with pytest.raises(SnapshotNotFound):
-        await s.conversations.list_snapshot_message_ids(str(snapshot.id), 10, "")
+        await s.conversations.list_snapshot_message_ids(str(snapshot.snapshot.id), 10, "")
     assert await s.companion.version_of(conversation) is None
 
     await s.append(conversation)

@@ -9,21 +9,29 @@ tests in tests/unit/server, and tests/e2e run both together)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import pytest
 
+from agent_state import paging
 from agent_state.clock import now_micros
-from agent_state.errors import FailedPrecondition
+from agent_state.errors import (
+    ConversationNotFound,
+    FailedPrecondition,
+    InvalidArgument,
+    MessageNotFound,
+    VersionMismatch,
+)
 from agent_state.model import (
     ConversationState,
     EncodedMessage,
     EncodedResponse,
+    ExpectedVersion,
     MessageInput,
-    Snapshot,
     StoredMessage,
 )
+from agent_state.paging import Cursor, PagedList
 from agent_state.service import (
     Appended,
     ConversationService,
@@ -31,6 +39,7 @@ from agent_state.service import (
     Idempotency,
     Replaced,
     Replay,
+    SnapshotCreated,
 )
 from agent_state.storage.base import Store
 
@@ -68,8 +77,8 @@ class ReadableCodec:
     def deleted(self, result: Deleted) -> EncodedResponse:
         return self._keep(result)
 
-    def snapshot_created(self, snapshot: Snapshot) -> EncodedResponse:
-        return self._keep(snapshot)
+    def snapshot_created(self, result: SnapshotCreated) -> EncodedResponse:
+        return self._keep(result)
 
     def _keep(self, result: object) -> EncodedResponse:
         response = EncodedResponse(b"response %d" % len(self.results))
@@ -224,3 +233,185 @@ async def test_a_key_reused_for_another_request_is_refused(store: Store) -> None
     with pytest.raises(FailedPrecondition):
         await service.append(conversation, [_text(1)], Idempotency("k", b"another"))
     assert (await service.get_conversation(conversation)).message_count == 1
+
+
+# --- versions ----------------------------------------------------------------------
+
+
+def _expect(version: int) -> ExpectedVersion:
+    return ExpectedVersion(version, "if-version")
+
+
+async def _first_id(service: ConversationService, conversation: str) -> str:
+    return str((await service.list_message_ids(conversation, 1, "")).message_ids[0])
+
+
+async def test_a_conversation_is_at_version_1_when_created_and_each_change_adds_1(
+    store: Store,
+) -> None:
+    # The third reading stands still. (Times of now: the idempotency key
+    # stays clear of other tests' sweeps of old keys in a shared database.)
+    start = now_micros()
+    still = iter([start, start + 1, start])
+    service = _service(store, clock=lambda: next(still, start + 1_000_000))
+    fast, slow = str(uuid4()), str(uuid4())
+    # Created by the one-statement append, and by the locked one (a key).
+    assert applied(await service.append(fast, [_text(1)])).state.version == 1
+    first = applied(await service.append(slow, [_text(1)], Idempotency("k", b"a")))
+    assert first.state.version == 1
+    # The clock stood still: the locked path, which counts the same.
+    assert applied(await service.append(fast, [_text(2)])).state.version == 2
+    message = await _first_id(service, fast)
+    replaced = applied(await service.replace_range(fast, message, message, []))
+    assert replaced.state.version == 3
+    snapshot = applied(await service.create_snapshot(fast, [message]))
+    assert snapshot.state.version == 3
+    remaining = await _first_id(service, fast)
+    deleted = applied(await service.delete_range(fast, remaining, ""))
+    assert deleted.state.version == 4
+    assert (await service.get_conversation(fast)).version == 4
+    replay = await service.append(slow, [_text(1)], Idempotency("k", b"a"))
+    assert isinstance(replay, Replay)
+    assert replay.version == 1
+    assert (await service.get_conversation(slow)).version == 1
+
+
+async def test_every_write_goes_ahead_only_at_the_version_it_expects(store: Store) -> None:
+    service = _service(store)
+    conversation = str(uuid4())
+    await service.append(conversation, [_text(1), _text(2)])
+    message, last = (await service.list_message_ids(conversation, 2, "")).message_ids
+    writes: list[Callable[[ExpectedVersion], Awaitable[object]]] = [
+        lambda expected: service.append(conversation, [_text(3)], None, expected),
+        lambda expected: service.replace_range(
+            conversation, str(message), str(message), [], None, expected
+        ),
+        lambda expected: service.create_snapshot(conversation, [str(message)], None, expected),
+        lambda expected: service.delete_range(conversation, str(last), "", None, expected),
+    ]
+    for write in writes:
+        before = await service.get_conversation(conversation)
+        for stale in (0, before.version - 1, before.version + 1):
+            with pytest.raises(VersionMismatch) as refused:
+                await write(_expect(stale))
+            assert (refused.value.expected, refused.value.current) == (stale, before.version)
+            assert refused.value.field == "if-version"
+            assert refused.value.version == before.version
+            assert await service.get_conversation(conversation) == before
+        await write(_expect(before.version))
+    assert (await service.get_conversation(conversation)).version == 4
+
+
+async def test_version_0_appends_only_to_a_conversation_that_does_not_exist(
+    store: Store,
+) -> None:
+    service = _service(store)
+    conversation = str(uuid4())
+    created = applied(await service.append(conversation, [_text(1)], None, _expect(0)))
+    assert created.state.version == 1
+    with pytest.raises(VersionMismatch) as refused:
+        await service.append(conversation, [_text(2)], None, _expect(0))
+    assert (refused.value.expected, refused.value.current) == (0, 1)
+    assert (await service.get_conversation(conversation)).message_count == 1
+
+
+async def test_a_version_above_0_of_a_missing_conversation_fails_and_creates_nothing(
+    store: Store,
+) -> None:
+    service = _service(store)
+    conversation = str(uuid4())
+    message = str(uuid4())
+    for write in (
+        lambda: service.append(conversation, [_text(1)], None, _expect(1)),
+        lambda: service.append(conversation, [_text(1)], Idempotency("k", b"a"), _expect(1)),
+        lambda: service.replace_range(conversation, message, message, [], None, _expect(2)),
+        lambda: service.delete_range(conversation, message, "", None, _expect(3)),
+        lambda: service.create_snapshot(conversation, [message], None, _expect(4)),
+    ):
+        with pytest.raises(VersionMismatch) as refused:
+            await write()
+        assert refused.value.current == 0
+        assert refused.value.version is None, "no conversation, no version to report"
+    # Version 0 holds for a missing conversation: what fails next is the
+    # conversation's absence.
+    with pytest.raises(ConversationNotFound):
+        await service.delete_range(conversation, message, "", None, _expect(0))
+    with pytest.raises(ConversationNotFound):
+        await service.get_conversation(conversation)
+
+
+async def test_a_replay_answers_whatever_the_version_is_now(store: Store) -> None:
+    codec = ReadableCodec()
+    service = _service(store, codec=codec)
+    conversation = str(uuid4())
+    key = Idempotency("k", b"first append")
+    first = applied(await service.append(conversation, [_text(1)], key, _expect(0)))
+    await service.append(conversation, [_text(2)])
+    # The retry's expected version no longer holds, and its key still replays.
+    replay = await service.append(conversation, [_text(1)], key, _expect(0))
+    assert isinstance(replay, Replay)
+    assert codec.results[replay.response] == first
+    assert replay.version == 2
+    assert (await service.get_conversation(conversation)).message_count == 2
+
+
+async def test_a_conditional_append_at_the_version_takes_the_one_step_path(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = _service(store)
+    conversation = str(uuid4())
+    await service.append(conversation, [_text(1)])
+    transactions: list[UUID] = []
+    write = store.write
+
+    def counted(conversation_id: UUID, *, create: bool = False) -> Any:
+        transactions.append(conversation_id)
+        return write(conversation_id, create=create)
+
+    monkeypatch.setattr(store, "write", counted)
+    fresh = str(uuid4())
+    assert (
+        applied(await service.append(conversation, [_text(2)], None, _expect(1))).state.version == 2
+    )
+    assert applied(await service.append(fresh, [_text(1)], None, _expect(0))).state.version == 1
+    assert transactions == []
+    # A mismatch is found out under the lock, to name the current version.
+    with pytest.raises(VersionMismatch):
+        await service.append(conversation, [_text(3)], None, _expect(1))
+    assert transactions == [UUID(conversation)]
+
+
+async def test_errors_found_after_reading_the_conversation_carry_its_version(
+    store: Store,
+) -> None:
+    service = _service(store)
+    conversation = str(uuid4())
+    await service.append(conversation, [_text(1)])
+    await service.append(conversation, [_text(2)])
+    unknown = str(uuid4())
+    with pytest.raises(MessageNotFound) as missing:
+        await service.replace_range(conversation, unknown, unknown, [])
+    assert missing.value.version == 2
+    with pytest.raises(MessageNotFound) as missing:
+        await service.create_snapshot(conversation, [unknown])
+    assert missing.value.version == 2
+    second = (await service.list_message_ids(conversation, 2, "")).message_ids[1]
+    first = await _first_id(service, conversation)
+    with pytest.raises(InvalidArgument) as reversed_range:
+        await service.delete_range(conversation, str(second), first)
+    assert reversed_range.value.version == 2
+    # A token from a layout the conversation never had is found out once
+    # the conversation is read.
+    ahead = paging.encode(
+        PagedList.CONVERSATION_MESSAGE_IDS, UUID(conversation), paging.NO_FILTER, Cursor(1, 9)
+    )
+    with pytest.raises(InvalidArgument) as future_token:
+        await service.list_message_ids(conversation, 1, ahead)
+    assert future_token.value.version == 2
+    # Found before anything was read: no version.
+    with pytest.raises(InvalidArgument) as malformed:
+        await service.replace_range("not an id", "", "", [])
+    assert malformed.value.version is None
+    with pytest.raises(ConversationNotFound) as absent:
+        await service.replace_range(str(uuid4()), unknown, unknown, [])
+    assert absent.value.version is None

@@ -1502,7 +1502,11 @@ async def test_append_inserts_places_and_saves_in_one_step(store: Store) -> None
 
 
 async def _append_at_tail(
-    store: Store, conversation_id: UUID, messages: Sequence[StoredMessage], updated_at: int
+    store: Store,
+    conversation_id: UUID,
+    messages: Sequence[StoredMessage],
+    updated_at: int,
+    if_version: int | None = None,
 ) -> ConversationState | None:
     return await store.append_at_tail(
         conversation_id,
@@ -1510,6 +1514,7 @@ async def _append_at_tail(
         updated_at=updated_at,
         gap=GAP,
         max_position=MAX_POSITION,
+        if_version=if_version,
     )
 
 
@@ -1616,6 +1621,75 @@ async def test_append_at_tail_waits_for_the_lock_and_rechecks(store: Store) -> N
     assert read_state == landed[0]
     assert [position for position, _ in page.rows] == [GAP, 2 * GAP]
     assert page.rows[0][1] == entry(held)
+
+
+async def _at_version(store: Store, version: int) -> ConversationState:
+    """A conversation with one message, at `version`."""
+    conversation_id = uuid4()
+    await _append_at_tail(store, conversation_id, [message()], T0)
+    async with store.write(conversation_id) as tx:
+        saved = replace(tx.state, version=version)
+        await tx.save(saved)
+    return saved
+
+
+async def test_append_at_tail_requires_the_version_it_is_given(store: Store) -> None:
+    saved = await _at_version(store, 5)
+    for other in (0, 4, 6):
+        assert await _append_at_tail(store, saved.id, [message()], T0 + 1, other) is None
+    read_state, page = await read_page(store, saved.id, limit=10)
+    assert read_state == saved
+    assert len(page.rows) == 1
+    state = await _append_at_tail(store, saved.id, [message()], T0 + 1, if_version=5)
+    assert state == ConversationState(saved.id, 2, T0 + 1, 2 * GAP, 0, 6)
+    assert (await read_page(store, saved.id, limit=10))[0] == state
+
+
+async def test_append_at_tail_at_version_0_only_creates(store: Store) -> None:
+    conversation_id = uuid4()
+    created = await _append_at_tail(store, conversation_id, [message()], T0, if_version=0)
+    assert created == ConversationState(conversation_id, 1, T0, GAP, 0, 1)
+    assert await _append_at_tail(store, conversation_id, [message()], T0 + 1, 0) is None
+    read_state, page = await read_page(store, conversation_id, limit=10)
+    assert read_state == created
+    assert len(page.rows) == 1
+
+
+async def test_append_at_tail_at_a_version_above_0_creates_nothing(store: Store) -> None:
+    conversation_id = uuid4()
+    assert await _append_at_tail(store, conversation_id, [message()], T0, if_version=1) is None
+    async with store.read() as read:
+        with pytest.raises(ConversationNotFound):
+            await read.conversation(conversation_id)
+
+
+async def test_append_at_tail_racers_at_one_version_land_once(store: Store) -> None:
+    """Appends expecting one version, queued behind a writer that holds the
+    conversation: the holder's change does not move the version (a snapshot,
+    say), so exactly one of them lands, and the rest see the new version."""
+    saved = await _at_version(store, 3)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with store.write(saved.id):
+            started.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await started.wait()
+    racers = [
+        asyncio.create_task(_append_at_tail(store, saved.id, [message()], T0 + 1 + i, 3))
+        for i in range(4)
+    ]
+    await asyncio.sleep(0.05)
+    release.set()
+    await holder
+    landed = [state for state in [await racer for racer in racers] if state is not None]
+    assert [state.version for state in landed] == [4]
+    read_state, page = await read_page(store, saved.id, limit=10)
+    assert read_state == landed[0]
+    assert len(page.rows) == 2
 
 
 # --- idempotency keys ------------------------------------------------------------

@@ -28,6 +28,7 @@ from google.protobuf.message_factory import GetMessageClass
 from ..errors import InvalidArgument
 from ..idempotency import Idempotency
 from . import observe, tracing
+from . import versions as versions_edge
 from .auth import Refusal, Tokens
 from .observe import Observer
 from .status import status_of
@@ -35,16 +36,15 @@ from .status import status_of
 log = logging.getLogger("agent_state.rpc")
 
 IDEMPOTENCY_KEY = "idempotency-key"
-CONVERSATION_VERSION = "x-conversation-version"
 
 
 @dataclass(frozen=True, slots=True)
 class Versioned:
     """An answer with the version of the conversation its call named,
-    after the call (sent as x-conversation-version)."""
+    after the call (sent as x-conversation-version; None: it names none)."""
 
     response: Message | bytes
-    version: int
+    version: int | None
 
 
 Answer = Message | bytes | Versioned
@@ -63,6 +63,9 @@ class Route:
     write: bool = False
     """Whether it changes data: it then needs a read-write token and takes
     an idempotency key."""
+    if_version: bool = False
+    """Whether the write takes request metadata if-version (its handler
+    then also takes the ExpectedVersion, or None); elsewhere it is refused."""
     conversation: Callable[[Any], str] | None = None
     """The id of the one conversation the request names (as sent), for the
     log line and the version on errors; None: the method names none."""
@@ -92,7 +95,7 @@ def set_trailing(
     conversation that exists after it, that conversation's version."""
     trailing = [(observe.REQUEST_ID, request_id)]
     if version is not None:
-        trailing.append((CONVERSATION_VERSION, str(version)))
+        trailing.append((versions_edge.VERSION_TRAILER, str(version)))
     context.set_trailing_metadata(tuple(trailing))
 
 
@@ -184,7 +187,15 @@ def _behaviour(
                         edge.tokens.check(metadata, write=write)
                     if isinstance(request, _Malformed):
                         raise InvalidArgument("request", f"not a valid {request.type_name} message")
-                    if write:
+                    expected = versions_edge.if_version(metadata)
+                    if expected is not None and not route.if_version:
+                        raise InvalidArgument(
+                            versions_edge.IF_VERSION, "is taken by AgentStateService's writes only"
+                        )
+                    if route.if_version:
+                        key = _idempotency(method, request, metadata)
+                        answer = await handler(request, key, expected)
+                    elif write:
                         answer = await handler(request, _idempotency(method, request, metadata))
                     else:
                         answer = await handler(request)
@@ -202,7 +213,11 @@ def _behaviour(
                         log.exception("%s failed unexpectedly", method)
                     elif code is grpc.StatusCode.UNAVAILABLE:
                         log.warning("%s: storage unavailable: %r", method, error.__cause__)
-                    version = await version_after(request, error)
+                    # The service sets it where it read the conversation;
+                    # otherwise the route may look it up.
+                    version = versions_edge.version_of(error)
+                    if version is None:
+                        version = await version_after(request, error)
                 finally:
                     tracing.finish(span, code)
         finally:

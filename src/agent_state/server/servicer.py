@@ -1,24 +1,33 @@
 """The gRPC face of AgentStateService: decode, call ConversationService,
 encode. Every method goes through the one call path of dispatch.py (token
-check, idempotency key, error status, logs, metrics)."""
+check, idempotency key, if-version, error status, the conversation's
+version, logs, metrics)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
 from .._gen import agent_state_pb2 as pb
-from ..model import EncodedResponse
+from ..model import ConversationState, EncodedResponse, ExpectedVersion
 from ..service import ConversationService, Idempotency, Replay
 from . import convert, dispatch
+from .dispatch import Versioned
 from .wire import WireCodec
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
 SERVICE_NAME = SERVICE.full_name
 
-_R = TypeVar("_R")
+_R = TypeVar("_R", bound="_Versioned")
+
+
+class _Versioned(Protocol):
+    """A mutating call's result: it carries the conversation's state."""
+
+    @property
+    def state(self) -> ConversationState: ...
 
 
 class AgentStateServicer:
@@ -41,19 +50,23 @@ class AgentStateServicer:
             "ListSnapshotMessageIds": self.list_snapshot_message_ids,
             "CreateSnapshot": self.create_snapshot,
         }
+        # The writes take an idempotency key and if-version.
         return {
-            name: dispatch.Route(handler, write=name in WRITES)
+            name: dispatch.Route(handler, write=name in WRITES, if_version=name in WRITES)
             for name, handler in handlers.items()
         }
 
     async def append(
-        self, request: pb.AppendConversationMessagesRequest, key: Idempotency | None
-    ) -> bytes:
+        self,
+        request: pb.AppendConversationMessagesRequest,
+        key: Idempotency | None,
+        expected: ExpectedVersion | None,
+    ) -> Versioned:
         inputs = [convert.message_input(message) for message in request.messages]
-        result = await self._service.append(request.conversation_id, inputs, key)
-        return _response(result, self._codec.appended)
+        result = await self._service.append(request.conversation_id, inputs, key, expected)
+        return _answer(result, self._codec.appended)
 
-    async def list_messages(self, request: pb.ListConversationMessagesRequest) -> bytes:
+    async def list_messages(self, request: pb.ListConversationMessagesRequest) -> Versioned:
         page = await self._service.list_messages(
             request.conversation_id,
             list(request.roles),
@@ -61,73 +74,88 @@ class AgentStateServicer:
             request.page_size,
             request.page_token,
         )
-        return self._codec.message_page(page)
+        return Versioned(self._codec.message_page(page), page.state.version)
 
     async def replace_range(
-        self, request: pb.ReplaceConversationMessagesRangeRequest, key: Idempotency | None
-    ) -> bytes:
+        self,
+        request: pb.ReplaceConversationMessagesRangeRequest,
+        key: Idempotency | None,
+        expected: ExpectedVersion | None,
+    ) -> Versioned:
         result = await self._service.replace_range(
             request.conversation_id,
             request.from_message_id,
             request.to_message_id,
             list(request.new_message_ids),
             key,
+            expected,
         )
-        return _response(result, self._codec.replaced)
+        return _answer(result, self._codec.replaced)
 
     async def delete_range(
-        self, request: pb.DeleteConversationMessagesRangeRequest, key: Idempotency | None
-    ) -> bytes:
+        self,
+        request: pb.DeleteConversationMessagesRangeRequest,
+        key: Idempotency | None,
+        expected: ExpectedVersion | None,
+    ) -> Versioned:
         result = await self._service.delete_range(
-            request.conversation_id, request.from_message_id, request.to_message_id, key
+            request.conversation_id, request.from_message_id, request.to_message_id, key, expected
         )
-        return _response(result, self._codec.deleted)
+        return _answer(result, self._codec.deleted)
 
-    async def get_conversation(
-        self, request: pb.GetConversationRequest
-    ) -> pb.GetConversationResponse:
+    async def get_conversation(self, request: pb.GetConversationRequest) -> Versioned:
         state = await self._service.get_conversation(request.conversation_id)
-        return pb.GetConversationResponse(metadata=convert.metadata(state))
+        return Versioned(
+            pb.GetConversationResponse(metadata=convert.metadata(state)), state.version
+        )
 
-    async def list_message_ids(
-        self, request: pb.ListConversationMessageIdsRequest
-    ) -> pb.ListConversationMessageIdsResponse:
+    async def list_message_ids(self, request: pb.ListConversationMessageIdsRequest) -> Versioned:
         page = await self._service.list_message_ids(
             request.conversation_id, request.page_size, request.page_token
         )
-        return pb.ListConversationMessageIdsResponse(
+        response = pb.ListConversationMessageIdsResponse(
             message_ids=convert.ids(page.message_ids), next_page_token=page.next_page_token
         )
+        return Versioned(response, page.version)
 
-    async def list_snapshot_messages(self, request: pb.ListSnapshotMessagesRequest) -> bytes:
+    # The snapshot lists name a snapshot, which never changes, not a
+    # conversation: they report no version.
+
+    async def list_snapshot_messages(self, request: pb.ListSnapshotMessagesRequest) -> Versioned:
         page = await self._service.list_snapshot_messages(
             request.snapshot_id, request.page_size, request.page_token
         )
-        return self._codec.snapshot_message_page(page)
+        return Versioned(self._codec.snapshot_message_page(page), None)
 
     async def list_snapshot_message_ids(
         self, request: pb.ListSnapshotMessageIdsRequest
-    ) -> pb.ListSnapshotMessageIdsResponse:
+    ) -> Versioned:
         page = await self._service.list_snapshot_message_ids(
             request.snapshot_id, request.page_size, request.page_token
         )
-        return pb.ListSnapshotMessageIdsResponse(
+        response = pb.ListSnapshotMessageIdsResponse(
             message_ids=convert.ids(page.message_ids), next_page_token=page.next_page_token
         )
+        return Versioned(response, None)
 
     async def create_snapshot(
-        self, request: pb.CreateSnapshotRequest, key: Idempotency | None
-    ) -> bytes:
+        self,
+        request: pb.CreateSnapshotRequest,
+        key: Idempotency | None,
+        expected: ExpectedVersion | None,
+    ) -> Versioned:
         result = await self._service.create_snapshot(
-            request.conversation_id, list(request.message_ids), key
+            request.conversation_id, list(request.message_ids), key, expected
         )
-        return _response(result, self._codec.snapshot_created)
+        return _answer(result, self._codec.snapshot_created)
 
 
-def _response(result: _R | Replay, encode: Callable[[_R], EncodedResponse]) -> bytes:
+def _answer(result: _R | Replay, encode: Callable[[_R], EncodedResponse]) -> Versioned:
     """What a mutating call answers: the response its idempotency key
-    replays, or its result encoded."""
-    return result.response if isinstance(result, Replay) else encode(result)
+    replays, or its result encoded; with the conversation's version now."""
+    if isinstance(result, Replay):
+        return Versioned(result.response, result.version)
+    return Versioned(encode(result), result.state.version)
 
 
 WRITES = frozenset(

@@ -18,8 +18,15 @@ from __future__ import annotations
 from uuid import UUID
 
 from .._gen import agent_state_pb2 as pb
-from ..model import ConversationState, EncodedResponse, Snapshot, StoredMessage
-from ..service import Appended, Deleted, MessagePage, Replaced, SnapshotMessagePage
+from ..model import ConversationState, EncodedResponse, StoredMessage
+from ..service import (
+    Appended,
+    Deleted,
+    MessagePage,
+    Replaced,
+    SnapshotCreated,
+    SnapshotMessagePage,
+)
 from . import convert
 
 UUID_TEXT_LENGTH = 36
@@ -199,7 +206,8 @@ class WireCodec:
         )
         return EncodedResponse(response.SerializeToString())
 
-    def snapshot_created(self, snapshot: Snapshot) -> EncodedResponse:
+    def snapshot_created(self, result: SnapshotCreated) -> EncodedResponse:
+        snapshot = result.snapshot
         response = pb.CreateSnapshotResponse(
             snapshot=pb.ContextSnapshot(
                 snapshot_id=str(snapshot.id),

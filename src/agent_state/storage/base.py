@@ -250,16 +250,20 @@ class Store(ABC):
         updated_at: int,
         gap: int,
         max_position: int,
+        if_version: int | None = None,
     ) -> ConversationState | None:
         """The common append as one step, whose arithmetic the caller chose.
 
-        Creates the conversation if it is absent. Then, only if its
-        updated_at is below `updated_at` and tail_position + gap * n stays
-        within `max_position` (n = len(messages)): stores the messages at
+        Creates the conversation if it is absent (and `if_version` is None
+        or 0: an absent conversation is at version 0). Then, only if its
+        version is `if_version` (None: any), its updated_at is below
+        `updated_at` and tail_position + gap * n stays within
+        `max_position` (n = len(messages)): stores the messages at
         positions tail_position + gap, + 2 gap, ..., adds n to message_count,
         moves tail_position to the last of them, sets updated_at, adds 1 to
-        version, and returns the new state. Otherwise it writes nothing and
-        returns None (the caller then appends through `write`).
+        version, and returns the new state. Otherwise it writes nothing, not
+        even the conversation, and returns None (the caller then appends, or
+        finds out why not, through `write`).
         """
 
     @abstractmethod

@@ -387,7 +387,8 @@ class SqliteStore(transactions.StoreOperations):
                         "position": [item.position for item in items]
                     }
                     _send(db, Statement("insert_messages", conversation, columns))
-                _execute(db, "commit")
+                # No row: nothing is written, not even a conversation created above.
+                _execute(db, "commit" if row is not None else "rollback")
                 return row
             except BaseException:
                 _execute(db, "rollback")

@@ -524,6 +524,7 @@ class StoreOperations(Store):
         updated_at: int,
         gap: int,
         max_position: int,
+        if_version: int | None = None,
     ) -> ConversationState | None:
         params = {
             "conversation": conversation_id,
@@ -531,6 +532,7 @@ class StoreOperations(Store):
             "updated_at": common.Micros(updated_at),
             "gap": gap,
             "max_position": max_position,
+            "if_version": if_version,
         } | largest_entry(messages)
         row = await self._append_at_tail(params, messages)
         return None if row is None else common.conversation_state(conversation_id, row)

@@ -17,7 +17,14 @@ from agent_state.model import (
     StoredMessage,
 )
 from agent_state.server import wire
-from agent_state.service import Appended, Deleted, MessagePage, Replaced, SnapshotMessagePage
+from agent_state.service import (
+    Appended,
+    Deleted,
+    MessagePage,
+    Replaced,
+    SnapshotCreated,
+    SnapshotMessagePage,
+)
 
 from ..._gen_helpers import text_body
 
@@ -161,7 +168,9 @@ def test_responses_of_the_mutating_calls() -> None:
     assert deleted.metadata.message_count == state.message_count
 
     snapshot = Snapshot(uuid.uuid4(), state.id, 1_000_001, 2)
-    created = pb.CreateSnapshotResponse.FromString(CODEC.snapshot_created(snapshot))
+    created = pb.CreateSnapshotResponse.FromString(
+        CODEC.snapshot_created(SnapshotCreated(state, snapshot))
+    )
     assert created.snapshot.snapshot_id == str(snapshot.id)
     assert created.snapshot.conversation_id == str(state.id)
     assert created.snapshot.created_at == _timestamp(1_000_001)

@@ -62,25 +62,40 @@ WHERE id = %(conversation)s
 
 -- name: append_at_tail
 -- A whole common append in one statement, one implicit transaction: the
--- upsert creates the conversation row (created when first updated) or
--- locks it, and moves its counters only when the condition holds; its
+-- conversation row is created (created_at: its first updated_at), or
+-- locked with its counters moved, only when the condition holds; the
 -- RETURNING row gates and positions the inserts (no row: nothing is
--- written).
-WITH conversation AS (
-    INSERT INTO conversations AS c
+-- written). The INSERT creates an absent
+-- conversation when no version is required or version 0 is (absent); the
+-- UPDATE moves an existing one at the required version, if any. The two
+-- see the same snapshot, so at most one of them acts; the UPDATE, if it
+-- waited for another writer, checks its condition again on the row that
+-- writer left. A conversation created by another writer since this
+-- statement began is seen by neither: no row, and the caller takes the
+-- locked path.
+WITH created AS (
+    INSERT INTO conversations
         (id, message_count, tail_position, layout_version, version, created_at, updated_at,
          largest_entry)
-    VALUES (%(conversation)s, %(count)s, %(count)s * %(gap)s, 0, 1, %(updated_at)s, %(updated_at)s,
-        %(largest)s)
-    ON CONFLICT (id) DO UPDATE
+    SELECT %(conversation)s, %(count)s, %(count)s * %(gap)s, 0, 1, %(updated_at)s, %(updated_at)s,
+        %(largest)s
+    WHERE coalesce(%(if_version)s::bigint, 0) = 0
+    ON CONFLICT (id) DO NOTHING
+    RETURNING message_count, updated_at, tail_position, layout_version, version
+), moved AS (
+    UPDATE conversations AS c
     SET message_count = c.message_count + %(count)s,
         tail_position = c.tail_position + %(count)s * %(gap)s,
         version = c.version + 1,
         updated_at = %(updated_at)s,
         largest_entry = greatest(c.largest_entry, %(largest)s)
-    WHERE c.updated_at < %(updated_at)s
+    WHERE c.id = %(conversation)s
+        AND (%(if_version)s::bigint IS NULL OR c.version = %(if_version)s::bigint)
+        AND c.updated_at < %(updated_at)s
         AND c.tail_position <= %(max_position)s - %(count)s * %(gap)s
     RETURNING message_count, updated_at, tail_position, layout_version, version
+), conversation AS (
+    SELECT * FROM created UNION ALL SELECT * FROM moved
 ), inserted AS (
     -- The n-th of the messages goes n gaps past the old tail.
     INSERT INTO messages (conversation_id, id, position, role, kind, entry, body_offset,

@@ -59,14 +59,19 @@ WHERE id = :conversation
 -- name: append_at_tail
 -- The gate of the common append (after create_conversation, in one
 -- transaction): moves the counters only when the condition holds and
--- returns the new row; no row: nothing is to be written. The caller then
--- inserts and places the messages after the old tail.
+-- returns the new row; no row: nothing is to be written (the caller rolls
+-- back, which also takes back a conversation created for the append). The
+-- caller then inserts and places the messages after the old tail. A
+-- conversation just created is at version 0, as if_version counts an
+-- absent one.
 UPDATE conversations
 SET message_count = message_count + :count,
     tail_position = tail_position + :count * :gap,
     version = version + 1,
     updated_at = :updated_at
-WHERE id = :conversation AND updated_at < :updated_at
+WHERE id = :conversation
+    AND (:if_version IS NULL OR version = :if_version)
+    AND updated_at < :updated_at
     AND tail_position <= :max_position - :count * :gap
 RETURNING message_count, updated_at, tail_position, layout_version, version
 
