@@ -20,9 +20,9 @@ from agent_state.model import (
     ConversationState,
     EncodedMessage,
     EncodedResponse,
+    MessageHeader,
     MessageInput,
     Snapshot,
-    StoredMessage,
 )
 from agent_state.service import (
     Appended,
@@ -47,7 +47,7 @@ class ReadableCodec:
     def __init__(self) -> None:
         self.results: dict[EncodedResponse, object] = {}
 
-    def frame(self, conversation_id: UUID, message: StoredMessage) -> tuple[bytes, bytes]:
+    def frame(self, conversation_id: UUID, message: MessageHeader) -> tuple[bytes, bytes]:
         return message.id.bytes, b""
 
     def message_page_header_size(self, state: ConversationState) -> int:
