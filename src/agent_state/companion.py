@@ -1,5 +1,6 @@
 """The companion API's rules (agentstate.v1.ConversationsService), one
-method per RPC: conversations as a whole.
+method per RPC: conversations as a whole, reading the ordering (its tail,
+messages by id, the snapshots) and forking it.
 
 As in service.py, each method checks the request (rules.py) before it
 touches storage, so INVALID_ARGUMENT comes before NOT_FOUND; it opens one
@@ -21,7 +22,7 @@ from typing import Protocol
 from uuid import UUID
 
 from . import idempotency as idempotency_keys
-from . import paging, rules
+from . import paging, positions, rules
 from .clock import now_micros
 from .errors import (
     AlreadyExists,
@@ -38,11 +39,17 @@ from .model import (
     ConversationRange,
     ConversationRecord,
     ConversationState,
+    EncodedMessage,
     EncodedResponse,
     Erased,
+    Item,
+    MessageCopy,
+    MessageHeader,
     Moment,
+    Original,
+    Snapshot,
 )
-from .paging import ConversationCursor
+from .paging import ConversationCursor, SnapshotCursor
 from .storage.base import Store, WriteTransaction
 
 _NIL = UUID(int=0)
@@ -52,11 +59,34 @@ _LOWEST = ConversationKey(rules.MIN_TIME, _NIL)
 _HIGHEST = ConversationKey(rules.MAX_TIME, _LAST)
 
 
+FORK_BATCH = 1000
+"""Messages a fork reads and copies at a time (their bodies stay in the
+database)."""
+
+
 class CompanionCodec(Protocol):
-    """The responses the companion API's writes keep for their idempotency
-    keys, in the wire format (implemented at the gRPC edge)."""
+    """The wire format, as far as the companion API must store or count it
+    (implemented at the gRPC edge): the responses its writes keep for their
+    idempotency keys, the encoding of a fork's copies, and the sizes its
+    reads are cut to."""
 
     def conversation(self, record: ConversationRecord) -> EncodedResponse: ...
+
+    def forked(self, record: ConversationRecord, message_ids: Sequence[UUID]) -> EncodedResponse:
+        """ForkConversation's response."""
+        ...
+
+    def frame(self, conversation_id: UUID, message: MessageHeader) -> tuple[bytes, bytes]:
+        """A message's encoding before and after its body (service.Codec's)."""
+        ...
+
+    def tail_header_size(self, state: ConversationState) -> int:
+        """Bytes a tail's response takes besides its entries (at most)."""
+        ...
+
+    def message_id_size(self) -> int:
+        """Bytes each message id adds to a response that lists ids."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +104,46 @@ class ConversationPage:
 
     conversations: list[ConversationRecord]
     next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class TailMessages:
+    """The last messages of a conversation, oldest first, as the codec
+    framed them, with the conversation's row read with them; `truncated`
+    when the response limit left out the oldest of them."""
+
+    state: ConversationState
+    entries: list[EncodedMessage]
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesById:
+    """Messages of a conversation's ordering in the order asked (as the
+    codec framed them), and the conversation's row read with them."""
+
+    state: ConversationState
+    entries: list[EncodedMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPage:
+    """A page of a conversation's snapshots, oldest first, and the
+    conversation's row read with them."""
+
+    state: ConversationState
+    snapshots: list[Snapshot]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Forked:
+    """A fork: the new conversation, its copies' ids in order, and the
+    response (encoded to check its size, and kept for an idempotency key)."""
+
+    record: ConversationRecord
+    message_ids: list[UUID]
+    response: EncodedResponse
 
 
 class CompanionService:
@@ -101,21 +171,13 @@ class CompanionService:
         idempotency: Idempotency | None = None,
     ) -> ConversationRecord | Replayed:
         """A new, empty conversation at version 1, created and updated now."""
-        conversation = parse_uuid(conversation_id, "conversation_id") if conversation_id else None
+        named = parse_uuid(conversation_id, "conversation_id") if conversation_id else None
         details = rules.conversation_details(given)
-        if conversation is None:
-            if idempotency is not None:
-                raise InvalidArgument(
-                    "idempotency-key",
-                    "needs conversation_id set: a retry would create a second conversation",
-                )
-            conversation = new_id()
+        conversation = _new_conversation_id(named, "conversation_id", idempotency)
         now = self._clock()
         async with self._store.write(conversation, create=True) as tx:
-            if not tx.created:
-                if replay := await self._recall(tx, idempotency, now):
-                    return replay
-                raise AlreadyExists("conversation_id", f"conversation {conversation} exists")
+            if replay := await self._refuse_existing(tx, "conversation_id", idempotency, now):
+                return replay
             state = dataclasses.replace(tx.state, updated_at=now, version=1)
             record = ConversationRecord(state, now, details)
             await tx.save_record(record)
@@ -147,6 +209,80 @@ class CompanionService:
             )
             await tx.save_record(record)
             return await self._remember(tx, idempotency, now, record)
+
+    async def fork_conversation(
+        self,
+        conversation_id: str,
+        up_to_message_id: str,
+        new_conversation_id: str,
+        title: str,
+        labels: Mapping[str, str],
+        idempotency: Idempotency | None = None,
+    ) -> Forked | Replayed:
+        """A new conversation (version 1) holding copies of the source's
+        ordering up to `up_to_message_id` (inclusive; empty: all) under new
+        ids, in one transaction. The source is held meanwhile: its writers
+        wait, so the copy is of one state of it."""
+        request = rules.fork_request(
+            conversation_id, up_to_message_id, new_conversation_id, title, labels
+        )
+        field = "new_conversation_id"
+        conversation = _new_conversation_id(request.new_conversation_id, field, idempotency)
+        now = self._clock()
+        async with self._store.write(conversation, create=True) as tx:
+            if replay := await self._refuse_existing(tx, field, idempotency, now):
+                return replay
+            source = await tx.hold(request.source)
+            last = source.tail_position
+            if request.up_to is not None:
+                places = await tx.lookup([request.up_to], request.source)
+                last = rules.ordering_position(request.up_to, "up_to_message_id", places)
+            items = await self._copy_ordering(tx, request.source, last)
+            state = dataclasses.replace(
+                tx.state,
+                message_count=len(items),
+                updated_at=now,
+                tail_position=items[-1].position if items else 0,
+                version=1,
+            )
+            record = ConversationRecord(state, now, request.details)
+            await tx.save_record(record)
+            message_ids = [item.message_id for item in items]
+            response = self._codec.forked(record, message_ids)
+            if len(response) > self._limits.max_response_bytes:
+                raise _too_large_to_fork(len(message_ids))
+            await idempotency_keys.remember(tx, idempotency, now, response)
+            return Forked(record, message_ids, response)
+
+    async def _copy_ordering(self, tx: WriteTransaction, source: UUID, last: int) -> list[Item]:
+        """Copies the ordering of `source` (held) up to position `last` into
+        the transaction's conversation under new ids, a batch at a time:
+        only the batch's headers come into memory, never a body. Returns
+        the copies' items, in order."""
+        # The answer lists every copy's id: past this many it cannot be sent.
+        most = self._limits.max_response_bytes // self._codec.message_id_size()
+        items: list[Item] = []
+        after = 0
+        while True:
+            originals = await tx.originals(source, after, last, FORK_BATCH)
+            if len(items) + len(originals) > most:
+                raise _too_large_to_fork(len(items) + len(originals))
+            slots = positions.append_positions(items[-1].position if items else 0, len(originals))
+            copies = [
+                self._copy_of(tx.state.id, original, slot)
+                for slot, original in zip(slots, originals, strict=True)
+            ]
+            await tx.copy_messages(source, copies)
+            items += [copy.item for copy in copies]
+            if len(originals) < FORK_BATCH:
+                return items
+            after = originals[-1].position
+
+    def _copy_of(self, conversation: UUID, original: Original, position: int) -> MessageCopy:
+        """`original` copied to `position` of `conversation`, under a new id."""
+        header = dataclasses.replace(original.header, id=new_id())
+        head, tail = self._codec.frame(conversation, header)
+        return MessageCopy(original.header.id, Item(position, header.id), head, tail)
 
     async def delete_conversation(
         self,
@@ -198,8 +334,8 @@ class CompanionService:
             chosen.labels, chosen.updated_after, chosen.updated_before, chosen.newest_first
         )
         cursor = paging.decode_conversations(page_token, fingerprint)
-        if cursor is not None and not _possible(cursor):
-            raise InvalidArgument("page_token", "is not a page token issued by this service")
+        if cursor is not None:
+            _check_possible(cursor.updated_at, cursor.ceiling)
         async with self._store.read() as rx:
             if cursor is not None:
                 ceiling = cursor.ceiling
@@ -218,6 +354,69 @@ class CompanionService:
                 fingerprint, ConversationCursor(last.updated_at, last.id, ceiling)
             )
         return ConversationPage(page.rows, token)
+
+    async def tail_messages(
+        self, conversation_id: str, count: int, roles: Sequence[int], kinds: Sequence[str]
+    ) -> TailMessages:
+        """The last `count` messages of the ordering that match the filters,
+        oldest first; past the response limit, the oldest of them are left
+        out (the newest always comes)."""
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        wanted = rules.tail_count(count)
+        role_set = rules.role_filter(roles)
+        kind_set = frozenset(kinds)
+        budget = self._limits.max_response_bytes
+        # One step: the metadata and the messages agree.
+        async with self._store.read_once() as rx:
+            state, page = await rx.tail_page(conversation, wanted, role_set, kind_set, budget)
+        newest_first = [entry for _, entry in page.rows]
+        room = budget - self._codec.tail_header_size(state)
+        kept = rules.fitting(map(len, newest_first), room)
+        oldest_first = [EncodedMessage(entry) for entry in reversed(newest_first[:kept])]
+        return TailMessages(state, oldest_first, page.more or kept < len(newest_first))
+
+    async def get_messages(self, conversation_id: str, message_ids: Sequence[str]) -> MessagesById:
+        """Messages of the ordering by id, in the order asked (repeats
+        too), or INVALID_ARGUMENT when they would pass the response limit."""
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        wanted = rules.wanted_ids(message_ids)
+        distinct = list(dict.fromkeys(wanted))
+        budget = self._limits.max_response_bytes
+        async with self._store.read() as rx:
+            state = await rx.conversation(conversation)
+            sizes = await rx.entry_sizes(conversation, distinct)
+            rules.check_in_ordering(conversation, wanted, sizes)
+            # GetMessagesResponse is its entries alone, each as large as stored.
+            total = sum(sizes[message_id] for message_id in wanted)
+            if total > budget:
+                raise InvalidArgument(
+                    "message_ids",
+                    f"the {len(wanted)} messages take {total} bytes, past the response limit"
+                    f" of {budget}; ask for fewer",
+                )
+            found = await rx.entries(conversation, distinct)
+        return MessagesById(state, [EncodedMessage(found[message_id]) for message_id in wanted])
+
+    async def list_snapshots(
+        self, conversation_id: str, page_size: int, page_token: str
+    ) -> SnapshotPage:
+        """A page of the conversation's snapshots, oldest first (by
+        created_at, then id), keyset-paged on that key."""
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        limit = rules.page_size(page_size, self._limits)
+        cursor = paging.decode_snapshots(page_token, conversation)
+        after = (rules.MIN_TIME, _NIL)
+        if cursor is not None:
+            _check_possible(cursor.created_at)
+            after = (cursor.created_at, cursor.snapshot_id)
+        async with self._store.read() as rx:
+            state = await rx.conversation(conversation)
+            page = await rx.snapshot_list(conversation, after, limit)
+        token = ""
+        if page.more:
+            last = page.rows[-1]
+            token = paging.encode_snapshots(conversation, SnapshotCursor(last.created_at, last.id))
+        return SnapshotPage(state, page.rows, token)
 
     async def version_of(self, conversation_id: str) -> int | None:
         """The conversation's version now, for the trailing metadata of a
@@ -239,6 +438,18 @@ class CompanionService:
         response = await idempotency_keys.recall(tx, idempotency, now, window)
         return None if response is None else Replayed(response, tx.state.version)
 
+    async def _refuse_existing(
+        self, tx: WriteTransaction, field: str, idempotency: Idempotency | None, now: int
+    ) -> Replayed | None:
+        """In a transaction that creates a conversation: None when it did;
+        when the conversation existed, the answer of the call with the same
+        idempotency key that made it, else ALREADY_EXISTS naming `field`."""
+        if tx.created:
+            return None
+        if replay := await self._recall(tx, idempotency, now):
+            return replay
+        raise AlreadyExists(field, f"conversation {tx.state.id} exists")
+
     async def _remember(
         self,
         tx: WriteTransaction,
@@ -252,10 +463,31 @@ class CompanionService:
         return record
 
 
-def _possible(cursor: ConversationCursor) -> bool:
-    """Whether a cursor holds times a page could have ended at."""
-    times = (cursor.updated_at, cursor.ceiling)
-    return all(rules.MIN_TIME <= time <= rules.MAX_TIME for time in times)
+def _new_conversation_id(named: UUID | None, field: str, idempotency: Idempotency | None) -> UUID:
+    """The id of the conversation a call creates: the one `field` names, or
+    a new one. A call that names none takes no idempotency key: its retry
+    would create a second conversation."""
+    if named is not None:
+        return named
+    if idempotency is not None:
+        raise InvalidArgument(
+            "idempotency-key", f"needs {field} set: a retry would create a second conversation"
+        )
+    return new_id()
+
+
+def _check_possible(*times: int) -> None:
+    """A page token's cursor holds times a page could have ended at."""
+    if not all(rules.MIN_TIME <= time <= rules.MAX_TIME for time in times):
+        raise InvalidArgument("page_token", "is not a page token issued by this service")
+
+
+def _too_large_to_fork(copies: int) -> InvalidArgument:
+    return InvalidArgument(
+        "up_to_message_id",
+        f"a fork of {copies} or more messages would answer with more ids than the response"
+        " limit allows; fork up to an earlier message",
+    )
 
 
 def _check_version(state: ConversationState, expected: int) -> None:

@@ -39,12 +39,28 @@ class MessageInput:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageHeader:
+    """A message but the bytes of its body: all that its encoding around
+    the body depends on (the body only by its length)."""
+
+    id: UUID
+    role: int
+    kind: str
+    body_length: int
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     id: UUID
     role: int
     kind: str
     body: bytes
     created_at: int
+
+    @property
+    def header(self) -> MessageHeader:
+        return MessageHeader(self.id, self.role, self.kind, len(self.body), self.created_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +118,27 @@ class Item:
 
     position: int
     message_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """A message of a conversation's ordering that a fork copies: its
+    position, and all of it but its body, which stays in the database."""
+
+    position: int
+    header: MessageHeader
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCopy:
+    """A copy of message `original` of another conversation: its place in
+    this conversation's ordering under its new id, and its encoding before
+    and after the original's body (as the codec framed it for the copy)."""
+
+    original: UUID
+    item: Item
+    wire_head: bytes
+    wire_tail: bytes
 
 
 @dataclass(frozen=True, slots=True)

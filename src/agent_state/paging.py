@@ -34,6 +34,7 @@ class PagedList(enum.IntEnum):
     SNAPSHOT_MESSAGES = 3
     SNAPSHOT_MESSAGE_IDS = 4
     CONVERSATIONS = 5
+    CONVERSATION_SNAPSHOTS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,45 @@ def decode_conversations(token: str, fingerprint: bytes) -> ConversationCursor |
             _FIELD, "was issued with other labels, updated_after, updated_before or order_by"
         )
     return ConversationCursor(updated_at, UUID(bytes=conversation_id), ceiling)
+
+
+# --- ListConversationSnapshots -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCursor:
+    """Where the next page of a conversation's snapshots starts: after the
+    key (`created_at`, `snapshot_id`) of the last snapshot returned."""
+
+    created_at: int
+    snapshot_id: UUID
+
+
+def _conversation_fingerprint(conversation_id: UUID) -> bytes:
+    """Binds a snapshot listing's token to its conversation (the token's
+    id is the cursor's snapshot)."""
+    return hashlib.blake2b(b"snapshots of " + conversation_id.bytes, digest_size=8).digest()
+
+
+def encode_snapshots(conversation_id: UUID, cursor: SnapshotCursor) -> str:
+    fingerprint = _conversation_fingerprint(conversation_id)
+    return _seal(
+        PagedList.CONVERSATION_SNAPSHOTS, cursor.snapshot_id, fingerprint, cursor.created_at, 0
+    )
+
+
+def decode_snapshots(token: str, conversation_id: UUID) -> SnapshotCursor | None:
+    """The cursor in a ListConversationSnapshots token (None: the first
+    page). Raises InvalidArgument when the token is malformed or was issued
+    by another list or for another conversation."""
+    if not token:
+        return None
+    snapshot_id, fingerprint, created_at, unused = _open(token, PagedList.CONVERSATION_SNAPSHOTS)
+    if fingerprint != _conversation_fingerprint(conversation_id):
+        raise InvalidArgument(_FIELD, "was issued for another conversation")
+    if unused:
+        raise InvalidArgument(_FIELD, "is not a page token issued by this service")
+    return SnapshotCursor(created_at, UUID(bytes=snapshot_id))
 
 
 # --- The record --------------------------------------------------------------------

@@ -10,7 +10,7 @@ of the range ends, then the other named ids.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -93,6 +93,19 @@ def page_size(requested: int, limits: Limits) -> int:
     if requested <= 0:
         return limits.default_page_size
     return min(requested, limits.max_page_size)
+
+
+def fitting(sizes: Iterable[int], room: int) -> int:
+    """How many of the leading entries of these sizes fit in `room` bytes
+    of a response: at least one, as a message larger than the whole limit
+    still goes out alone."""
+    taken = 0
+    for size in sizes:
+        room -= size
+        if taken and room < 0:
+            break
+        taken += 1
+    return taken
 
 
 def role_filter(roles: Sequence[int]) -> frozenset[int]:
@@ -225,8 +238,12 @@ def gap_edges(ends: RangeEnds) -> tuple[int | Neighbour, int | Neighbour]:
 def _ordering_position(
     message_id: UUID | None, field: str, places: dict[UUID, int | None]
 ) -> int | None:
-    if message_id is None:
-        return None
+    return None if message_id is None else ordering_position(message_id, field, places)
+
+
+def ordering_position(message_id: UUID, field: str, places: Mapping[UUID, int | None]) -> int:
+    """The position of `message_id` among `places` (storage's lookup of
+    it), or NOT_FOUND naming `field` when it is not in the ordering."""
     position = places.get(message_id)
     if position is None:
         raise MessageNotFound(field, f"message {message_id} is not in the conversation's ordering")
@@ -422,3 +439,69 @@ def conversation_filter(
             ' also ""), or "updated_at" (oldest first)',
         )
     return ConversationFilter(checked_labels, after, before, ORDERS[order_by])
+
+
+# --- The companion API: reading and forking the ordering ----------------------------
+
+MAX_TAIL = 1000
+"""The most messages TailConversationMessages returns."""
+MAX_MESSAGE_IDS = 1000
+"""The most ids GetMessages takes."""
+
+
+def tail_count(count: int) -> int:
+    if not 1 <= count <= MAX_TAIL:
+        raise InvalidArgument("count", f"is {count}; it must be 1 to {MAX_TAIL}")
+    return count
+
+
+def wanted_ids(values: Sequence[str]) -> list[UUID]:
+    """GetMessages' message_ids: 1 to MAX_MESSAGE_IDS ids, repeats allowed."""
+    field = "message_ids"
+    if not values:
+        raise InvalidArgument(field, "must name at least one message")
+    if len(values) > MAX_MESSAGE_IDS:
+        raise InvalidArgument(field, f"names {len(values)} ids; at most {MAX_MESSAGE_IDS}")
+    return parse_ids(values, field)
+
+
+def check_in_ordering(
+    conversation_id: UUID, message_ids: Sequence[UUID], found: Collection[UUID]
+) -> None:
+    """Every one of `message_ids` is among those `found` in the ordering,
+    else NOT_FOUND naming the first that is not."""
+    for index, message_id in enumerate(message_ids):
+        if message_id not in found:
+            raise MessageNotFound(
+                f"message_ids[{index}]",
+                f"message {message_id} is not in the ordering of conversation {conversation_id}",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ForkRequest:
+    """A ForkConversation, checked: the source, the last message to copy
+    (None: all), the new conversation's id (None: to be made) and details."""
+
+    source: UUID
+    up_to: UUID | None
+    new_conversation_id: UUID | None
+    details: ConversationDetails
+
+
+def fork_request(
+    conversation_id: str,
+    up_to_message_id: str,
+    new_conversation_id: str,
+    title: str,
+    labels: Mapping[str, str],
+) -> ForkRequest:
+    source = parse_uuid(conversation_id, "conversation_id")
+    up_to = parse_optional_uuid(up_to_message_id, "up_to_message_id")
+    new = parse_optional_uuid(new_conversation_id, "new_conversation_id")
+    if new == source:
+        raise InvalidArgument(
+            "new_conversation_id", "names the conversation to fork; a fork is a new conversation"
+        )
+    details = conversation_details(ConversationInput(title, labels, None))
+    return ForkRequest(source, up_to, new, details)

@@ -37,6 +37,7 @@ from .model import (
     EncodedResponse,
     ExpectedVersion,
     Item,
+    MessageHeader,
     MessageInput,
     NewMessage,
     Page,
@@ -124,10 +125,10 @@ class Codec(Protocol):
     service stores and hands back without looking inside.
     """
 
-    def frame(self, conversation_id: UUID, message: StoredMessage) -> tuple[bytes, bytes]:
+    def frame(self, conversation_id: UUID, message: MessageHeader) -> tuple[bytes, bytes]:
         """The message's encoding before and after its body (head, tail),
         which together with the body make an EncodedMessage. Computed once,
-        at append, and stored."""
+        at append (or when a fork copies the message), and stored."""
         ...
 
     def message_page_header_size(self, state: ConversationState) -> int:
@@ -558,19 +559,17 @@ class ConversationService:
     ) -> tuple[list[tuple[int, bytes]], bool]:
         """The leading rows whose encoding, with `header` bytes and a page
         token, stays within the response limit (at least one row)."""
-        budget = self._limits.max_response_bytes
-        total = header + self._token_field_size
-        for count, (_, entry) in enumerate(page.rows):
-            total += len(entry)
-            if count and total > budget:
-                return page.rows[:count], True
+        room = self._limits.max_response_bytes - header - self._token_field_size
+        kept = rules.fitting((len(entry) for _, entry in page.rows), room)
+        if kept < len(page.rows):
+            return page.rows[:kept], True
         return page.rows, page.more
 
     def _new_message(
         self, conversation: UUID, message: MessageInput, digest: bytes, created_at: int
     ) -> NewMessage:
         stored = StoredMessage(new_id(), message.role, message.kind, message.body, created_at)
-        head, tail = self._codec.frame(conversation, stored)
+        head, tail = self._codec.frame(conversation, stored.header)
         return NewMessage(stored, digest, head, tail)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -24,7 +25,9 @@ import pytest
 from tests.conftest import THROUGH_PGBOUNCER, postgres_location
 from tests.support import calls
 from tests.support.calls import Stub
-from tests.support.server import ServerProcess, sqlite_url
+from tests.support.server import ServerProcess, free_port, sqlite_url
+
+from .helpers import RO_TOKEN, RW_TOKEN
 
 BACKENDS = ["sqlite", "postgres", THROUGH_PGBOUNCER]
 
@@ -87,3 +90,26 @@ def make_database_url(
         return database_url_for(backend, request, tmp_path)
 
     return make
+
+
+@dataclass
+class Guarded:
+    """A server with tokens, metrics and JSON logs, and its metrics port."""
+
+    server: ServerProcess
+    metrics_port: int
+
+
+@pytest.fixture
+def guarded(make_database_url: Callable[[], str], tmp_path: Path) -> Iterator[Guarded]:
+    """A server of the current backend with tokens (helpers.RW_TOKEN,
+    helpers.RO_TOKEN), metrics and JSON logs."""
+    metrics_port = free_port()
+    server = ServerProcess(
+        make_database_url(),
+        tmp_path / "server.log",
+        extra_args=["--metrics-address", f"127.0.0.1:{metrics_port}", "--log-format", "json"],
+        env={"AGENT_STATE_AUTH_TOKENS": f"rw:{RW_TOKEN},ro:{RO_TOKEN}"},
+    )
+    with server:
+        yield Guarded(server, metrics_port)

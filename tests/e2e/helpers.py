@@ -37,9 +37,23 @@ COMPANION_METHODS = [
     "UpdateConversation",
     "ListConversations",
     "DeleteConversation",
+    "TailConversationMessages",
+    "GetMessages",
+    "ForkConversation",
+    "ListConversationSnapshots",
 ]
 """The methods of the companion API served so far (the others answer
 UNIMPLEMENTED; tests/e2e/test_companion.py checks both)."""
+
+RW_TOKEN = "rw-token-companion-0123456789"
+RO_TOKEN = "ro-token-companion-0123456789"
+"""The tokens of the `guarded` server (tests/e2e/conftest.py)."""
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata presenting `token`."""
+    return (("authorization", f"Bearer {token}"),)
+
 
 CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

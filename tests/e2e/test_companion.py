@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,13 +29,17 @@ from agent_state._gen import agent_state_pb2 as pb
 from agent_state._gen import conversations_pb2 as cpb
 from tests.support import calls
 from tests.support.calls import CompanionStub, Stub, text_message
-from tests.support.server import ServerProcess, free_port, health_check
+from tests.support.server import ServerProcess, health_check
 
+from .conftest import Guarded
 from .helpers import (
     COMPANION_METHODS,
     COMPANION_SERVICE,
     INVALID_ARGUMENT,
     NOT_FOUND,
+    RO_TOKEN,
+    RW_TOKEN,
+    bearer,
     expect_error,
     is_canonical_uuid,
     micros,
@@ -515,36 +517,6 @@ def test_exactly_the_methods_served_so_far_are_implemented(channel: grpc.Channel
         assert (code is not grpc.StatusCode.UNIMPLEMENTED) == served, (method.name, code)
 
 
-RW_TOKEN = "rw-token-companion-0123456789"
-RO_TOKEN = "ro-token-companion-0123456789"
-
-
-@dataclass
-class Guarded:
-    """A server with tokens, metrics and JSON logs, and its metrics port."""
-
-    server: ServerProcess
-    metrics_port: int
-
-
-@pytest.fixture
-def guarded(make_database_url: Callable[[], str], tmp_path: Path) -> Iterator[Guarded]:
-    """A server of the current backend with tokens, metrics and JSON logs."""
-    metrics_port = free_port()
-    server = ServerProcess(
-        make_database_url(),
-        tmp_path / "server.log",
-        extra_args=["--metrics-address", f"127.0.0.1:{metrics_port}", "--log-format", "json"],
-        env={"AGENT_STATE_AUTH_TOKENS": f"rw:{RW_TOKEN},ro:{RO_TOKEN}"},
-    )
-    with server:
-        yield Guarded(server, metrics_port)
-
-
-def _bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
 def test_tokens_metrics_and_logs(guarded: Guarded) -> None:
     with grpc.insecure_channel(guarded.server.address) as channel:
         companion = calls.make_companion_stub(channel)
@@ -553,7 +525,7 @@ def test_tokens_metrics_and_logs(guarded: Guarded) -> None:
         describing = cpb.DescribeConversationRequest(conversation_id=cid)
         listing = cpb.ListConversationsRequest()
         # No token, or an unknown one: UNAUTHENTICATED, and no version.
-        for metadata in ((), _bearer("not-a-token-at-all-00000")):
+        for metadata in ((), bearer("not-a-token-at-all-00000")):
             error = expect_error(
                 grpc.StatusCode.UNAUTHENTICATED,
                 partial(companion.DescribeConversation, describing, metadata=metadata),
@@ -562,26 +534,26 @@ def test_tokens_metrics_and_logs(guarded: Guarded) -> None:
         # A read-only token reads, and may not write.
         expect_error(
             grpc.StatusCode.PERMISSION_DENIED,
-            lambda: companion.CreateConversation(creating, metadata=_bearer(RO_TOKEN)),
+            lambda: companion.CreateConversation(creating, metadata=bearer(RO_TOKEN)),
         )
         expect_error(
             NOT_FOUND,
-            lambda: companion.DescribeConversation(describing, metadata=_bearer(RO_TOKEN)),
+            lambda: companion.DescribeConversation(describing, metadata=bearer(RO_TOKEN)),
         )
-        companion.CreateConversation(creating, metadata=_bearer(RW_TOKEN), timeout=TIMEOUT)
+        companion.CreateConversation(creating, metadata=bearer(RW_TOKEN), timeout=TIMEOUT)
         error = expect_error(
             grpc.StatusCode.PERMISSION_DENIED,
             lambda: companion.DeleteConversation(
-                cpb.DeleteConversationRequest(conversation_id=cid), metadata=_bearer(RO_TOKEN)
+                cpb.DeleteConversationRequest(conversation_id=cid), metadata=bearer(RO_TOKEN)
             ),
         )
         assert VERSION not in trailing(error)
-        assert companion.DescribeConversation(describing, metadata=_bearer(RO_TOKEN)).version == 1
+        assert companion.DescribeConversation(describing, metadata=bearer(RO_TOKEN)).version == 1
         assert (
-            len(companion.ListConversations(listing, metadata=_bearer(RO_TOKEN)).conversations) == 1
+            len(companion.ListConversations(listing, metadata=bearer(RO_TOKEN)).conversations) == 1
         )
         companion.DeleteConversation(
-            cpb.DeleteConversationRequest(conversation_id=cid), metadata=_bearer(RW_TOKEN)
+            cpb.DeleteConversationRequest(conversation_id=cid), metadata=bearer(RW_TOKEN)
         )
 
     url = f"http://127.0.0.1:{guarded.metrics_port}/metrics"

@@ -2,13 +2,16 @@
 on a running server, on both storage backends: raw and mutated bytes,
 wrong wire types, and requests whose fields take any value (any text,
 labels, durations, timestamps, masks, orders, page sizes and tokens,
-versions). Every answer is OK or a status a client's input may get, never
-INTERNAL or UNKNOWN; an OK answer parses, and what it says holds (a
-created conversation reads back the same). The server keeps serving.
+versions, counts, filters and message ids). Every answer is OK or a status
+a client's input may get, never INTERNAL or UNKNOWN; an OK answer parses,
+and what it says holds (a created conversation reads back the same, a
+tail or a fork holds the conversation's messages). The server keeps
+serving.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
@@ -23,6 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent_state._gen import agent_state_pb2 as pb
 from agent_state._gen import conversations_pb2 as cpb
 from tests.e2e.helpers import COMPANION_METHODS, new_id
 from tests.reliability.test_fuzz import (
@@ -37,7 +41,8 @@ from tests.reliability.test_fuzz import (
     wire_fields,
     wire_type_of,
 )
-from tests.support.calls import make_companion_stub
+from tests.support import calls
+from tests.support.calls import make_companion_stub, text_message
 from tests.support.server import ServerProcess
 
 SERVICE = cpb.DESCRIPTOR.services_by_name["ConversationsService"]
@@ -118,8 +123,29 @@ def existing(channel: grpc.Channel) -> str:
     return created.conversation_id
 
 
-def seeds(conversation_id: str) -> dict[str, list[bytes]]:
+@dataclass(frozen=True)
+class Filled:
+    """A conversation with messages (of every role, some with a kind) and
+    a snapshot, which the reads and forks may name."""
+
+    conversation_id: str
+    message_ids: list[str]
+
+
+@pytest.fixture(scope="package")
+def filled(channel: grpc.Channel) -> Filled:
+    stub = calls.make_stub(channel)
+    conversation_id = new_id()
+    roles = [pb.ROLE_USER, pb.ROLE_ASSISTANT, pb.ROLE_TOOL]
+    messages = [text_message(f"m{i}", roles[i % 3], "k" if i % 2 else "") for i in range(12)]
+    ids = [m.id for m in calls.append(stub, conversation_id, messages).appended]
+    calls.snapshot(stub, conversation_id, ids[:3])
+    return Filled(conversation_id, ids)
+
+
+def seeds(conversation_id: str, full: Filled | None = None) -> dict[str, list[bytes]]:
     """Valid requests of each method, to mutate."""
+    full = full or Filled(conversation_id, [new_id()])
     return {
         "CreateConversation": [
             cpb.CreateConversationRequest(
@@ -153,6 +179,29 @@ def seeds(conversation_id: str) -> dict[str, list[bytes]]:
                 conversation_id=new_id(), allow_missing=True
             ).SerializeToString()
         ],
+        "TailConversationMessages": [
+            cpb.TailConversationMessagesRequest(
+                conversation_id=full.conversation_id, count=3, roles=[pb.ROLE_USER], kinds=["k"]
+            ).SerializeToString()
+        ],
+        "GetMessages": [
+            cpb.GetMessagesRequest(
+                conversation_id=full.conversation_id, message_ids=full.message_ids[:2]
+            ).SerializeToString()
+        ],
+        "ForkConversation": [
+            cpb.ForkConversationRequest(
+                conversation_id=full.conversation_id,
+                up_to_message_id=full.message_ids[-1],
+                title="f",
+                labels={"fuzz": "fork"},
+            ).SerializeToString()
+        ],
+        "ListConversationSnapshots": [
+            cpb.ListConversationSnapshotsRequest(
+                conversation_id=full.conversation_id, page_size=1
+            ).SerializeToString()
+        ],
     }
 
 
@@ -170,8 +219,10 @@ def test_random_bytes(fz: CompanionFuzzer, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", COMPANION_METHODS)
-def test_random_wire_fields_and_mutations(fz: CompanionFuzzer, existing: str, method: str) -> None:
-    valid = seeds(existing)[method]
+def test_random_wire_fields_and_mutations(
+    fz: CompanionFuzzer, existing: str, filled: Filled, method: str
+) -> None:
+    valid = seeds(existing, filled)[method]
 
     @FUZZ
     @given(st.sampled_from([b"", *valid]), wire_fields(), mutated(valid))
@@ -183,8 +234,10 @@ def test_random_wire_fields_and_mutations(fz: CompanionFuzzer, existing: str, me
 
 
 @pytest.mark.parametrize("method", COMPANION_METHODS)
-def test_wrong_wire_types_for_known_fields(fz: CompanionFuzzer, existing: str, method: str) -> None:
-    base = seeds(existing)[method][0]
+def test_wrong_wire_types_for_known_fields(
+    fz: CompanionFuzzer, existing: str, filled: Filled, method: str
+) -> None:
+    base = seeds(existing, filled)[method][0]
     for descriptor in FIELDS[method]:
         for wire_type in sorted({0, 1, 2, 3, 5} - wire_type_of(descriptor)):
             wrong = any_wire_value(wire_type, descriptor.number)
@@ -315,5 +368,110 @@ def test_describe_and_delete_with_any_values(fz: CompanionFuzzer) -> None:
             conversation_id=conversation_id, expected_version=expected, allow_missing=allow_missing
         )
         fz.send("DeleteConversation", request)
+
+    run()
+
+
+roles = st.lists(st.integers(INT32_MIN, INT32_MAX) | st.sampled_from([0, 1, 2, 3, 4]), max_size=4)
+kinds = st.lists(texts | st.just("k"), max_size=4)
+tokens = texts | st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+    min_size=63,
+    max_size=63,
+)
+
+
+def test_tail_with_any_values(fz: CompanionFuzzer, filled: Filled) -> None:
+    @FUZZ
+    @given(st.just(filled.conversation_id) | ids, int32s, roles, kinds)
+    def run(
+        conversation_id: str, count: int, role_filter: list[int], kind_filter: list[str]
+    ) -> None:
+        request = cpb.TailConversationMessagesRequest(
+            conversation_id=conversation_id,
+            count=count,
+            roles=role_filter,  # type: ignore[arg-type]
+            kinds=kind_filter,
+        )
+        answer = fz.send("TailConversationMessages", request)
+        if answer.response is None:
+            return
+        reply = cpb.TailConversationMessagesResponse.FromString(answer.response)
+        assert len(reply.messages) <= count
+        if conversation_id == filled.conversation_id:
+            found = [message.id for message in reply.messages]
+            # The last of the ordering that match, oldest first.
+            assert found == [i for i in filled.message_ids if i in found]
+
+    run()
+
+
+def test_get_messages_with_any_values(fz: CompanionFuzzer, filled: Filled) -> None:
+    wanted = st.sampled_from(filled.message_ids) | ids
+
+    @FUZZ
+    @given(
+        st.just(filled.conversation_id) | ids,
+        st.lists(wanted, max_size=6) | st.just([filled.message_ids[0]] * 1001),
+    )
+    def run(conversation_id: str, message_ids: list[str]) -> None:
+        request = cpb.GetMessagesRequest(conversation_id=conversation_id, message_ids=message_ids)
+        answer = fz.send("GetMessages", request)
+        if answer.response is not None:
+            reply = cpb.GetMessagesResponse.FromString(answer.response)
+            assert [m.id for m in reply.messages] == [str(uuid.UUID(i)) for i in message_ids]
+
+    run()
+
+
+def test_list_snapshots_with_any_values(fz: CompanionFuzzer, filled: Filled) -> None:
+    @FUZZ
+    @given(st.just(filled.conversation_id) | ids, int32s, tokens)
+    def run(conversation_id: str, page_size: int, token: str) -> None:
+        request = cpb.ListConversationSnapshotsRequest(
+            conversation_id=conversation_id, page_size=page_size, page_token=token
+        )
+        fz.send("ListConversationSnapshots", request)
+
+    run()
+
+
+def test_fork_with_any_values(fz: CompanionFuzzer, filled: Filled) -> None:
+    @FUZZ
+    @given(
+        st.just(filled.conversation_id) | ids,
+        st.just("") | st.sampled_from(filled.message_ids) | ids,
+        st.just("") | ids,
+        texts,
+        label_maps,
+    )
+    def run(
+        conversation_id: str,
+        up_to: str,
+        new_conversation_id: str,
+        title: str,
+        labels: dict[str, str],
+    ) -> None:
+        request = cpb.ForkConversationRequest(
+            conversation_id=conversation_id,
+            up_to_message_id=up_to,
+            new_conversation_id=new_conversation_id,
+            title=title,
+            labels=labels,
+        )
+        answer = fz.send("ForkConversation", request)
+        if answer.response is None:
+            return
+        reply = cpb.ForkConversationResponse.FromString(answer.response)
+        conversation = reply.conversation
+        assert (conversation.title, dict(conversation.labels), conversation.version) == (
+            title,
+            labels,
+            1,
+        )
+        assert conversation.message_count == len(reply.message_ids)
+        if conversation_id == filled.conversation_id:
+            last = filled.message_ids.index(up_to) + 1 if up_to else len(filled.message_ids)
+            assert len(reply.message_ids) == last
 
     run()

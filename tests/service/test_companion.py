@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 from uuid import UUID, uuid4
 
@@ -31,8 +31,10 @@ from agent_state.model import (
     ConversationDetails,
     ConversationInput,
     ConversationRecord,
+    ConversationState,
     EncodedResponse,
     Erased,
+    MessageHeader,
     MessageInput,
     Moment,
     Retention,
@@ -50,7 +52,9 @@ PLAIN = ConversationInput("", {}, None)
 
 
 class RecordCodec:
-    """A CompanionCodec whose bytes name the record they stand for."""
+    """A CompanionCodec whose bytes name the record they stand for. A
+    message's entry is its id's 16 bytes and its body (as ReadableCodec's);
+    a fork's response is the fork's serial number and its copies' ids."""
 
     def __init__(self) -> None:
         self.records: dict[EncodedResponse, ConversationRecord] = {}
@@ -59,6 +63,22 @@ class RecordCodec:
         response = EncodedResponse(b"record %d" % len(self.records))
         self.records[response] = record
         return response
+
+    def forked(self, record: ConversationRecord, message_ids: Sequence[UUID]) -> EncodedResponse:
+        response = EncodedResponse(
+            b"fork %d:" % len(self.records) + b"".join(i.bytes for i in message_ids)
+        )
+        self.records[response] = record
+        return response
+
+    def frame(self, conversation_id: UUID, message: MessageHeader) -> tuple[bytes, bytes]:
+        return message.id.bytes, b""
+
+    def tail_header_size(self, state: ConversationState) -> int:
+        return 0
+
+    def message_id_size(self) -> int:
+        return 16
 
 
 class Clock:

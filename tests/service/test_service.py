@@ -28,8 +28,8 @@ from agent_state.model import (
     EncodedMessage,
     EncodedResponse,
     ExpectedVersion,
+    MessageHeader,
     MessageInput,
-    StoredMessage,
 )
 from agent_state.paging import Cursor, PagedList
 from agent_state.service import (
@@ -56,7 +56,7 @@ class ReadableCodec:
     def __init__(self) -> None:
         self.results: dict[EncodedResponse, object] = {}
 
-    def frame(self, conversation_id: UUID, message: StoredMessage) -> tuple[bytes, bytes]:
+    def frame(self, conversation_id: UUID, message: MessageHeader) -> tuple[bytes, bytes]:
         return message.id.bytes, b""
 
     def message_page_header_size(self, state: ConversationState) -> int:

@@ -1,15 +1,19 @@
 """`new_database`: a brand-new empty database of each backend, for the
-tests of migrate(). (`store` lives in tests/conftest.py.)"""
+tests of migrate(); `migrated_postgres`, a store over a PostgreSQL
+database of a test's own. (`store` lives in tests/conftest.py.)"""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
 
+from agent_state.storage.postgres import PostgresStore
 from tests.conftest import BACKENDS, StoreFactory, factory, location
 
 
@@ -42,3 +46,16 @@ def new_database(request: pytest.FixtureRequest) -> FreshDatabase:
     backend: str = request.param
     database = location(backend, request, "fresh.db", shared=False)
     return FreshDatabase(backend, database, factory(backend, database))
+
+
+@asynccontextmanager
+async def migrated_postgres(url: str) -> AsyncIterator[PostgresStore]:
+    """An open store over the PostgreSQL database at `url`, migrated;
+    closed afterwards."""
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()

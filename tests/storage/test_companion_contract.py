@@ -34,10 +34,9 @@ from agent_state.model import (
 from agent_state.positions import GAP, MAX_POSITION
 from agent_state.storage import sql, transactions
 from agent_state.storage.base import Store
-from agent_state.storage.postgres import PostgresStore
 from tests.conftest import BACKENDS, factory, location
 
-from .conftest import FreshDatabase
+from .conftest import FreshDatabase, migrated_postgres
 from .test_store_contract import T0, Boom, add, message, new, new_conversation, sha256
 
 NIL = UUID(int=0)
@@ -438,10 +437,7 @@ async def test_postgres_list_conversations_scans_no_table_whole(
     make_postgres_database: Callable[[], str],
 ) -> None:
     url = make_postgres_database()
-    store = PostgresStore(url)
-    await store.open()
-    try:
-        await store.migrate()
+    async with migrated_postgres(url) as store:
         with psycopg.connect(url, autocommit=True) as conn:
             # One statement a table: 100,000 conversations a millisecond
             # apart, a user label each (100 conversations a user), an app
@@ -540,5 +536,3 @@ async def test_postgres_list_conversations_scans_no_table_whole(
         assert all(record.details.labels["user"] == "user-42" for record in page.rows)
         assert len(common.rows) == 10
         assert common.more
-    finally:
-        await store.close()

@@ -4,10 +4,12 @@ Every refusal names its field."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from agent_state import rules
-from agent_state.errors import InvalidArgument
+from agent_state.errors import InvalidArgument, MessageNotFound
 from agent_state.model import (
     ConversationDetails,
     ConversationInput,
@@ -206,3 +208,71 @@ def test_invalid_timestamps_are_refused(moment: Moment, field: str) -> None:
 def test_label_filters_follow_the_label_rules() -> None:
     assert rules.conversation_filter({"k": "v"}, None, None, "").labels == {"k": "v"}
     _refused("labels['K']", lambda: rules.conversation_filter({"K": "v"}, None, None, ""))
+
+
+# --- reading and forking the ordering -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sizes", "room", "kept"),
+    [
+        ([], 10, 0),
+        ([5, 5], 10, 2),
+        ([5, 5, 1], 10, 2),
+        ([4, 5, 1], 10, 3),
+        # The first always goes, however large.
+        ([50, 1], 10, 1),
+        ([50], -3, 1),
+    ],
+)
+def test_fitting_keeps_the_leading_entries_that_fit(sizes: list[int], room: int, kept: int) -> None:
+    assert rules.fitting(sizes, room) == kept
+
+
+@pytest.mark.parametrize("count", [1, 5, rules.MAX_TAIL])
+def test_tail_counts(count: int) -> None:
+    assert rules.tail_count(count) == count
+
+
+@pytest.mark.parametrize("count", [0, -1, rules.MAX_TAIL + 1, 2**31 - 1])
+def test_tail_counts_out_of_range(count: int) -> None:
+    error = _refused("count", lambda: rules.tail_count(count))
+    assert str(count) in error.reason
+
+
+def test_wanted_ids() -> None:
+    one = uuid.uuid4()
+    assert rules.wanted_ids([str(one), str(one).upper()]) == [one, one]
+    _refused("message_ids", lambda: rules.wanted_ids([]))
+    too_many = [str(one)] * (rules.MAX_MESSAGE_IDS + 1)
+    _refused("message_ids", lambda: rules.wanted_ids(too_many))
+    _refused("message_ids[1]", lambda: rules.wanted_ids([str(one), "nope", ""]))
+
+
+def test_check_in_ordering_names_the_first_missing() -> None:
+    conversation, here, gone = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    rules.check_in_ordering(conversation, [here, here], {here})
+    with pytest.raises(MessageNotFound) as caught:
+        rules.check_in_ordering(conversation, [here, gone, gone], {here})
+    assert caught.value.field == "message_ids[1]"
+    assert str(gone) in caught.value.reason
+
+
+def test_fork_requests() -> None:
+    source, up_to, new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    request = rules.fork_request(str(source).upper(), str(up_to), str(new), "t", {"k": "v"})
+    assert request == rules.ForkRequest(
+        source, up_to, new, ConversationDetails("t", {"k": "v"}, None)
+    )
+    unset = rules.fork_request(str(source), "", "", "", {})
+    assert (unset.up_to, unset.new_conversation_id) == (None, None)
+    cases: list[tuple[str, tuple[str, str, str, str, dict[str, str]]]] = [
+        ("conversation_id", ("", "", "", "", {})),
+        ("up_to_message_id", (str(source), "x", "", "", {})),
+        ("new_conversation_id", (str(source), "", "x", "", {})),
+        ("new_conversation_id", (str(source), "", "{" + str(source) + "}", "", {})),
+        ("title", (str(source), "", "", "t" * (rules.MAX_TITLE_LENGTH + 1), {})),
+        ("labels['A']", (str(source), "", "", "", {"A": ""})),
+    ]
+    for field, arguments in cases:
+        _refused(field, lambda arguments=arguments: rules.fork_request(*arguments))

@@ -139,3 +139,24 @@ def test_tokens_of_other_lists_are_refused_both_ways() -> None:
         paging.decode(conversations, PagedList.CONVERSATION_MESSAGES, CONVERSATION, NO_FILTER)
     with pytest.raises(InvalidArgument, match="another list"):
         paging.decode_conversations(_token(), NO_FILTER)
+
+
+# --- ListConversationSnapshots -----------------------------------------------------
+
+
+def test_snapshot_tokens_round_trip_bound_to_their_conversation() -> None:
+    cursor = paging.SnapshotCursor(-7, uuid.uuid4())
+    token = paging.encode_snapshots(CONVERSATION, cursor)
+    assert len(token) == paging.token_length()
+    assert paging.decode_snapshots(token, CONVERSATION) == cursor
+    assert paging.decode_snapshots("", CONVERSATION) is None
+    with pytest.raises(InvalidArgument, match="another conversation") as caught:
+        paging.decode_snapshots(token, uuid.uuid4())
+    assert caught.value.field == "page_token"
+    # Not a token of another list, nor one of theirs.
+    with pytest.raises(InvalidArgument, match="another list"):
+        paging.decode(token, PagedList.CONVERSATION_MESSAGES, CONVERSATION, NO_FILTER)
+    with pytest.raises(InvalidArgument, match="another list"):
+        paging.decode_snapshots(_token(), CONVERSATION)
+    with pytest.raises(InvalidArgument, match="not a page token"):
+        paging.decode_snapshots(token[:-1], CONVERSATION)

@@ -7,11 +7,16 @@ Every call that names one conversation answers with the trailing metadata
 x-conversation-version (dispatch.set_trailing): its version after the
 call; 0 after DeleteConversation (the conversation no longer exists, as
 `if-version: 0` means); on errors too when the conversation exists.
+ForkConversation answers with the new conversation's version (its log
+line names the source).
 
 To serve another method, add its handler to `routes`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
 
 import grpc
 
@@ -19,8 +24,8 @@ from .._gen import conversations_pb2 as cpb
 from ..companion import CompanionService, Replayed
 from ..errors import ConversationNotFound, StorageUnavailable, VersionMismatch
 from ..idempotency import Idempotency
-from ..model import ConversationRecord, EncodedResponse
-from . import convert, dispatch
+from ..model import ConversationRecord, ConversationState, EncodedResponse, MessageHeader
+from . import convert, dispatch, wire
 
 SERVICE = cpb.DESCRIPTOR.services_by_name["ConversationsService"]
 SERVICE_NAME = SERVICE.full_name
@@ -29,8 +34,27 @@ SERVICE_NAME = SERVICE.full_name
 class CompanionCodec:
     """companion.CompanionCodec in the companion API's wire format."""
 
+    def __init__(self) -> None:
+        self._messages = wire.WireCodec()
+
     def conversation(self, record: ConversationRecord) -> EncodedResponse:
         return EncodedResponse(convert.conversation(record).SerializeToString())
+
+    def forked(self, record: ConversationRecord, message_ids: Sequence[UUID]) -> EncodedResponse:
+        response = cpb.ForkConversationResponse(
+            conversation=convert.conversation(record), message_ids=convert.ids(message_ids)
+        )
+        return EncodedResponse(response.SerializeToString())
+
+    def frame(self, conversation_id: UUID, message: MessageHeader) -> tuple[bytes, bytes]:
+        # Messages are stored as the agynio service encodes them.
+        return self._messages.frame(conversation_id, message)
+
+    def tail_header_size(self, state: ConversationState) -> int:
+        return wire.tail_header_size(state)
+
+    def message_id_size(self) -> int:
+        return wire.MESSAGE_ID_FIELD_SIZE
 
 
 def _conversation_id(request: cpb.DescribeConversationRequest) -> str:
@@ -39,6 +63,10 @@ def _conversation_id(request: cpb.DescribeConversationRequest) -> str:
 
 def _updated_conversation_id(request: cpb.UpdateConversationRequest) -> str:
     return request.conversation.conversation_id
+
+
+def _new_conversation_id(request: cpb.ForkConversationRequest) -> str:
+    return request.new_conversation_id
 
 
 def _answer(result: ConversationRecord | Replayed) -> dispatch.Versioned:
@@ -67,6 +95,15 @@ class CompanionServicer:
             "ListConversations": dispatch.Route(self.list_conversations),
             "DeleteConversation": dispatch.Route(
                 self.delete_conversation, write=True, conversation=one
+            ),
+            "TailConversationMessages": dispatch.Route(self.tail_messages, conversation=one),
+            "GetMessages": dispatch.Route(self.get_messages, conversation=one),
+            "ListConversationSnapshots": dispatch.Route(self.list_snapshots, conversation=one),
+            "ForkConversation": dispatch.Route(
+                self.fork_conversation,
+                write=True,
+                conversation=one,
+                versioned=_new_conversation_id,
             ),
         }
 
@@ -136,6 +173,54 @@ class CompanionServicer:
             deleted_message_count=erased.messages, deleted_snapshot_count=erased.snapshots
         )
         return dispatch.Versioned(response, 0)
+
+    async def tail_messages(
+        self, request: cpb.TailConversationMessagesRequest
+    ) -> dispatch.Versioned:
+        result = await self._service.tail_messages(
+            request.conversation_id, request.count, list(request.roles), list(request.kinds)
+        )
+        return dispatch.Versioned(wire.tail_messages(result), result.state.version)
+
+    async def get_messages(self, request: cpb.GetMessagesRequest) -> dispatch.Versioned:
+        result = await self._service.get_messages(
+            request.conversation_id, list(request.message_ids)
+        )
+        return dispatch.Versioned(wire.messages_by_id(result), result.state.version)
+
+    async def list_snapshots(
+        self, request: cpb.ListConversationSnapshotsRequest
+    ) -> dispatch.Versioned:
+        page = await self._service.list_snapshots(
+            request.conversation_id, request.page_size, request.page_token
+        )
+        response = cpb.ListConversationSnapshotsResponse(
+            snapshots=[
+                cpb.SnapshotInfo(
+                    snapshot_id=str(snapshot.id),
+                    created_at=convert.timestamp(snapshot.created_at),
+                    item_count=snapshot.item_count,
+                )
+                for snapshot in page.snapshots
+            ],
+            next_page_token=page.next_page_token,
+        )
+        return dispatch.Versioned(response, page.state.version)
+
+    async def fork_conversation(
+        self, request: cpb.ForkConversationRequest, key: Idempotency | None
+    ) -> dispatch.Versioned:
+        result = await self._service.fork_conversation(
+            request.conversation_id,
+            request.up_to_message_id,
+            request.new_conversation_id,
+            request.title,
+            request.labels,
+            key,
+        )
+        if isinstance(result, Replayed):
+            return dispatch.Versioned(result.response, result.version)
+        return dispatch.Versioned(result.response, result.record.state.version)
 
 
 def register(server: grpc.aio.Server, servicer: CompanionServicer, edge: dispatch.Edge) -> None:

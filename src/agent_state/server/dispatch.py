@@ -69,6 +69,10 @@ class Route:
     conversation: Callable[[Any], str] | None = None
     """The id of the one conversation the request names (as sent), for the
     log line and the version on errors; None: the method names none."""
+    versioned: Callable[[Any], str] | None = None
+    """The id of the conversation whose version a failed call answers
+    with, where that is another one (a fork's new conversation); None:
+    `conversation`."""
 
 
 class Versions(Protocol):
@@ -161,7 +165,8 @@ class Edge:
 def _behaviour(
     method: str, route: Route, edge: Edge, versions: Versions | None
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | bytes]]:
-    handler, write, named = route.handler, route.write, route.conversation
+    handler, write = route.handler, route.write
+    named = route.versioned or route.conversation
 
     async def version_after(request: Any, error: Exception) -> int | None:
         """The version of the conversation a failed call named, if any."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 from uuid import UUID
 
 from .._gen import agent_state_pb2 as pb
-from ..model import ConversationState, EncodedResponse, StoredMessage
+from ..companion import MessagesById, TailMessages
+from ..model import ConversationState, EncodedResponse, MessageHeader
 from ..service import (
     Appended,
     Deleted,
@@ -82,6 +83,13 @@ AppendConversationMessagesResponse."""
 SNAPSHOT_ENTRY_TAG = 0x0A
 """Tag of field 1, length-delimited: ``messages`` of ListSnapshotMessagesResponse."""
 
+MESSAGES_BY_ID_ENTRY_TAG = 0x0A
+"""Tag of field 1, length-delimited: ``messages`` of GetMessagesResponse.
+(``messages`` of TailConversationMessagesResponse is field 2, as stored.)"""
+
+TRUNCATED_FIELD = b"\x18\x01"
+"""``truncated = true`` (field 3, varint) of TailConversationMessagesResponse."""
+
 TOKEN_TAG_OF_LIST = 0x1A
 """``next_page_token`` (field 3) of ListConversationMessagesResponse."""
 
@@ -138,9 +146,9 @@ class WireCodec:
     responses built from stored bytes. Holds no state, so the service and
     the servicer may each have their own."""
 
-    def frame(self, conversation_id: UUID, message: StoredMessage) -> tuple[bytes, bytes]:
-        """(head, tail) such that ``head + body + tail`` is `message` as an
-        entry of a field with tag LIST_ENTRY_TAG, byte for byte what
+    def frame(self, conversation_id: UUID, message: MessageHeader) -> tuple[bytes, bytes]:
+        """(head, tail) such that ``head + body + tail`` is the message as
+        an entry of a field with tag LIST_ENTRY_TAG, byte for byte what
         protobuf writes."""
         # Ids in their canonical text form, which is ASCII.
         message_id = str(message.id).encode("ascii")
@@ -150,7 +158,7 @@ class WireCodec:
         kind_bytes = message.kind.encode("utf-8")
         if kind_bytes:
             fields += field(0x22, kind_bytes)
-        body_length = len(message.body)
+        body_length = message.body_length
         fields += b"\x2a" + varint(body_length)
         tail = field(0x32, timestamp(message.created_at))
         size = len(fields) + body_length + len(tail)
@@ -216,3 +224,32 @@ class WireCodec:
             )
         )
         return EncodedResponse(response.SerializeToString())
+
+
+# -- the companion API's responses built from stored bytes -----------------------
+
+
+def tail_messages(result: TailMessages) -> bytes:
+    """TailConversationMessagesResponse: metadata = 1, messages = 2 (the
+    stored entries, as they are), truncated = 3."""
+    truncated = TRUNCATED_FIELD if result.truncated else b""
+    return metadata_field(result.state) + b"".join(result.entries) + truncated
+
+
+def tail_header_size(state: ConversationState) -> int:
+    """Bytes of a TailConversationMessagesResponse besides its entries, with
+    `truncated` set."""
+    return length_delimited_size(metadata_size(state.message_count, state.updated_at)) + len(
+        TRUNCATED_FIELD
+    )
+
+
+def messages_by_id(result: MessagesById) -> bytes:
+    """GetMessagesResponse: messages = 1, the stored entries retagged (the
+    same size)."""
+    return b"".join(retagged(entry, MESSAGES_BY_ID_ENTRY_TAG) for entry in result.entries)
+
+
+MESSAGE_ID_FIELD_SIZE = length_delimited_size(UUID_TEXT_LENGTH)
+"""Bytes one message id takes in a repeated string field (field number
+below 16)."""

@@ -22,7 +22,9 @@ from ..model import (
     ConversationState,
     Erased,
     Item,
+    MessageCopy,
     NewMessage,
+    Original,
     Page,
     RememberedCall,
     Renumbering,
@@ -71,8 +73,44 @@ class ReadTransaction(ABC):
         """
 
     @abstractmethod
+    async def tail_page(
+        self,
+        conversation_id: UUID,
+        count: int,
+        roles: frozenset[int],
+        kinds: frozenset[str],
+        body_budget: int,
+    ) -> tuple[ConversationState, Page[tuple[int, bytes]]]:
+        """The conversation's row and the last `count` entries of its
+        ordering that match `roles` and `kinds` (an empty set matches
+        everything), newest first, each with its message's encoding;
+        raises ConversationNotFound.
+
+        A row is returned only while the encodings of the rows before it
+        add up to less than `body_budget` bytes; the first (the newest)
+        always comes back. `more` is True when the budget left out some of
+        the `count`. Reads no entry past the last it returns, and, as
+        message_page, sees one consistent state by itself, so it may run
+        under `Store.read_once`."""
+
+    @abstractmethod
     async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
         """Ordered entries with position > `after`, at most `limit`."""
+
+    @abstractmethod
+    async def entry_sizes(
+        self, conversation_id: UUID, message_ids: Sequence[UUID]
+    ) -> dict[UUID, int]:
+        """Of the given ids, those of messages in the conversation's
+        ordering, mapped to the size of their encoding (found without
+        reading the encoding)."""
+
+    @abstractmethod
+    async def entries(
+        self, conversation_id: UUID, message_ids: Sequence[UUID]
+    ) -> dict[UUID, bytes]:
+        """The encodings of those of the given messages that are in the
+        conversation's ordering."""
 
     @abstractmethod
     async def describe(self, conversation_id: UUID) -> ConversationRecord:
@@ -84,6 +122,13 @@ class ReadTransaction(ABC):
         """The conversations `selection` names, in its order, with their
         details and labels; `more` is True when further ones exist. Reads
         no message. Two reads: consistent under `Store.read`."""
+
+    @abstractmethod
+    async def snapshot_list(
+        self, conversation_id: UUID, after: tuple[int, UUID], limit: int
+    ) -> Page[Snapshot]:
+        """The conversation's snapshots whose key (created_at, id) is above
+        `after`, oldest first (by that key), at most `limit`."""
 
     @abstractmethod
     async def snapshot(self, snapshot_id: UUID) -> Snapshot:
@@ -141,9 +186,34 @@ class WriteTransaction(ABC):
         transaction afterwards."""
 
     @abstractmethod
-    async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:
-        """Of the given ids, those that are messages of the conversation,
-        mapped to their position in the ordering (None when detached)."""
+    async def lookup(
+        self, message_ids: Sequence[UUID], conversation_id: UUID | None = None
+    ) -> dict[UUID, int | None]:
+        """Of the given ids, those that are messages of the conversation
+        (or of `conversation_id`, one this transaction holds), mapped to
+        their position in the ordering (None when detached)."""
+
+    @abstractmethod
+    async def hold(self, conversation_id: UUID) -> ConversationState:
+        """Another conversation's row, which nobody may change, nor its
+        ordering, until this transaction ends (others may still read it and
+        hold it): for copying from it consistently. Raises
+        ConversationNotFound."""
+
+    @abstractmethod
+    async def originals(
+        self, conversation_id: UUID, after: int, last: int, limit: int
+    ) -> list[Original]:
+        """Up to `limit` entries of the ordering of a held conversation
+        with after < position <= last, in order, each with all of its
+        message but the body."""
+
+    @abstractmethod
+    async def copy_messages(self, source: UUID, copies: Sequence[MessageCopy]) -> None:
+        """Store copies of messages of `source` (held) in this conversation,
+        in its ordering at the copies' positions, under their ids: each
+        with its original's role, kind, body, body_sha256 and created_at,
+        and as its encoding the copy's head and tail around the body."""
 
     @abstractmethod
     async def items_between(self, lower: int, upper: int | None) -> list[Item]:

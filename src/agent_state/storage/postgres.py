@@ -187,6 +187,12 @@ async def _abandon(conn: _Connection, pipeline: AsyncPipeline) -> None:
 
 # --- The executor ----------------------------------------------------------------
 
+_WITH_CONVERSATION = {
+    "message_page": "conversation_and_message_page",
+    "tail_page": "conversation_and_tail_page",
+}
+"""The one statement that reads each page with the conversation's row."""
+
 
 class _PostgresExecutor(Executor):
     """Runs the named queries in a transaction's pipeline."""
@@ -229,11 +235,11 @@ class _PostgresExecutor(Executor):
 
     @_translated
     async def state_and_page(
-        self, params: Params, limit: int, budget: int, filters: Filters
+        self, page: str, params: Params, limit: int, budget: int, filters: Filters
     ) -> tuple[Row | None, Page[tuple[int, bytes]]]:
         # An empty filter array is off.
         arrays = {"roles": list(filters.roles), "kinds": list(filters.kinds)}
-        rows = await _rows(self._conn, "conversation_and_message_page", {**params, **arrays})
+        rows = await _rows(self._conn, _WITH_CONVERSATION[page], {**params, **arrays})
         if not rows or rows[0][0] is not None:
             return None, Page([], more=False)
         entries = (row[:2] for row in rows[1:])

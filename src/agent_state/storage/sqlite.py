@@ -204,7 +204,7 @@ class _SqliteExecutor(Executor):
         return await self._conn.run(lambda db: _page(db, query, params, limit, budget))
 
     async def state_and_page(
-        self, params: Params, limit: int, budget: int, filters: Filters
+        self, page: str, params: Params, limit: int, budget: int, filters: Filters
     ) -> tuple[Row | None, Page[tuple[int, bytes]]]:
         def read(db: sqlite3.Connection) -> tuple[Row | None, Page[tuple[int, bytes]]]:
             # Both statements in one read transaction, so that they agree,
@@ -214,8 +214,7 @@ class _SqliteExecutor(Executor):
                 _begin_read(db)
             try:
                 row = _row(db, "conversation", params)
-                page = _page(db, "message_page", _staged(db, params, filters), limit, budget)
-                return row, page
+                return row, _page(db, page, _staged(db, params, filters), limit, budget)
             finally:
                 if began:
                     _end_transaction(db)

@@ -46,7 +46,10 @@ from ..model import (
     ConversationState,
     Erased,
     Item,
+    MessageCopy,
+    MessageHeader,
     NewMessage,
+    Original,
     Page,
     RememberedCall,
     Renumbering,
@@ -106,11 +109,13 @@ class Executor(ABC):
 
     @abstractmethod
     async def state_and_page(
-        self, params: Params, limit: int, budget: int, filters: Filters
+        self, page: str, params: Params, limit: int, budget: int, filters: Filters
     ) -> tuple[Row | None, Page[tuple[int, bytes]]]:
         """The conversation's row (None: absent) and its page of messages
         under `budget`, filtered, read together so that they agree even
-        outside a transaction, in one round trip or hop."""
+        outside a transaction, in one round trip or hop. `page` names the
+        page: "message_page" (forward from a position) or "tail_page" (the
+        last entries, newest first)."""
 
     @abstractmethod
     async def labelled_rows(
@@ -234,10 +239,7 @@ class Read(ReadTransaction):
         self._x = executor
 
     async def conversation(self, conversation_id: UUID) -> ConversationState:
-        row = await self._x.row("conversation", {"conversation": conversation_id})
-        if row is None:
-            raise common.conversation_not_found(conversation_id)
-        return common.conversation_state(conversation_id, row)
+        return await _conversation(self._x, "conversation", conversation_id)
 
     async def renumberings_since(
         self, conversation_id: UUID, layout_version: int
@@ -255,16 +257,48 @@ class Read(ReadTransaction):
         body_budget: int,
     ) -> tuple[ConversationState, Page[tuple[int, bytes]]]:
         params = _page_params(conversation_id, after, limit, body_budget)
-        row, page = await self._x.state_and_page(params, limit, body_budget, _filters(roles, kinds))
+        filters = _filters(roles, kinds)
+        return await self._state_and_page("message_page", params, limit, body_budget, filters)
+
+    async def tail_page(
+        self,
+        conversation_id: UUID,
+        count: int,
+        roles: frozenset[int],
+        kinds: frozenset[str],
+        body_budget: int,
+    ) -> tuple[ConversationState, Page[tuple[int, bytes]]]:
+        # Exactly `count` rows: a row past them is not "more" for a tail.
+        params = {"conversation": conversation_id, "limit": count, "budget": body_budget}
+        filters = _filters(roles, kinds)
+        return await self._state_and_page("tail_page", params, count, body_budget, filters)
+
+    async def _state_and_page(
+        self, page: str, params: dict[str, Any], limit: int, budget: int, filters: Filters
+    ) -> tuple[ConversationState, Page[tuple[int, bytes]]]:
+        conversation_id: UUID = params["conversation"]
+        row, found = await self._x.state_and_page(page, params, limit, budget, filters)
         if row is None:
             raise common.conversation_not_found(conversation_id)
-        return common.conversation_state(conversation_id, row), page
+        return common.conversation_state(conversation_id, row), found
 
     async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
         params = {"conversation": conversation_id, "position": after, "limit": limit + 1}
         return common.limited_page(
             _items(self._x, await self._x.rows("items_after", params)), limit
         )
+
+    async def entry_sizes(
+        self, conversation_id: UUID, message_ids: Sequence[UUID]
+    ) -> dict[UUID, int]:
+        rows = await _by_ids(self._x, "entry_sizes", conversation_id, message_ids)
+        return {self._x.to_uuid(message_id): size for message_id, size in rows}
+
+    async def entries(
+        self, conversation_id: UUID, message_ids: Sequence[UUID]
+    ) -> dict[UUID, bytes]:
+        rows = await _by_ids(self._x, "entries_of", conversation_id, message_ids)
+        return {self._x.to_uuid(message_id): bytes(entry) for message_id, entry in rows}
 
     async def describe(self, conversation_id: UUID) -> ConversationRecord:
         return await _record(self._x, conversation_id)
@@ -296,6 +330,22 @@ class Read(ReadTransaction):
             for conversation_id, row in zip(ids, page.rows, strict=True)
         ]
         return Page(records, page.more)
+
+    async def snapshot_list(
+        self, conversation_id: UUID, after: tuple[int, UUID], limit: int
+    ) -> Page[Snapshot]:
+        params = {
+            "conversation": conversation_id,
+            "after_at": common.Micros(after[0]),
+            "after_id": after[1],
+            "limit": limit + 1,
+        }
+        page = common.limited_page(await self._x.rows("snapshots_after", params), limit)
+        snapshots = [
+            Snapshot(self._x.to_uuid(snapshot_id), conversation_id, created_at, item_count)
+            for snapshot_id, created_at, item_count in page.rows
+        ]
+        return Page(snapshots, page.more)
 
     async def snapshot(self, snapshot_id: UUID) -> Snapshot:
         row = await self._x.row("snapshot", {"snapshot": snapshot_id})
@@ -373,15 +423,45 @@ class Write(WriteTransaction):
         )
         return Erased(messages=row[0], snapshots=row[1])
 
-    async def lookup(self, message_ids: Sequence[UUID]) -> dict[UUID, int | None]:
-        if not message_ids:
-            return {}
-        params = {"conversation": self._id, "packed": common.pack_ids(message_ids)}
+    async def lookup(
+        self, message_ids: Sequence[UUID], conversation_id: UUID | None = None
+    ) -> dict[UUID, int | None]:
+        owner = self._id if conversation_id is None else conversation_id
+        rows = await _by_ids(self._x, "lookup", owner, message_ids)
+        return {self._x.to_uuid(message_id): position for message_id, position in rows}
+
+    async def hold(self, conversation_id: UUID) -> ConversationState:
+        return await _conversation(self._x, "hold_conversation", conversation_id)
+
+    async def originals(
+        self, conversation_id: UUID, after: int, last: int, limit: int
+    ) -> list[Original]:
+        params = {"conversation": conversation_id, "after": after, "last": last, "limit": limit}
         to_uuid = self._x.to_uuid
-        return {
-            to_uuid(message_id): position
-            for message_id, position in await self._x.rows("lookup", params)
+        return [
+            Original(
+                position,
+                MessageHeader(
+                    to_uuid(message_id), role, bytes(kind).decode(), body_length, created_at
+                ),
+            )
+            for position, message_id, role, kind, body_length, created_at in await self._x.rows(
+                "originals", params
+            )
+        ]
+
+    async def copy_messages(self, source: UUID, copies: Sequence[MessageCopy]) -> None:
+        if not copies:
+            return
+        columns: dict[str, list[Any]] = {
+            "original": [copy.original for copy in copies],
+            "id": [copy.item.message_id for copy in copies],
+            "position": [copy.item.position for copy in copies],
+            "head": [copy.wire_head for copy in copies],
+            "tail": [copy.wire_tail for copy in copies],
         }
+        params = {"conversation": self._id, "source": source}
+        await self._x.run(Statement("copy_messages", params, columns))
 
     async def items_between(self, lower: int, upper: int | None) -> list[Item]:
         params = {"conversation": self._id, "lower": lower, "upper": upper}
@@ -483,6 +563,25 @@ class Write(WriteTransaction):
 
 def _save(state: ConversationState) -> Statement:
     return Statement("save_conversation", save_params(state))
+
+
+async def _conversation(executor: Executor, query: str, conversation_id: UUID) -> ConversationState:
+    """The conversation's row by `query`; raises ConversationNotFound."""
+    row = await executor.row(query, {"conversation": conversation_id})
+    if row is None:
+        raise common.conversation_not_found(conversation_id)
+    return common.conversation_state(conversation_id, row)
+
+
+async def _by_ids(
+    executor: Executor, query: str, conversation_id: UUID, message_ids: Sequence[UUID]
+) -> list[Row]:
+    """The rows of a query over the named messages of a conversation
+    (none named: none)."""
+    if not message_ids:
+        return []
+    params = {"conversation": conversation_id, "packed": common.pack_ids(message_ids)}
+    return await executor.rows(query, params)
 
 
 async def _record(executor: Executor, conversation_id: UUID) -> ConversationRecord:

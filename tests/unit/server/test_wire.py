@@ -9,14 +9,19 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent_state._gen import agent_state_pb2 as pb
+from agent_state._gen import conversations_pb2 as cpb
+from agent_state.companion import MessagesById, TailMessages
 from agent_state.model import (
+    ConversationDetails,
+    ConversationRecord,
     ConversationState,
     EncodedMessage,
     NewMessage,
     Snapshot,
     StoredMessage,
 )
-from agent_state.server import wire
+from agent_state.server import convert, wire
+from agent_state.server.companion_servicer import CompanionCodec
 from agent_state.service import (
     Appended,
     Deleted,
@@ -37,7 +42,7 @@ def _timestamp(micros: int) -> Timestamp:
 
 
 def _entry(conversation_id: uuid.UUID, message: StoredMessage) -> EncodedMessage:
-    head, tail = CODEC.frame(conversation_id, message)
+    head, tail = CODEC.frame(conversation_id, message.header)
     return EncodedMessage(head + message.body + tail)
 
 
@@ -144,7 +149,7 @@ def test_snapshot_page_sizes_match_what_is_sent(token: str) -> None:
 def test_responses_of_the_mutating_calls() -> None:
     state = _state()
     stored = StoredMessage(uuid.uuid4(), 1, "k", text_body("hi"), 9)
-    head, tail = CODEC.frame(state.id, stored)
+    head, tail = CODEC.frame(state.id, stored.header)
     appended = pb.AppendConversationMessagesResponse.FromString(
         CODEC.appended(Appended(state, [NewMessage(stored, b"", head, tail)]))
     )
@@ -174,3 +179,73 @@ def test_responses_of_the_mutating_calls() -> None:
     assert created.snapshot.snapshot_id == str(snapshot.id)
     assert created.snapshot.conversation_id == str(state.id)
     assert created.snapshot.created_at == _timestamp(1_000_001)
+
+
+# --- the companion API's responses -----------------------------------------------------
+
+
+def _messages(state: ConversationState) -> tuple[list[pb.Message], list[EncodedMessage]]:
+    stored = [
+        StoredMessage(uuid.uuid4(), role, kind, text_body(text), at)
+        for role, kind, text, at in [(1, "k", "x", 5), (3, "", "y" * 300, 0), (2, "ü", "", 7)]
+    ]
+    messages = [
+        pb.Message(
+            id=str(m.id),
+            conversation_id=str(state.id),
+            role=m.role,  # type: ignore[arg-type]
+            kind=m.kind,
+            body=pb.MessageBody.FromString(m.body),
+            created_at=_timestamp(m.created_at),
+        )
+        for m in stored
+    ]
+    return messages, [_entry(state.id, m) for m in stored]
+
+
+@pytest.mark.parametrize("truncated", [False, True])
+@pytest.mark.parametrize("message_count", [0, 3, 10**9])
+def test_tail_response_is_what_protobuf_writes(truncated: bool, message_count: int) -> None:
+    state = _state(message_count)
+    messages, entries = _messages(state)
+    encoded = wire.tail_messages(TailMessages(state, entries, truncated))
+    expected = cpb.TailConversationMessagesResponse(
+        metadata=convert.metadata(state), messages=messages, truncated=truncated
+    )
+    assert encoded == expected.SerializeToString()
+    # The header size counts `truncated` whether it is set or not.
+    header = wire.tail_header_size(state)
+    assert len(encoded) == header + sum(map(len, entries)) - (0 if truncated else 2)
+
+
+def test_get_messages_response_is_what_protobuf_writes() -> None:
+    state = _state()
+    messages, entries = _messages(state)
+    asked = [entries[2], entries[0], entries[2]]
+    encoded = wire.messages_by_id(MessagesById(state, asked))
+    expected = cpb.GetMessagesResponse(messages=[messages[2], messages[0], messages[2]])
+    assert encoded == expected.SerializeToString()
+    # Retagged, not resized: the limit is the entries' sizes.
+    assert len(encoded) == sum(map(len, asked))
+
+
+@pytest.mark.parametrize("count", [0, 1, 1000])
+def test_fork_response_and_its_id_size(count: int) -> None:
+    codec = CompanionCodec()
+    state = _state(count)
+    record = ConversationRecord(state, 12, ConversationDetails("t", {"a": "b"}, None))
+    ids = [uuid.uuid4() for _ in range(count)]
+    encoded = codec.forked(record, ids)
+    parsed = cpb.ForkConversationResponse.FromString(encoded)
+    assert list(parsed.message_ids) == [str(i) for i in ids]
+    assert parsed.conversation.conversation_id == str(state.id)
+    ids_alone = cpb.ForkConversationResponse(message_ids=[str(i) for i in ids]).ByteSize()
+    assert ids_alone == count * codec.message_id_size()
+
+
+def test_companion_codec_frames_as_the_contract() -> None:
+    stored = StoredMessage(uuid.uuid4(), 2, "kind", text_body("z"), 3)
+    conversation_id = uuid.uuid4()
+    assert CompanionCodec().frame(conversation_id, stored.header) == CODEC.frame(
+        conversation_id, stored.header
+    )

@@ -466,6 +466,87 @@ DELETE FROM snapshot_bodies WHERE conversation_id = %(conversation)s
 DELETE FROM conversations WHERE id = %(conversation)s
 
 
+-- Reading and forking the ordering (the companion API) ------------------------------------
+
+-- name: entry_sizes
+-- Of the named messages (packed ids), those in the conversation's
+-- ordering, with the size of their encoding. octet_length reads the size
+-- of a stored value from its header, not the value: GetMessages checks the
+-- response limit before any entry leaves the server.
+SELECT m.id, m.size
+FROM (
+    SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
+    FROM generate_series(1, length(%(packed)s) / 16) AS n
+) AS wanted
+CROSS JOIN LATERAL (
+    SELECT id, octet_length(entry) AS size FROM messages
+    WHERE conversation_id = %(conversation)s AND id = wanted.id AND position IS NOT NULL
+    OFFSET 0
+) AS m
+
+-- name: entries_of
+-- The encodings of the named messages (packed ids) of the conversation's
+-- ordering.
+SELECT m.id, m.entry
+FROM (
+    SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid AS id
+    FROM generate_series(1, length(%(packed)s) / 16) AS n
+) AS wanted
+CROSS JOIN LATERAL (
+    SELECT id, entry FROM messages
+    WHERE conversation_id = %(conversation)s AND id = wanted.id AND position IS NOT NULL
+    OFFSET 0
+) AS m
+
+-- name: snapshots_after
+-- A page of ListConversationSnapshots: the conversation's snapshots after
+-- a key (created_at, id), oldest first; one range scan of
+-- snapshots_by_creation.
+SELECT id, created_at, item_count FROM snapshots
+WHERE conversation_id = %(conversation)s AND (created_at, id) > (%(after_at)s, %(after_id)s)
+ORDER BY created_at, id LIMIT %(limit)s
+
+-- name: hold_conversation
+-- The row of the conversation a fork copies, locked shared until the
+-- transaction ends: its writers (who lock it FOR UPDATE, or update it in
+-- one statement) wait, so every read of it in the transaction sees one
+-- state; readers and other forks of it do not wait.
+SELECT message_count, updated_at, tail_position, layout_version, version
+FROM conversations WHERE id = %(conversation)s FOR SHARE
+
+-- name: originals
+-- A batch of the messages a fork copies: entries of the ordering of a held
+-- conversation with after < position <= last, in order, each with all of
+-- its message but the body, which copy_messages copies in the database.
+SELECT position, id, role, kind, body_length, created_at FROM messages
+WHERE conversation_id = %(conversation)s AND position > %(after)s AND position <= %(last)s
+ORDER BY position LIMIT %(limit)s
+
+-- name: copy_messages
+-- Copies of messages of a held conversation (source) into this one, under
+-- new ids at their new positions: each copy's entry is its own head and
+-- tail around the body cut out of the original's entry (as
+-- freeze_messages cuts it), so that bodies never leave the database. The
+-- conversation's largest entry is kept up to date.
+WITH inserted AS (
+    INSERT INTO messages (conversation_id, id, position, role, kind, entry, body_offset,
+        body_length, body_sha256, created_at)
+    SELECT %(conversation)s, copy.id, copy.position, m.role, m.kind,
+        copy.head || substring(m.entry FROM m.body_offset + 1 FOR m.body_length) || copy.tail,
+        octet_length(copy.head), m.body_length, m.body_sha256, m.created_at
+    FROM unnest(%(original)s::uuid[], %(id)s::uuid[], %(position)s::bigint[],
+        %(head)s::bytea[], %(tail)s::bytea[]) AS copy(original, id, position, head, tail)
+    CROSS JOIN LATERAL (
+        SELECT role, kind, entry, body_offset, body_length, body_sha256, created_at
+        FROM messages WHERE conversation_id = %(source)s AND id = copy.original
+        OFFSET 0
+    ) AS m
+    RETURNING octet_length(entry) AS size
+)
+UPDATE conversations SET largest_entry = greatest(largest_entry, (SELECT max(size) FROM inserted))
+WHERE id = %(conversation)s
+
+
 -- Migrations ----------------------------------------------------------------------------
 
 -- name: create_schema_migrations
@@ -535,6 +616,44 @@ UNION ALL
      FROM candidates WHERE NOT (SELECT fits FROM conversation)
  ) AS summed
  ORDER BY position)
+
+-- name: conversation_and_tail_page
+-- (SQLite: conversation, then tail_page, in one hop.) The conversation's
+-- row first (position NULL), then the last entries of its ordering that
+-- match the filters, newest first: one range scan of messages_ordering
+-- backwards that reads no more entries than it returns (no sort of the
+-- conversation), each row's stored encoding sent as it is. The byte
+-- budget is summed, newest first, only when it can matter, as in
+-- conversation_and_message_page.
+WITH conversation AS MATERIALIZED (
+    SELECT message_count, updated_at, tail_position, layout_version, version,
+           largest_entry::bigint * %(limit)s <= %(budget)s AS fits
+    FROM conversations WHERE id = %(conversation)s
+), candidates AS NOT MATERIALIZED (
+    SELECT position, entry FROM messages
+    WHERE conversation_id = %(conversation)s AND position IS NOT NULL
+        AND (cardinality(%(roles)s::smallint[]) = 0 OR role = ANY(%(roles)s::smallint[]))
+        AND (cardinality(%(kinds)s::bytea[]) = 0 OR kind = ANY(%(kinds)s::bytea[]))
+    ORDER BY position DESC LIMIT %(limit)s
+)
+SELECT NULL::bigint AS position, NULL::bytea AS entry,
+       message_count, updated_at, tail_position, layout_version, version
+FROM conversation
+UNION ALL
+(SELECT position, entry, NULL, NULL, NULL, NULL, NULL
+ FROM candidates WHERE (SELECT fits FROM conversation)
+ ORDER BY position DESC)
+UNION ALL
+(SELECT position, CASE WHEN before = 0 OR before < %(budget)s THEN entry END,
+        NULL, NULL, NULL, NULL, NULL
+ FROM (
+     SELECT position, entry,
+            coalesce(sum(octet_length(entry)) OVER (
+                ORDER BY position DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                AS before
+     FROM candidates WHERE NOT (SELECT fits FROM conversation)
+ ) AS summed
+ ORDER BY position DESC)
 
 -- name: append
 -- An append's two writes in one statement (insert_messages and

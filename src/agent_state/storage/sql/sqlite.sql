@@ -379,6 +379,72 @@ DELETE FROM snapshot_bodies WHERE conversation_id = :conversation
 DELETE FROM conversations WHERE id = :conversation
 
 
+-- Reading and forking the ordering (the companion API) ------------------------------------
+
+-- name: entry_sizes
+-- Of the named messages (packed ids), those in the conversation's
+-- ordering, with the size of their encoding (length() of a blob column
+-- reads its size, not the blob): GetMessages checks the response limit
+-- before any entry is read.
+WITH RECURSIVE wanted (n, id) AS (
+    SELECT 1, substr(:packed, 1, 16) WHERE length(:packed) >= 16
+    UNION ALL
+    SELECT n + 1, substr(:packed, n * 16 + 1, 16) FROM wanted WHERE n * 16 < length(:packed)
+)
+SELECT m.id, length(m.entry)
+FROM wanted
+JOIN messages m ON m.conversation_id = :conversation AND m.id = wanted.id
+WHERE m.position IS NOT NULL
+
+-- name: entries_of
+-- The encodings of the named messages (packed ids) of the conversation's
+-- ordering.
+WITH RECURSIVE wanted (n, id) AS (
+    SELECT 1, substr(:packed, 1, 16) WHERE length(:packed) >= 16
+    UNION ALL
+    SELECT n + 1, substr(:packed, n * 16 + 1, 16) FROM wanted WHERE n * 16 < length(:packed)
+)
+SELECT m.id, m.entry
+FROM wanted
+JOIN messages m ON m.conversation_id = :conversation AND m.id = wanted.id
+WHERE m.position IS NOT NULL
+
+-- name: snapshots_after
+-- A page of ListConversationSnapshots: the conversation's snapshots after
+-- a key (created_at, id), oldest first; one range scan of
+-- snapshots_by_creation.
+SELECT id, created_at, item_count FROM snapshots
+WHERE conversation_id = :conversation AND (created_at, id) > (:after_at, :after_id)
+ORDER BY created_at, id LIMIT :limit
+
+-- name: hold_conversation
+-- The row of the conversation a fork copies. The write transaction holds
+-- the database's one write lock, so nothing changes it meanwhile.
+SELECT message_count, updated_at, tail_position, layout_version, version
+FROM conversations WHERE id = :conversation
+
+-- name: originals
+-- A batch of the messages a fork copies: entries of the ordering of a held
+-- conversation with after < position <= last, in order, each with all of
+-- its message but the body, which copy_messages copies in the database.
+SELECT position, id, role, kind, body_length, created_at FROM messages
+WHERE conversation_id = :conversation AND position > :after AND position <= :last
+ORDER BY position LIMIT :limit
+
+-- name: copy_messages
+-- One row per call (executemany). A copy of a message of a held
+-- conversation (source) into this one, under its new id at its new
+-- position: its entry is its own head and tail around the body cut out of
+-- the original's entry (as freeze_messages cuts it), so that bodies never
+-- leave the database.
+INSERT INTO messages (conversation_id, id, position, role, kind, entry, body_offset,
+    body_length, body_sha256, created_at)
+SELECT :conversation, :id, :position, role, kind,
+    CAST(:head || substr(entry, body_offset + 1, body_length) || :tail AS BLOB),
+    length(:head), body_length, body_sha256, created_at
+FROM messages WHERE conversation_id = :source AND id = :original
+
+
 -- Migrations ----------------------------------------------------------------------------
 
 -- name: create_schema_migrations
@@ -416,6 +482,17 @@ WHERE conversation_id = :conversation AND position > :after
     AND (NOT :by_role OR role IN (SELECT role FROM temp.filter_roles))
     AND (NOT :by_kind OR kind IN (SELECT kind FROM temp.filter_kinds))
 ORDER BY position LIMIT :limit
+
+-- name: tail_page
+-- (PostgreSQL: conversation_and_tail_page.) The last entries of the
+-- ordering that match the filters, newest first, each with its stored
+-- encoding: one range scan of messages_ordering backwards, read lazily
+-- under the byte budget as message_page is.
+SELECT position, entry FROM messages
+WHERE conversation_id = :conversation AND position IS NOT NULL
+    AND (NOT :by_role OR role IN (SELECT role FROM temp.filter_roles))
+    AND (NOT :by_kind OR kind IN (SELECT kind FROM temp.filter_kinds))
+ORDER BY position DESC LIMIT :limit
 
 -- name: freeze_body
 -- One message freeze_messages returned per call (executemany): keeps its
