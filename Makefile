@@ -10,10 +10,12 @@ CONTRACT ?= buf.build/agynio/api
 
 install: $(STAMP)
 
-$(STAMP): requirements/dev.txt pyproject.toml
+# Both distributions, editable: the client (client/, agent-state-client) and
+# the server; their dependencies come from the lock alone.
+$(STAMP): requirements/dev.txt pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e ./client -e .
 	touch $(STAMP)
 
 ## run: the service on the embedded SQLite file ./agent-state.db (DATABASE_URL selects PostgreSQL)
@@ -48,14 +50,17 @@ typecheck: install
 
 check: lint typecheck check-generated test
 
-## generate: regenerate src/agent_state/_gen (CONTRACT=../shared/contract where the registry is out of reach)
+## generate: regenerate src/agent_state/_gen and client/src/agent_state_client/_gen
+## (CONTRACT=../shared/contract where the registry is out of reach)
 generate: install
 	PYTHON=$(BIN)/python scripts/generate.sh $(CONTRACT)
 
+GENERATED := src/agent_state/_gen client/src/agent_state_client/_gen
+
 check-generated: install
 	PYTHON=$(BIN)/python scripts/generate.sh $(CONTRACT)
-	git diff --exit-code -- src/agent_state/_gen
-	test -z "$$(git status --porcelain -- src/agent_state/_gen)"
+	git diff --exit-code -- $(GENERATED)
+	test -z "$$(git status --porcelain -- $(GENERATED))"
 
 ## lock: re-resolve requirements/*.txt after changing pyproject.toml dependencies
 lock: install
