@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates the Python modules of the wire contract and of the project's
 # own API (proto/, which imports the contract), after linting proto/ with
-# the rules in buf.yaml. They are written twice, identical: into the server
-# (src/agent_state/_gen) and into the client distribution
-# (client/src/agent_state_client/_gen), which installs without the server.
+# the rules in buf.yaml. They live in the client distribution
+# (client/src/agent_state_client/_gen), which installs without the server;
+# the server imports them from there.
 #
 #   scripts/generate.sh [SOURCE]
 #
@@ -21,7 +21,7 @@ proto_path=agynio/api/agent_state/v1
 own_protos=(agentstate/v1/conversations.proto)
 python=${PYTHON:-$root/.venv/bin/python}
 buf=$root/tools/buf/node_modules/.bin/buf
-outputs=("$root/src/agent_state/_gen" "$root/client/src/agent_state_client/_gen")
+outputs=("$root/client/src/agent_state_client/_gen")
 
 if [ ! -x "$buf" ]; then
   # npm install (not ci): the lock pins buf, and binaries for platforms the

@@ -6,7 +6,8 @@ along.
 The fresh virtualenv gets grpcio and protobuf from the package index pip
 is configured with (PyPI, or a local mirror): without one this test fails
 at that step, saying so. It asks for the versions this environment has, so
-that pip's cache usually serves them.
+that pip's cache usually serves them. And the server distribution
+depends on exactly this client's version.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+import agent_state_client
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "client"
@@ -96,3 +100,8 @@ def test_it_installs_alone_in_a_fresh_virtualenv(wheel: Path, tmp_path: Path) ->
         "print(c.__version__)\n"
     )
     assert _run(python, "-c", probe, cwd=tmp_path).strip() == "0.1.0"
+
+
+def test_the_server_depends_on_this_client() -> None:
+    server = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert f"agent-state-client=={agent_state_client.__version__}" in server["dependencies"]

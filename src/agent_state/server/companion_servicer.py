@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import grpc
 
-from .._gen import conversations_pb2 as cpb
+from agent_state_client._gen import conversations_pb2 as cpb
+
 from ..companion import CompanionService, Replayed
 from ..errors import ConversationNotFound, StorageUnavailable, VersionMismatch
 from ..idempotency import Idempotency

@@ -9,7 +9,8 @@ from typing import TypeVar
 
 import grpc
 
-from .._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
+
 from ..model import EncodedResponse
 from ..service import ConversationService, Idempotency, Replay
 from . import convert, dispatch

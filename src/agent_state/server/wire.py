@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from .._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
+
 from ..model import ConversationState, EncodedResponse, Snapshot, StoredMessage
 from ..service import Appended, Deleted, MessagePage, Replaced, SnapshotMessagePage
 from . import convert

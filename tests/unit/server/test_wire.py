@@ -8,7 +8,6 @@ import uuid
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent_state._gen import agent_state_pb2 as pb
 from agent_state.model import (
     ConversationState,
     EncodedMessage,
@@ -18,6 +17,7 @@ from agent_state.model import (
 )
 from agent_state.server import wire
 from agent_state.service import Appended, Deleted, MessagePage, Replaced, SnapshotMessagePage
+from agent_state_client._gen import agent_state_pb2 as pb
 
 from ..._gen_helpers import text_body
 
