@@ -18,7 +18,7 @@
 # and requirements/runtime.txt, which are locked for Python 3.11.
 ARG PYTHON_VERSION=3.11.14
 
-# --- builder: the locked dependencies and the project's wheel in /opt/venv ---
+# --- builder: the locked dependencies and the project's wheels in /opt/venv ---
 FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -37,11 +37,14 @@ RUN /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/runtime.txt
 ARG HATCHLING_VERSION=1.33.0
 RUN pip install "hatchling==${HATCHLING_VERSION}"
 
+# Two wheels: the client distribution (client/, which holds the generated
+# code the server imports) and the server.
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip wheel --no-deps --no-build-isolation --wheel-dir /build/dist . \
-    && /opt/venv/bin/pip install --no-deps /build/dist/agent_state-*.whl
+COPY client ./client
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /build/dist ./client . \
+    && /opt/venv/bin/pip install --no-deps /build/dist/*.whl
 
 # --- runtime: the venv only, run by an unprivileged user ---
 FROM python:${PYTHON_VERSION}-slim-bookworm

@@ -10,10 +10,12 @@ CONTRACT ?= buf.build/agynio/api
 
 install: $(STAMP)
 
-$(STAMP): requirements/dev.txt pyproject.toml
+# Both distributions, editable: the client (client/, agent-state-client) and
+# the server; their dependencies come from the lock alone.
+$(STAMP): requirements/dev.txt pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e ./client -e .
 	touch $(STAMP)
 
 ## run: the service on the embedded SQLite file ./agent-state.db (DATABASE_URL selects PostgreSQL)
@@ -48,19 +50,33 @@ typecheck: install
 
 check: lint typecheck check-generated test
 
-## generate: regenerate src/agent_state/_gen (CONTRACT=../shared/contract where the registry is out of reach)
+## generate: regenerate client/src/agent_state_client/_gen (the server imports it too)
+## (CONTRACT=../shared/contract where the registry is out of reach)
 generate: install
 	PYTHON=$(BIN)/python scripts/generate.sh $(CONTRACT)
 
+GENERATED := client/src/agent_state_client/_gen
+
 check-generated: install
 	PYTHON=$(BIN)/python scripts/generate.sh $(CONTRACT)
-	git diff --exit-code -- src/agent_state/_gen
-	test -z "$$(git status --porcelain -- src/agent_state/_gen)"
+	git diff --exit-code -- $(GENERATED)
+	test -z "$$(git status --porcelain -- $(GENERATED))"
 
-## lock: re-resolve requirements/*.txt after changing pyproject.toml dependencies
+# agent-state-client is built from client/, never taken from an index: the
+# resolver finds it as a wheel built here, and the lock leaves it out (an
+# "unsafe" package; install puts it in, editable). Listing it as unsafe
+# replaces pip-tools' default list, so pip and setuptools are pinned, as
+# --allow-unsafe did.
+LOCK_WHEELS := build/lock-wheels
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url \
+	--find-links $(LOCK_WHEELS) --unsafe-package agent-state-client
+
+## lock: re-resolve requirements/*.txt after changing either pyproject.toml's dependencies
 lock: install
-	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url --allow-unsafe -o requirements/dev.txt pyproject.toml
-	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url --allow-unsafe -o requirements/runtime.txt pyproject.toml
+	rm -rf $(LOCK_WHEELS)
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(LOCK_WHEELS) ./client
+	$(BIN)/pip-compile $(LOCK_FLAGS) --extra dev -o requirements/dev.txt pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements/runtime.txt pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import psycopg
 
-from agent_state._gen import agent_state_pb2_grpc as pb_grpc
+from agent_state_client._gen import agent_state_pb2_grpc as pb_grpc
 from tests.support import calls
 from tests.support.calls import Stub
 from tests.support.postgres import DEFAULT_ADMIN_URL

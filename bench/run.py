@@ -26,8 +26,8 @@ from typing import Any
 
 import psycopg
 
-from agent_state._gen import agent_state_pb2 as pb
-from agent_state._gen import agent_state_pb2_grpc as pb_grpc
+from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2_grpc as pb_grpc
 from bench import floor, floor_sqlite, peer, plot
 from bench.harness import (
     ADMIN_URL,

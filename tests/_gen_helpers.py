@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 
 
 def text_body(text: str) -> bytes:

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.support import calls
 from tests.support.calls import Stub
 

@@ -25,7 +25,7 @@ import trustme
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.e2e import helpers as h
 from tests.support import calls
 from tests.support.calls import Stub, text_message

@@ -25,8 +25,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent_state._gen import agent_state_pb2 as pb
-from agent_state._gen import conversations_pb2 as cpb
+from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client._gen import conversations_pb2 as cpb
 from tests.support import calls
 from tests.support.calls import CompanionStub, Stub, text_message
 from tests.support.server import ServerProcess, health_check

@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from agent_state._gen import agent_state_pb2 as pb
-from agent_state._gen import conversations_pb2 as cpb
+from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client._gen import conversations_pb2 as cpb
 from tests.support import calls
 from tests.support.calls import CompanionStub, Stub, text_message
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.e2e.helpers import (
     ASSISTANT,
     TOOL,

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.support.calls import Stub, all_ids, get, make_stub, seed, text_message
 from tests.support.server import ServerProcess
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.e2e.helpers import COMPANION_METHODS, COMPANION_SERVICE, new_id
 from tests.support import calls
 from tests.support.calls import Stub, text_message

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.support import calls
 from tests.support.calls import text_message
 from tests.support.server import ServerProcess, free_port, health_check, run_agent_state, sqlite_url

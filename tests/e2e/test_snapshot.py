@@ -8,7 +8,7 @@ from functools import partial
 import grpc
 import pytest
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.e2e.helpers import (
     ASSISTANT,
     DEFAULT_PAGE_SIZE,

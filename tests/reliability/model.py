@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 
 OK = grpc.StatusCode.OK
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT

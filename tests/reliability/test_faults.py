@@ -45,7 +45,7 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.e2e.helpers import new_id
 from tests.reliability.throwaway_postgres import PostgresUnavailable, ThrowawayPostgres
 from tests.support.calls import Stub, all_ids, append, get, list_all, make_stub, text_message

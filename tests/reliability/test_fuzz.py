@@ -42,7 +42,7 @@ from grpc_health.v1 import health_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.e2e.conftest import database_url_for
 from tests.e2e.helpers import (
     ASSISTANT,

@@ -26,8 +26,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent_state._gen import agent_state_pb2 as pb
-from agent_state._gen import conversations_pb2 as cpb
+from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client._gen import conversations_pb2 as cpb
 from tests.e2e.helpers import COMPANION_METHODS, new_id
 from tests.reliability.test_fuzz import (
     FUZZ,

@@ -32,7 +32,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.e2e.helpers import spellings as e2e_spellings
 from tests.reliability.hypothesis_settings import AGAINST_A_SERVER
 from tests.reliability.model import (

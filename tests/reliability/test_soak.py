@@ -46,7 +46,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
-from agent_state._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 from tests.e2e.helpers import (
     ASSISTANT,
     INVALID_ARGUMENT,

@@ -12,9 +12,9 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from agent_state._gen import agent_state_pb2 as pb
-from agent_state._gen import agent_state_pb2_grpc as pb_grpc
-from agent_state._gen import conversations_pb2_grpc as cpb_grpc
+from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2_grpc as pb_grpc
+from agent_state_client._gen import conversations_pb2_grpc as cpb_grpc
 
 Stub = pb_grpc.AgentStateServiceStub
 CompanionStub = cpb_grpc.ConversationsServiceStub

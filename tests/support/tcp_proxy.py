@@ -63,8 +63,13 @@ class TcpProxy:
             client.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            pumps = ((self._pump, client, upstream), (self._pump_back, upstream, client))
+            for pump, source, sink in pumps:
+                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
+
+    def _pump_back(self, upstream: socket.socket, client: socket.socket) -> None:
+        """Forwards what the target answers; a subclass may interfere."""
+        self._pump(upstream, client)
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket) -> None:

@@ -9,7 +9,6 @@ import click
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent_state._gen import agent_state_pb2 as pb
 from agent_state.cli.render import (
     ROLE_BY_NAME,
     escape_controls,
@@ -19,6 +18,7 @@ from agent_state.cli.render import (
     render_message,
     render_metadata,
 )
+from agent_state_client._gen import agent_state_pb2 as pb
 
 MESSAGE_ID = "01a200fd-0000-7000-8000-000000000001"
 CONVERSATION_ID = "0191c6a4-5d2e-7c3a-9f00-2b1e4c6d8a10"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from agent_state._gen import conversations_pb2
+from agent_state_client._gen import conversations_pb2
 
 AGYNIO = "agynio.api.agent_state.v1."
 TIMESTAMP = "google.protobuf.Timestamp"

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from .._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
+
 from .render import (
     ROLE_BY_NAME,
     SERVING,

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health_pb2
 
-from .._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"

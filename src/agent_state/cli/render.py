@@ -19,7 +19,7 @@ from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
-from .._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
 
 ROLE_BY_NAME: dict[str, pb.Role] = {
     name.removeprefix("ROLE_").lower(): cast(pb.Role, value)

@@ -20,7 +20,8 @@ from uuid import UUID
 
 import grpc
 
-from .._gen import conversations_pb2 as cpb
+from agent_state_client._gen import conversations_pb2 as cpb
+
 from ..companion import CompanionService, Replayed
 from ..errors import ConversationNotFound, StorageUnavailable, VersionMismatch
 from ..idempotency import Idempotency

@@ -8,8 +8,9 @@ from uuid import UUID
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .._gen import agent_state_pb2 as pb
-from .._gen import conversations_pb2 as cpb
+from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client._gen import conversations_pb2 as cpb
+
 from ..model import (
     ConversationInput,
     ConversationRecord,

@@ -10,7 +10,8 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from .._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
+
 from ..model import ConversationState, EncodedResponse, ExpectedVersion
 from ..service import ConversationService, Idempotency, Replay
 from . import convert, dispatch

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from .._gen import agent_state_pb2 as pb
+from agent_state_client._gen import agent_state_pb2 as pb
+
 from ..companion import MessagesById, TailMessages
 from ..model import ConversationState, EncodedResponse, MessageHeader
 from ..service import (

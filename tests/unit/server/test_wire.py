@@ -8,8 +8,6 @@ import uuid
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent_state._gen import agent_state_pb2 as pb
-from agent_state._gen import conversations_pb2 as cpb
 from agent_state.companion import MessagesById, TailMessages
 from agent_state.model import (
     ConversationDetails,
@@ -30,6 +28,8 @@ from agent_state.service import (
     SnapshotCreated,
     SnapshotMessagePage,
 )
+from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client._gen import conversations_pb2 as cpb
 
 from ..._gen_helpers import text_body
 

@@ -1,0 +1,279 @@
+"""One call of one RPC, the way every method of the client makes it: the
+request metadata (token, request id, trace context, idempotency key,
+if-version), the deadline, retries with backoff, the version from the
+trailing metadata, and the error for a failed status."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
+
+import grpc
+from google.protobuf.message import Message as ProtoMessage
+
+from . import _ids, errors
+from ._gen import agent_state_pb2 as pb
+from ._gen import conversations_pb2 as cpb
+from ._tracing import trace_metadata
+
+IDEMPOTENCY_KEY = "idempotency-key"
+IF_VERSION = "if-version"
+
+ResponseT = TypeVar("ResponseT", bound=ProtoMessage)
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a call is retried when the server is unreachable or slow
+    (UNAVAILABLE, DEADLINE_EXCEEDED).
+
+    Retrying is safe: reads change nothing, and every write but
+    DeleteConversation and UpdateState carries an idempotency key, the
+    same on each attempt, so the server applies it once and replays its
+    answer (see AsyncClient for those two).
+
+    The wait before retry *n* (1, 2, ...) is drawn uniformly between 0 and
+    ``min(max_backoff, initial_backoff * multiplier ** (n - 1))`` seconds
+    ("full jitter", so that many clients do not retry in step).
+    """
+
+    attempts: int = 4
+    """Tries in all, the first included; 1: no retry."""
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+    multiplier: float = 2.0
+    total_timeout: float | None = None
+    """Seconds all attempts and waits together may take (None: no bound
+    beyond each attempt's timeout). The last attempt gets what is left."""
+    codes: frozenset[grpc.StatusCode] = field(
+        default=frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+    )
+    """The status codes that are retried."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts: must be at least 1")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
+            raise ValueError("backoff: must not be negative (multiplier at least 1)")
+        if self.total_timeout is not None and self.total_timeout <= 0:
+            raise ValueError("total_timeout: must be positive (None: no bound)")
+
+    def backoff(self, retry: int, draw: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number `retry` (from 1)."""
+        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry - 1))
+        return draw() * ceiling
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """What every call of a client (view) sends and how long it waits."""
+
+    timeout: float | None
+    """Seconds one attempt may take (None: no deadline)."""
+    retry: RetryPolicy
+    request_id: str | None
+    """Sent as x-request-id; None: a new one per call (kept across retries)."""
+    metadata: Metadata
+    """Sent on every call: the token, then any extra entries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rpc(Generic[ResponseT]):
+    """One method of one service."""
+
+    service: str
+    name: str
+    response: type[ResponseT]
+    keyed: bool = False
+    """A write that takes an idempotency key."""
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[ResponseT]):
+    """An answer and the conversation's version the server sent with it."""
+
+    response: ResponseT
+    version: int | None
+
+
+def _serialize(message: ProtoMessage) -> bytes:
+    return message.SerializeToString()
+
+
+def _metadata_items(metadata: object) -> errors.Metadata:
+    if metadata is None:
+        return ()
+    return tuple((str(key), value) for key, value in metadata)  # type: ignore[attr-defined]
+
+
+class Caller:
+    """Makes calls over one channel, made on first use (in the event loop
+    that uses it) and shared by every view of a client."""
+
+    def __init__(self, make_channel: Callable[[], grpc.aio.Channel]) -> None:
+        self._make_channel = make_channel
+        self._channel: grpc.aio.Channel | None = None
+        self._methods: dict[str, grpc.aio.UnaryUnaryMultiCallable[ProtoMessage, ProtoMessage]] = {}
+
+    def _method(
+        self, rpc: Rpc[ResponseT]
+    ) -> grpc.aio.UnaryUnaryMultiCallable[ProtoMessage, ProtoMessage]:
+        if self._channel is None:
+            self._channel = self._make_channel()
+        method = self._methods.get(rpc.path)
+        if method is None:
+            method = self._channel.unary_unary(
+                rpc.path,
+                request_serializer=_serialize,
+                response_deserializer=rpc.response.FromString,
+            )
+            self._methods[rpc.path] = method
+        return method
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        self._methods.clear()
+        if channel is not None:
+            await channel.close()
+
+    async def call(
+        self,
+        options: CallOptions,
+        rpc: Rpc[ResponseT],
+        request: ProtoMessage,
+        *,
+        idempotency_key: str | None = None,
+        if_version: int | None = None,
+    ) -> Reply[ResponseT]:
+        """Make the call, retrying as `options.retry` says; raise the
+        AgentStateError of its last failure."""
+        request_id = options.request_id or _ids.request_id()
+        metadata = [*options.metadata, (errors.REQUEST_ID, request_id), *trace_metadata()]
+        if rpc.keyed:
+            metadata.append((IDEMPOTENCY_KEY, idempotency_key or _ids.idempotency_key()))
+        if if_version is not None:
+            metadata.append((IF_VERSION, str(if_version)))
+        method = self._method(rpc)
+        policy = options.retry
+        started = time.monotonic()
+        attempt = 1
+        while True:
+            timeout = options.timeout
+            if policy.total_timeout is not None:
+                left = policy.total_timeout - (time.monotonic() - started)
+                timeout = left if timeout is None else min(timeout, left)
+            call = method(request, timeout=timeout, metadata=tuple(metadata))
+            try:
+                response = await call
+                trailing = _metadata_items(await call.trailing_metadata())
+            except grpc.aio.AioRpcError as failure:
+                trailing = _metadata_items(failure.trailing_metadata())
+                error = errors.from_status(
+                    failure.code(), failure.details() or "", trailing, request_id
+                )
+                wait = policy.backoff(attempt)
+                if not self._retryable(policy, failure.code(), attempt, started, wait):
+                    raise error from failure
+                await asyncio.sleep(wait)
+                attempt += 1
+                continue
+            return Reply(cast(ResponseT, response), errors.version_in(trailing))
+
+    @staticmethod
+    def _retryable(
+        policy: RetryPolicy, code: grpc.StatusCode, attempt: int, started: float, wait: float
+    ) -> bool:
+        if code not in policy.codes or attempt >= policy.attempts:
+            return False
+        if policy.total_timeout is None:
+            return True
+        return time.monotonic() - started + wait < policy.total_timeout
+
+
+# --- the methods of both services ---------------------------------------------
+
+AGENT_STATE = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
+CONVERSATIONS = cpb.DESCRIPTOR.services_by_name["ConversationsService"].full_name
+
+
+def _agynio(name: str, response: type[ResponseT], *, write: bool = False) -> Rpc[ResponseT]:
+    # Its writes all take a key; their version condition is `if-version`
+    # metadata (the contract has no field for it).
+    return Rpc(AGENT_STATE, name, response, keyed=write)
+
+
+def _companion(name: str, response: type[ResponseT], *, keyed: bool = False) -> Rpc[ResponseT]:
+    return Rpc(CONVERSATIONS, name, response, keyed=keyed)
+
+
+APPEND = _agynio("AppendConversationMessages", pb.AppendConversationMessagesResponse, write=True)
+LIST_MESSAGES = _agynio("ListConversationMessages", pb.ListConversationMessagesResponse)
+REPLACE_RANGE = _agynio(
+    "ReplaceConversationMessagesRange", pb.ReplaceConversationMessagesRangeResponse, write=True
+)
+DELETE_RANGE = _agynio(
+    "DeleteConversationMessagesRange", pb.DeleteConversationMessagesRangeResponse, write=True
+)
+GET_CONVERSATION = _agynio("GetConversation", pb.GetConversationResponse)
+LIST_MESSAGE_IDS = _agynio("ListConversationMessageIds", pb.ListConversationMessageIdsResponse)
+LIST_SNAPSHOT_MESSAGES = _agynio("ListSnapshotMessages", pb.ListSnapshotMessagesResponse)
+LIST_SNAPSHOT_MESSAGE_IDS = _agynio("ListSnapshotMessageIds", pb.ListSnapshotMessageIdsResponse)
+CREATE_SNAPSHOT = _agynio("CreateSnapshot", pb.CreateSnapshotResponse, write=True)
+
+# Keys: CreateConversation and ForkConversation always name the new
+# conversation (the client makes its id when the caller does not), so a key
+# is allowed; DeleteConversation takes none (erasing a conversation erases
+# its keys), nor does UpdateState (keys belong to a conversation; a scope
+# need not have one).
+CREATE_CONVERSATION = _companion("CreateConversation", cpb.Conversation, keyed=True)
+DESCRIBE_CONVERSATION = _companion("DescribeConversation", cpb.Conversation)
+UPDATE_CONVERSATION = _companion("UpdateConversation", cpb.Conversation, keyed=True)
+LIST_CONVERSATIONS = _companion("ListConversations", cpb.ListConversationsResponse)
+DELETE_CONVERSATION = _companion("DeleteConversation", cpb.DeleteConversationResponse)
+TAIL = _companion("TailConversationMessages", cpb.TailConversationMessagesResponse)
+GET_MESSAGES = _companion("GetMessages", cpb.GetMessagesResponse)
+FORK = _companion("ForkConversation", cpb.ForkConversationResponse, keyed=True)
+GET_STATE = _companion("GetState", cpb.GetStateResponse)
+UPDATE_STATE = _companion("UpdateState", cpb.UpdateStateResponse)
+APPEND_WITH_STATE = _companion(
+    "AppendMessagesWithState", cpb.AppendMessagesWithStateResponse, keyed=True
+)
+LIST_SNAPSHOTS = _companion("ListConversationSnapshots", cpb.ListConversationSnapshotsResponse)
+
+ALL: tuple[Rpc[Any], ...] = (
+    APPEND,
+    LIST_MESSAGES,
+    REPLACE_RANGE,
+    DELETE_RANGE,
+    GET_CONVERSATION,
+    LIST_MESSAGE_IDS,
+    LIST_SNAPSHOT_MESSAGES,
+    LIST_SNAPSHOT_MESSAGE_IDS,
+    CREATE_SNAPSHOT,
+    CREATE_CONVERSATION,
+    DESCRIBE_CONVERSATION,
+    UPDATE_CONVERSATION,
+    LIST_CONVERSATIONS,
+    DELETE_CONVERSATION,
+    TAIL,
+    GET_MESSAGES,
+    FORK,
+    GET_STATE,
+    UPDATE_STATE,
+    APPEND_WITH_STATE,
+    LIST_SNAPSHOTS,
+)
+"""Every method of both services; a test checks it against their descriptors."""
