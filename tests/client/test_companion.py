@@ -1,7 +1,6 @@
-"""AsyncClient's methods of the companion API that the server serves now
-(conversations as a whole), against the real server on SQLite and
-PostgreSQL. The methods still being built are tested in
-test_companion_pending.py."""
+"""AsyncClient's methods of the companion API for conversations as a
+whole, against the real server on SQLite and PostgreSQL (the reads and
+versions: test_companion_reads_and_versions.py; state: test_state.py)."""
 
 from __future__ import annotations
 
