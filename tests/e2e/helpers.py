@@ -41,6 +41,9 @@ COMPANION_METHODS = [
 """The methods of the companion API served so far (the others answer
 UNIMPLEMENTED; tests/e2e/test_companion.py checks both)."""
 
+# Scoped state (tests/e2e/test_state.py).
+COMPANION_METHODS += ["GetState", "UpdateState", "AppendMessagesWithState"]
+
 CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 OK = grpc.StatusCode.OK

@@ -17,7 +17,12 @@ import pytest
 
 from agent_state import paging
 from agent_state.clock import now_micros
-from agent_state.companion import CompanionService, ConversationPage, Replayed
+from agent_state.companion import (
+    AppendedWithState,
+    CompanionService,
+    ConversationPage,
+    Replayed,
+)
 from agent_state.errors import (
     AlreadyExists,
     ConversationNotFound,
@@ -54,10 +59,16 @@ class RecordCodec:
 
     def __init__(self) -> None:
         self.records: dict[EncodedResponse, ConversationRecord] = {}
+        self.appends: dict[EncodedResponse, AppendedWithState] = {}
 
     def conversation(self, record: ConversationRecord) -> EncodedResponse:
         response = EncodedResponse(b"record %d" % len(self.records))
         self.records[response] = record
+        return response
+
+    def appended_with_state(self, result: AppendedWithState) -> EncodedResponse:
+        response = EncodedResponse(b"appended with state %d" % len(self.appends))
+        self.appends[response] = result
         return response
 
 
@@ -87,9 +98,10 @@ class Services:
 
 def services(store: Store, clock: Callable[[], int] = now_micros) -> Services:
     codec = RecordCodec()
+    conversations = ConversationService(store, ReadableCodec(), clock=clock)
     return Services(
-        CompanionService(store, codec, clock=clock),
-        ConversationService(store, ReadableCodec(), clock=clock),
+        CompanionService(store, codec, clock=clock, messages=conversations),
+        conversations,
         codec,
     )
 
