@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 
 import psycopg
 import pytest
@@ -131,13 +132,29 @@ def storage_postgres_url(make_postgres_database: Callable[[], str]) -> str:
     return make_postgres_database()
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+@asynccontextmanager
+async def opened_store(request: pytest.FixtureRequest, *, shared: bool) -> AsyncIterator[Store]:
+    """An open, migrated store of the backend `request.param` names, over
+    the session's shared database or a database of its own."""
     backend: str = request.param
-    opened = factory(backend, location(backend, request, "t.db", shared=True))()
+    opened = factory(backend, location(backend, request, "t.db", shared=shared))()
     await opened.open()
     try:
         await opened.migrate()
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    async with opened_store(request, shared=True) as opened:
+        yield opened
+
+
+@pytest.fixture(params=BACKENDS)
+async def fresh_store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """A store over a database of its own, for tests that read the whole
+    database (the retention sweeper)."""
+    async with opened_store(request, shared=False) as opened:
+        yield opened

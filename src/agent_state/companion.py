@@ -21,19 +21,21 @@ from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
+from . import exact_json, paging, positions, rules
 from . import idempotency as idempotency_keys
-from . import paging, positions, rules
 from .clock import now_micros
 from .errors import (
     AlreadyExists,
     ConversationNotFound,
     InvalidArgument,
+    NotFound,
     StorageUnavailable,
     VersionMismatch,
 )
 from .idempotency import Idempotency
 from .ids import new_id, parse_uuid
 from .model import (
+    EMPTY_STATE,
     ConversationInput,
     ConversationKey,
     ConversationRange,
@@ -45,12 +47,16 @@ from .model import (
     Item,
     MessageCopy,
     MessageHeader,
+    MessageInput,
     Moment,
     Original,
     Snapshot,
+    StateUpdateInput,
+    StoredState,
 )
 from .paging import ConversationCursor, SnapshotCursor
-from .storage.base import Store, WriteTransaction
+from .service import Appended, ConversationService
+from .storage.base import StateWriter, Store, WriteTransaction
 
 _NIL = UUID(int=0)
 _LAST = UUID(int=(1 << 128) - 1)
@@ -87,6 +93,8 @@ class CompanionCodec(Protocol):
     def message_id_size(self) -> int:
         """Bytes each message id adds to a response that lists ids."""
         ...
+
+    def appended_with_state(self, result: AppendedWithState) -> EncodedResponse: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +154,30 @@ class Forked:
     response: EncodedResponse
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeState:
+    """A scope's state as GetState and UpdateState answer it: its JSON
+    object's canonical text, and its version."""
+
+    values_json: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedWithState:
+    """What AppendMessagesWithState stored: the append, and each changed
+    scope's version afterwards, keyed by the scope as the request spelled
+    it."""
+
+    appended: Appended
+    state_versions: dict[str, int]
+
+
 class CompanionService:
     """ConversationsService's RPCs over `store` (the one ConversationService
-    uses), with `codec` for the responses idempotency keys replay."""
+    uses), with `codec` for the responses idempotency keys replay, and
+    `messages`, the ConversationService whose appends (rules, limits,
+    framing) AppendMessagesWithState makes."""
 
     def __init__(
         self,
@@ -156,11 +185,13 @@ class CompanionService:
         codec: CompanionCodec,
         limits: rules.Limits | None = None,
         clock: Callable[[], int] = now_micros,
+        messages: ConversationService | None = None,
     ) -> None:
         self._store = store
         self._codec = codec
         self._limits = limits or rules.Limits()
         self._clock = clock
+        self._messages = messages
 
     # -- writes ---------------------------------------------------------
 
@@ -461,6 +492,108 @@ class CompanionService:
             response = self._codec.conversation(record)
             await idempotency_keys.remember(tx, idempotency, now, response)
         return record
+
+    # -- scoped state -----------------------------------------------------
+
+    async def get_state(self, scope: str) -> ScopeState:
+        """The scope's state; `{}` at version 0 if nobody has updated it."""
+        checked = rules.scope(scope, "scope")
+        async with self._store.read_once() as rx:
+            stored = await rx.scoped_state(checked)
+        return _shown(stored or EMPTY_STATE)
+
+    async def update_state(
+        self,
+        given: StateUpdateInput,
+        expected_version: int,
+        idempotency: Idempotency | None = None,
+    ) -> ScopeState:
+        """Sets and removes keys of one scope's state, +1 to its version,
+        in one transaction; `expected_version` (0: none) is the scope's."""
+        change = rules.state_change(given)
+        expected = rules.expected_version(expected_version)
+        if idempotency is not None:
+            raise InvalidArgument(
+                "idempotency-key",
+                "UpdateState takes none: keys are kept per conversation, and state is not;"
+                " make a retry safe with expected_version",
+            )
+        async with self._store.write_state() as tx:
+            await _hold_conversations(tx, [change])
+            locked = await tx.lock_states([change.scope])
+            current = locked[change.scope.key].version
+            if expected and current != expected:
+                raise VersionMismatch("expected_version", expected, current, subject="the scope")
+            (state,) = await _change_states(tx, [change], locked)
+        return _shown(state)
+
+    async def append_with_state(
+        self,
+        conversation_id: str,
+        inputs: Sequence[MessageInput],
+        updates: Sequence[StateUpdateInput],
+        expected_version: int,
+        idempotency: Idempotency | None = None,
+    ) -> AppendedWithState | Replayed:
+        """Appends as AppendConversationMessages does (creating the
+        conversation if absent) and changes the scopes' states, in one
+        transaction: all of it lands or none. `expected_version` (0: none)
+        is the conversation's; an absent one is at 0."""
+        if self._messages is None:
+            raise RuntimeError("CompanionService needs `messages` for AppendMessagesWithState")
+        conversation = parse_uuid(conversation_id, "conversation_id")
+        digests = self._messages.checked_append(inputs)
+        changes = rules.state_updates(updates)
+        expected = rules.expected_version(expected_version)
+        now = self._clock()
+        async with self._store.write(conversation, create=True) as tx:
+            if replay := await self._recall(tx, idempotency, now):
+                return replay
+            await _hold_conversations(tx, changes)
+            # A conversation this transaction created is at version 0.
+            _check_version(tx.state, expected)
+            appended = await self._messages.append_locked(tx, inputs, digests, now)
+            locked = await tx.lock_states(sorted(change.scope for change in changes))
+            states = await _change_states(tx, changes, locked)
+            result = AppendedWithState(
+                appended,
+                {change.sent: state.version for change, state in zip(changes, states, strict=True)},
+            )
+            if idempotency is not None:
+                response = self._codec.appended_with_state(result)
+                await idempotency_keys.remember(tx, idempotency, now, response)
+            return result
+
+
+async def _hold_conversations(tx: StateWriter, changes: Sequence[rules.StateChange]) -> None:
+    """Keeps the conversations of the changes' `conversation/{uuid}` scopes
+    from being deleted until the transaction ends; NOT_FOUND naming the
+    first change whose conversation does not exist."""
+    owners = {change.scope.conversation_id for change in changes}
+    present = await tx.hold_conversations(sorted(owner for owner in owners if owner is not None))
+    for change in changes:
+        owner = change.scope.conversation_id
+        if owner is not None and owner not in present:
+            raise NotFound(f"{change.prefix}scope", f"conversation {owner} does not exist")
+
+
+async def _change_states(
+    tx: StateWriter, changes: Sequence[rules.StateChange], locked: dict[str, StoredState]
+) -> list[StoredState]:
+    """Makes the changes to the states `lock_states` locked, +1 to each
+    one's version; the new states, in the order of the changes."""
+    saved = []
+    for change in changes:
+        current = locked[change.scope.key]
+        values = change.applied_to(exact_json.load_object(current.values_json.decode()))
+        text = rules.state_text(values, f"{change.prefix}set_json")
+        saved.append((change.scope, StoredState(text, current.version + 1)))
+    await tx.save_states(saved)
+    return [state for _, state in saved]
+
+
+def _shown(state: StoredState) -> ScopeState:
+    return ScopeState(state.values_json.decode(), state.version)
 
 
 def _new_conversation_id(named: UUID | None, field: str, idempotency: Idempotency | None) -> UUID:

@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from .model import Retention
 from .rules import Limits
 from .server.access import Access, combined_tokens
 
@@ -43,6 +44,9 @@ _GO_NAMES = {"grpc_address": "GRPC_ADDRESS", "database_url": "DATABASE_URL"}
 _FILE_SETTINGS = ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_tokens_file")
 # The request limits' defaults are the service's own.
 _LIMITS = Limits()
+# The longest protobuf Duration, 10,000 years: a conversation's own max_idle
+# reaches as far.
+_MAX_DURATION_SECONDS = 315_576_000_000
 
 T = TypeVar("T")
 
@@ -121,6 +125,11 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
     tracing: bool = False
+    # The server's default retention (0: no limit of that kind), and how
+    # often the sweeper applies retention.
+    retention_max_idle_seconds: Annotated[int, Field(ge=0, le=_MAX_DURATION_SECONDS)] = 0
+    retention_max_messages: Annotated[int, Field(ge=0)] = 0
+    retention_sweep_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     _tokens: dict[str, Access] = PrivateAttr(default_factory=dict)
 
     @field_validator("log_level", mode="before")
@@ -191,6 +200,13 @@ class Settings(BaseModel):
                 value = str(value)
             shown[name] = value
         return shown
+
+    def default_retention(self) -> Retention:
+        """The retention of conversations without one of their own."""
+        return Retention(
+            max_idle=self.retention_max_idle_seconds * 1_000_000,
+            max_messages=self.retention_max_messages,
+        )
 
     def limits(self) -> Limits:
         return Limits(

@@ -50,10 +50,13 @@ class AlreadyExists(AgentStateError):
 
 
 class VersionMismatch(AgentStateError):
-    """A conditional write named another version than the conversation's."""
+    """A conditional write named another version than the conversation's
+    (or, `subject` saying so, another version than a state scope's)."""
 
-    def __init__(self, field: str, expected: int, current: int) -> None:
-        super().__init__(field, f"the conversation is at version {current}, not {expected}")
+    def __init__(
+        self, field: str, expected: int, current: int, subject: str = "the conversation"
+    ) -> None:
+        super().__init__(field, f"{subject} is at version {current}, not {expected}")
         self.expected = expected
         self.current = current
 

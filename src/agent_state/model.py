@@ -9,7 +9,7 @@ reinterpreted on the way through.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, NewType, TypeVar
 from uuid import UUID
@@ -273,3 +273,62 @@ class Erased:
 
     messages: int
     snapshots: int
+
+
+# --- The companion API: scoped state -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Scope:
+    """A checked state scope: `key` is its canonical text (a conversation's
+    id in its lowercase hyphenated form), under which it is stored;
+    `conversation_id` is set for a `conversation/{uuid}` scope, whose
+    state goes with the conversation."""
+
+    key: str
+    conversation_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateUpdateInput:
+    """One scope's change as sent: the scope, a JSON object of the keys to
+    set (empty: none) and the keys to remove, before any check."""
+
+    scope: str
+    set_json: str
+    remove_keys: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """A scope's state as stored: its JSON object's canonical UTF-8 text
+    and its version (+1 on every update; 0: never updated)."""
+
+    values_json: bytes
+    version: int
+
+
+EMPTY_STATE = StoredState(b"{}", 0)
+"""The state of a scope nobody has updated."""
+
+
+# --- Retention ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Overlong:
+    """A conversation holding more messages than its retention keeps:
+    `message_count` in its ordering, at most `max_messages` to keep."""
+
+    conversation_id: UUID
+    message_count: int
+    max_messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """Take the `count` oldest entries out of a conversation's ordering
+    (their messages deleted) and count one change to it."""
+
+    conversation_id: UUID
+    count: int

@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
+from . import exact_json
 from .errors import InvalidArgument, MessageNotFound, VersionMismatch
 from .ids import parse_optional_uuid, parse_uuid, shorten
 from .model import (
@@ -25,6 +26,8 @@ from .model import (
     Retention,
     RetentionInput,
     Role,
+    Scope,
+    StateUpdateInput,
 )
 
 _ROLES = frozenset(role.value for role in Role)
@@ -505,3 +508,116 @@ def fork_request(
         )
     details = conversation_details(ConversationInput(title, labels, None))
     return ForkRequest(source, up_to, new, details)
+
+
+# --- The companion API: scoped state ------------------------------------------------
+
+MAX_STATE_BYTES = 1024 * 1024
+"""A scope's state, as its canonical UTF-8 text, is at most this long."""
+MAX_SCOPE_PART_LENGTH = 256
+"""Code points in the app or user part of a scope."""
+MAX_STATE_UPDATES = 100
+"""Scopes one AppendMessagesWithState may change."""
+
+_SCOPE_FORMS = "app/{app}, user/{app}/{user} or conversation/{uuid}"
+# The parts each form has after its kind.
+_SCOPE_PARTS = {"app": 1, "user": 2, "conversation": 1}
+
+
+def scope(value: str, field: str) -> Scope:
+    """A scope in one of the three forms, each part non-empty and free of
+    `/`; a conversation's id in any spelling parse_uuid takes (its key uses
+    the canonical one)."""
+    kind, *parts = value.split("/")
+    if _SCOPE_PARTS.get(kind) != len(parts) or not all(parts):
+        raise InvalidArgument(
+            field,
+            f"{shorten(value)!r} is not a scope; use {_SCOPE_FORMS},"
+            " each part non-empty and without '/'",
+        )
+    if kind == "conversation":
+        conversation_id = parse_uuid(parts[0], field)
+        return Scope(f"conversation/{conversation_id}", conversation_id)
+    for part in parts:
+        if len(part) > MAX_SCOPE_PART_LENGTH:
+            raise InvalidArgument(
+                field,
+                f"has a part of {len(part)} characters; at most {MAX_SCOPE_PART_LENGTH}",
+            )
+        if "\x00" in part:
+            raise InvalidArgument(field, "must not hold U+0000")
+    return Scope(value)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One scope's change, checked: the keys to set with their values, and
+    the keys to remove (none of them set). `sent` is the scope as the
+    request spelled it, which keys the versions AppendMessagesWithState
+    answers with; `prefix` is where the request holds it, for errors
+    (``state_updates[2].``)."""
+
+    scope: Scope
+    sent: str
+    values: dict[str, exact_json.Value]
+    remove: frozenset[str]
+    prefix: str = ""
+
+    def applied_to(self, current: dict[str, exact_json.Value]) -> dict[str, exact_json.Value]:
+        """`current` with this change made."""
+        kept = {key: value for key, value in current.items() if key not in self.remove}
+        return kept | self.values
+
+
+def state_change(given: StateUpdateInput, prefix: str = "") -> StateChange:
+    """A scope's change as sent, checked; errors name the field under
+    `prefix` (``state_updates[2].`` in AppendMessagesWithState). The keys
+    set must fit in a scope's state by themselves."""
+    checked_scope = scope(given.scope, f"{prefix}scope")
+    values: dict[str, exact_json.Value] = {}
+    if given.set_json:
+        try:
+            values = exact_json.parse_object(given.set_json)
+        except exact_json.JsonError as error:
+            raise InvalidArgument(f"{prefix}set_json", str(error)) from None
+        state_text(values, f"{prefix}set_json")
+    for index, key in enumerate(given.remove_keys):
+        if key in values:
+            raise InvalidArgument(
+                f"{prefix}remove_keys[{index}]",
+                f"{shorten(key)!r} is set by set_json too; a key is either set or removed",
+            )
+    return StateChange(checked_scope, given.scope, values, frozenset(given.remove_keys), prefix)
+
+
+def state_text(values: dict[str, exact_json.Value], field: str) -> bytes:
+    """The state's canonical UTF-8 text, at most MAX_STATE_BYTES long."""
+    text = exact_json.dump_utf8(values)
+    if len(text) > MAX_STATE_BYTES:
+        raise InvalidArgument(
+            field,
+            f"makes the state {len(text)} bytes as stored (canonical JSON);"
+            f" a scope holds at most {MAX_STATE_BYTES} (1 MiB)",
+        )
+    return text
+
+
+def state_updates(updates: Sequence[StateUpdateInput]) -> list[StateChange]:
+    """AppendMessagesWithState's state_updates, checked: each scope at
+    most once (whatever the spelling of a conversation's id)."""
+    if len(updates) > MAX_STATE_UPDATES:
+        raise InvalidArgument(
+            "state_updates", f"holds {len(updates)} updates; at most {MAX_STATE_UPDATES}"
+        )
+    changes: list[StateChange] = []
+    seen: dict[str, int] = {}
+    for index, given in enumerate(updates):
+        change = state_change(given, f"state_updates[{index}].")
+        earlier = seen.setdefault(change.scope.key, index)
+        if earlier != index:
+            raise InvalidArgument(
+                f"state_updates[{index}].scope",
+                f"names the scope of state_updates[{earlier}] again; each scope at most once",
+            )
+        changes.append(change)
+    return changes

@@ -2,8 +2,8 @@
 
 It builds the store, brings its schema up to date, constructs the
 `ConversationService` and the companion API's `CompanionService` over it
-(here only), runs the sweeper of expired idempotency keys beside them, and
-hands both to the gRPC server (server/app.py). `check_serving` holds the
+(here only), runs the sweepers of expired idempotency keys and of
+retention beside them, and hands both to the gRPC server (server/app.py). `check_serving` holds the
 checks `serve` makes before it opens anything; `agent-state config` makes
 the same ones.
 """
@@ -20,6 +20,7 @@ from . import logs
 from .companion import CompanionService
 from .config import Settings
 from .errors import StorageUnavailable
+from .retention import RetentionSweeper
 from .server import tracing
 from .server.access import exposure
 from .server.app import Server
@@ -86,10 +87,14 @@ async def serve(settings: Settings) -> None:
     async with build_store(settings) as store:
         await _bring_schema_up_to_date(store, migrate_on_start=settings.migrate_on_start)
         service = ConversationService(store, WireCodec(), settings.limits())
-        companion = CompanionService(store, CompanionCodec(), settings.limits())
+        companion = CompanionService(store, CompanionCodec(), settings.limits(), messages=service)
         metrics = Metrics(store) if settings.metrics_address else None
         server = Server(settings, service, companion, metrics)
-        async with _sweeping_expired_keys(service):
+        sweeper = RetentionSweeper(store, settings.default_retention())
+        async with (
+            _sweeping_expired_keys(service),
+            _sweeping_retention(sweeper, settings.retention_sweep_seconds, metrics),
+        ):
             await server.start()
             backend = (
                 settings.database_url.partition(":")[0]
@@ -151,6 +156,48 @@ async def _sweep_expired_keys(service: ConversationService) -> None:
         else:
             if forgotten:
                 log.info("deleted %d expired idempotency keys", forgotten)
+        await asyncio.sleep(period)
+
+
+@asynccontextmanager
+async def _sweeping_retention(
+    sweeper: RetentionSweeper, period: float, metrics: Metrics | None
+) -> AsyncIterator[None]:
+    """Applies retention every `period` seconds while the block runs."""
+    task = asyncio.create_task(_sweep_retention(sweeper, period, metrics))
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
+
+
+async def _sweep_retention(
+    sweeper: RetentionSweeper, period: float, metrics: Metrics | None
+) -> None:
+    while True:
+        try:
+            swept = await sweeper.sweep()
+        except StorageUnavailable:
+            log.warning("could not apply retention: database unavailable")
+        except Exception:
+            # Logged and tried again next period: retention must not stop
+            # for good over one bad sweep.
+            log.exception("retention sweep failed")
+        else:
+            if metrics is not None:
+                metrics.retention_conversations.inc(swept.conversations)
+                metrics.retention_messages.inc(swept.messages)
+            if swept.conversations or swept.messages:
+                log.info(
+                    "retention deleted %d conversations and trimmed %d messages",
+                    swept.conversations,
+                    swept.messages,
+                    extra=logs.fields(
+                        retention_conversations_deleted=swept.conversations,
+                        retention_messages_trimmed=swept.messages,
+                    ),
+                )
         await asyncio.sleep(period)
 
 

@@ -214,8 +214,7 @@ class ConversationService:
         expected: ExpectedVersion | None = None,
     ) -> Appended | Replay:
         conversation = parse_uuid(conversation_id, "conversation_id")
-        rules.validate_append(inputs, self._limits)
-        digests = [hashlib.sha256(message.body).digest() for message in inputs]
+        digests = self.checked_append(inputs)
         # Usually the clock has moved on since the conversation's last change
         # and its position space has room: then updated_at is simply now, the
         # entries go one GAP apart after the tail, and the store does it all
@@ -245,25 +244,42 @@ class ConversationService:
         async with self._writing(conversation, expected, create=True) as tx:
             if replay := await self._admit(tx, idempotency, expected, now):
                 return replay
-            state = tx.state
-            slots = positions.append_positions(state.tail_position, len(inputs))
-            updated_at = rules.next_updated_at(state.updated_at, now)
-            messages = [
-                self._new_message(conversation, message, digest, updated_at)
-                for message, digest in zip(inputs, digests, strict=True)
-            ]
-            state = dataclasses.replace(
-                state,
-                message_count=state.message_count + len(messages),
-                updated_at=updated_at,
-                tail_position=slots[-1],
-                version=state.version + 1,
-            )
-            items = [Item(slot, m.message.id) for slot, m in zip(slots, messages, strict=True)]
-            await tx.append(messages, items, state)
-            return await self._remember(
-                tx, idempotency, now, Appended(state, messages), self._codec.appended
-            )
+            result = await self.append_locked(tx, inputs, digests, now)
+            return await self._remember(tx, idempotency, now, result, self._codec.appended)
+
+    def checked_append(self, inputs: Sequence[MessageInput]) -> list[bytes]:
+        """An append's messages checked against the rules and limits; the
+        SHA-256 of each one's body."""
+        rules.validate_append(inputs, self._limits)
+        return [hashlib.sha256(message.body).digest() for message in inputs]
+
+    async def append_locked(
+        self,
+        tx: WriteTransaction,
+        inputs: Sequence[MessageInput],
+        digests: Sequence[bytes],
+        now: int,
+    ) -> Appended:
+        """Append `checked_append`'s messages at the tail of the conversation
+        `tx` locks, as of `now`, under the full rules (updated_at strictly
+        increases, version + 1); also the companion API's append with state."""
+        state = tx.state
+        slots = positions.append_positions(state.tail_position, len(inputs))
+        updated_at = rules.next_updated_at(state.updated_at, now)
+        messages = [
+            self._new_message(state.id, message, digest, updated_at)
+            for message, digest in zip(inputs, digests, strict=True)
+        ]
+        state = dataclasses.replace(
+            state,
+            message_count=state.message_count + len(messages),
+            updated_at=updated_at,
+            tail_position=slots[-1],
+            version=state.version + 1,
+        )
+        items = [Item(slot, m.message.id) for slot, m in zip(slots, messages, strict=True)]
+        await tx.append(messages, items, state)
+        return Appended(state, messages)
 
     async def replace_range(
         self,

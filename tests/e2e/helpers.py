@@ -55,6 +55,9 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
+# Scoped state (tests/e2e/test_state.py).
+COMPANION_METHODS += ["GetState", "UpdateState", "AppendMessagesWithState"]
+
 CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 OK = grpc.StatusCode.OK

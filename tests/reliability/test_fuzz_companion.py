@@ -11,6 +11,7 @@ serving.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -200,6 +201,28 @@ def seeds(conversation_id: str, full: Filled | None = None) -> dict[str, list[by
         "ListConversationSnapshots": [
             cpb.ListConversationSnapshotsRequest(
                 conversation_id=full.conversation_id, page_size=1
+            ).SerializeToString()
+        ],
+    } | state_seeds(full.conversation_id)
+
+
+def state_seeds(conversation_id: str) -> dict[str, list[bytes]]:
+    """Valid requests of the scoped state's methods."""
+    update = cpb.StateUpdate(
+        scope=f"conversation/{conversation_id}", set_json='{"a": 1.0, "b": [null]}'
+    )
+    return {
+        "GetState": [cpb.GetStateRequest(scope="app/fuzz").SerializeToString()],
+        "UpdateState": [
+            cpb.UpdateStateRequest(
+                scope="user/fuzz/u", set_json='{"n": 12345678901234567890123}', remove_keys=["x"]
+            ).SerializeToString()
+        ],
+        "AppendMessagesWithState": [
+            cpb.AppendMessagesWithStateRequest(
+                conversation_id=conversation_id,
+                messages=[text_message("fuzz")],
+                state_updates=[update, cpb.StateUpdate(scope="app/fuzz", remove_keys=["a"])],
             ).SerializeToString()
         ],
     }
@@ -403,6 +426,51 @@ def test_tail_with_any_values(fz: CompanionFuzzer, filled: Filled) -> None:
             # The last of the ordering that match, oldest first.
             assert found == [i for i in filled.message_ids if i in found]
 
+
+# --- scoped state ---------------------------------------------------------------------------
+
+scope_kinds = st.sampled_from(["app", "user", "conversation", "App", ""])
+scope_parts = st.lists(texts | ids, max_size=3)
+scopes = st.builds(lambda kind, parts: "/".join([kind, *parts]), scope_kinds, scope_parts) | texts
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+set_jsons = (
+    st.dictionaries(st.text(max_size=5), json_values, max_size=5).map(json.dumps)
+    | json_values.map(json.dumps)
+    | texts
+    | st.sampled_from(['{"a": 1, "a": 2}', '{"a": NaN}', '{"a": "\\ud800"}', "{" * 3000, "1e400"])
+)
+key_lists = st.lists(st.text(max_size=5) | texts, max_size=4)
+
+
+def test_state_with_any_values(fz: CompanionFuzzer, existing: str) -> None:
+    @FUZZ
+    @given(st.just(f"conversation/{existing}") | scopes, set_jsons, key_lists, int64s)
+    def run(scope: str, set_json: str, remove_keys: list[str], expected: int) -> None:
+        request = cpb.UpdateStateRequest(
+            scope=scope, set_json=set_json, remove_keys=remove_keys, expected_version=expected
+        )
+        answer = fz.send("UpdateState", request)
+        read = fz.send("GetState", cpb.GetStateRequest(scope=scope))
+        if answer.response is None:
+            return
+        updated = cpb.UpdateStateResponse.FromString(answer.response)
+        # What an update answers is the state, and reads back.
+        assert read.response is not None
+        assert cpb.GetStateResponse.FromString(read.response).values_json == updated.values_json
+        values = json.loads(updated.values_json)
+        assert set(values) >= set(json.loads(set_json or "{}")) - set(remove_keys)
+        assert not set(values) & set(remove_keys)
+
     run()
 
 
@@ -473,5 +541,33 @@ def test_fork_with_any_values(fz: CompanionFuzzer, filled: Filled) -> None:
         if conversation_id == filled.conversation_id:
             last = filled.message_ids.index(up_to) + 1 if up_to else len(filled.message_ids)
             assert len(reply.message_ids) == last
+
+
+def test_append_with_state_with_any_values(fz: CompanionFuzzer, existing: str) -> None:
+    @FUZZ
+    @given(
+        st.just(existing) | ids,
+        st.lists(
+            st.builds(cpb.StateUpdate, scope=scopes, set_json=set_jsons, remove_keys=key_lists),
+            max_size=3,
+        ),
+        int64s | st.just(0),
+        st.integers(0, 2),
+    )
+    def run(
+        conversation_id: str, updates: list[cpb.StateUpdate], expected: int, count: int
+    ) -> None:
+        request = cpb.AppendMessagesWithStateRequest(
+            conversation_id=conversation_id,
+            messages=[text_message(str(n)) for n in range(count)],
+            state_updates=updates,
+            expected_version=expected,
+        )
+        answer = fz.send("AppendMessagesWithState", request)
+        if answer.response is None:
+            return
+        response = cpb.AppendMessagesWithStateResponse.FromString(answer.response)
+        assert len(response.appended) == count
+        assert set(response.state_versions) == {update.scope for update in updates}
 
     run()

@@ -17,7 +17,12 @@ import pytest
 
 from agent_state import paging
 from agent_state.clock import now_micros
-from agent_state.companion import CompanionService, ConversationPage, Replayed
+from agent_state.companion import (
+    AppendedWithState,
+    CompanionService,
+    ConversationPage,
+    Replayed,
+)
 from agent_state.errors import (
     AlreadyExists,
     ConversationNotFound,
@@ -58,6 +63,7 @@ class RecordCodec:
 
     def __init__(self) -> None:
         self.records: dict[EncodedResponse, ConversationRecord] = {}
+        self.appends: dict[EncodedResponse, AppendedWithState] = {}
 
     def conversation(self, record: ConversationRecord) -> EncodedResponse:
         response = EncodedResponse(b"record %d" % len(self.records))
@@ -79,6 +85,11 @@ class RecordCodec:
 
     def message_id_size(self) -> int:
         return 16
+
+    def appended_with_state(self, result: AppendedWithState) -> EncodedResponse:
+        response = EncodedResponse(b"appended with state %d" % len(self.appends))
+        self.appends[response] = result
+        return response
 
 
 class Clock:
@@ -107,9 +118,10 @@ class Services:
 
 def services(store: Store, clock: Callable[[], int] = now_micros) -> Services:
     codec = RecordCodec()
+    conversations = ConversationService(store, ReadableCodec(), clock=clock)
     return Services(
-        CompanionService(store, codec, clock=clock),
-        ConversationService(store, ReadableCodec(), clock=clock),
+        CompanionService(store, codec, clock=clock, messages=conversations),
+        conversations,
         codec,
     )
 

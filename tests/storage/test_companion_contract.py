@@ -29,7 +29,9 @@ from agent_state.model import (
     RememberedCall,
     Renumbering,
     Retention,
+    Scope,
     Snapshot,
+    StoredState,
 )
 from agent_state.positions import GAP, MAX_POSITION
 from agent_state.storage import sql, transactions
@@ -320,7 +322,7 @@ async def _filled(opened: Opened, body: bytes) -> tuple[UUID, int, int]:
     placed and detached messages, a renumbering, snapshots with frozen
     copies and bodies, an idempotency key, labels, and the state of its
     scope. Returns its id, and how many messages and snapshots it has."""
-    store, database = opened.store, opened.database
+    store = opened.store
     conversation_id = (await created(store)).state.id
     placed = [message(body), message(body), message(b"third")]
     detached = message(b"detached")
@@ -331,13 +333,10 @@ async def _filled(opened: Opened, body: bytes) -> tuple[UUID, int, int]:
             snapshot = Snapshot(uuid4(), conversation_id, T0, len(ids))
             assert await tx.create_snapshot(snapshot, ids) == len(ids)
         await tx.remember("key", RememberedCall(sha256(b"request"), b"response", T0))
-    scope = f"conversation/{conversation_id}"
-    value = "'\\x7b7d'::bytea" if database.dialect == "postgres" else "x'7b7d'"
-    literal = _id_literal(database, conversation_id)
-    database.execute(
-        "INSERT INTO scoped_state (scope, conversation_id, values_json, version)"
-        f" VALUES ('{scope}', {literal}, {value}, 1)"
-    )
+        scope = Scope(f"conversation/{conversation_id}", conversation_id)
+        assert await tx.hold_conversations([conversation_id])
+        await tx.lock_states([scope])
+        await tx.save_states([(scope, StoredState(b"{}", 1))])
     return conversation_id, 4, 2
 
 

@@ -62,6 +62,9 @@ _HELP = {
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "log_format": "logfmt or json",
     "tracing": "OpenTelemetry tracing (needs the otel extra; OTEL_* variables configure it)",
+    "retention_max_idle_seconds": "default retention: seconds idle before deletion; 0: never",
+    "retention_max_messages": "default retention: messages a conversation keeps at most; 0: all",
+    "retention_sweep_seconds": "how often the sweeper applies retention",
 }
 # Flags kept under their established names.
 _FLAG_NAMES = {"migrate_on_start": "migrate"}

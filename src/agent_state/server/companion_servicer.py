@@ -22,11 +22,12 @@ import grpc
 
 from agent_state_client._gen import conversations_pb2 as cpb
 
-from ..companion import CompanionService, Replayed
+from ..companion import AppendedWithState, CompanionService, Replayed, ScopeState
 from ..errors import ConversationNotFound, StorageUnavailable, VersionMismatch
 from ..idempotency import Idempotency
 from ..model import ConversationRecord, ConversationState, EncodedResponse, MessageHeader
 from . import convert, dispatch, wire
+from .wire import WireCodec
 
 SERVICE = cpb.DESCRIPTOR.services_by_name["ConversationsService"]
 SERVICE_NAME = SERVICE.full_name
@@ -56,6 +57,19 @@ class CompanionCodec:
 
     def message_id_size(self) -> int:
         return wire.MESSAGE_ID_FIELD_SIZE
+
+    def appended_with_state(self, result: AppendedWithState) -> EncodedResponse:
+        # AppendMessagesWithStateResponse: metadata = 1 and appended = 2, as
+        # in AppendConversationMessagesResponse (the stored entries are
+        # written once), then the state_versions entries (3).
+        versions = cpb.AppendMessagesWithStateResponse(state_versions=result.state_versions)
+        return EncodedResponse(
+            _WIRE.appended(result.appended) + versions.SerializeToString(deterministic=True)
+        )
+
+
+_WIRE = WireCodec()
+_CODEC = CompanionCodec()
 
 
 def _conversation_id(request: cpb.DescribeConversationRequest) -> str:
@@ -105,6 +119,18 @@ class CompanionServicer:
                 write=True,
                 conversation=one,
                 versioned=_new_conversation_id,
+            ),
+        } | self._state_routes()
+
+    def _state_routes(self) -> dict[str, dispatch.Route]:
+        """Scoped state: its reads and writes name no conversation (their
+        version is the scope's, in the answer), but an append with state
+        does."""
+        return {
+            "GetState": dispatch.Route(self.get_state),
+            "UpdateState": dispatch.Route(self.update_state, write=True),
+            "AppendMessagesWithState": dispatch.Route(
+                self.append_with_state, write=True, conversation=_conversation_id
             ),
         }
 
@@ -222,6 +248,35 @@ class CompanionServicer:
         if isinstance(result, Replayed):
             return dispatch.Versioned(result.response, result.version)
         return dispatch.Versioned(result.response, result.record.state.version)
+
+    # -- scoped state
+
+    async def get_state(self, request: cpb.GetStateRequest) -> cpb.GetStateResponse:
+        state = await self._service.get_state(request.scope)
+        return cpb.GetStateResponse(values_json=state.values_json, version=state.version)
+
+    async def update_state(
+        self, request: cpb.UpdateStateRequest, key: Idempotency | None
+    ) -> cpb.UpdateStateResponse:
+        state: ScopeState = await self._service.update_state(
+            convert.state_update(request), request.expected_version, key
+        )
+        return cpb.UpdateStateResponse(values_json=state.values_json, version=state.version)
+
+    async def append_with_state(
+        self, request: cpb.AppendMessagesWithStateRequest, key: Idempotency | None
+    ) -> dispatch.Versioned:
+        result = await self._service.append_with_state(
+            request.conversation_id,
+            [convert.message_input(message) for message in request.messages],
+            [convert.state_update(update) for update in request.state_updates],
+            request.expected_version,
+            key,
+        )
+        if isinstance(result, Replayed):
+            return dispatch.Versioned(result.response, result.version)
+        response = _CODEC.appended_with_state(result)
+        return dispatch.Versioned(bytes(response), result.appended.state.version)
 
 
 def register(server: grpc.aio.Server, servicer: CompanionServicer, edge: dispatch.Edge) -> None:

@@ -18,6 +18,7 @@ from ..model import (
     MessageInput,
     Moment,
     RetentionInput,
+    StateUpdateInput,
 )
 
 
@@ -88,3 +89,10 @@ def conversation(record: ConversationRecord) -> cpb.Conversation:
             message.retention.max_idle.CopyFrom(Duration(seconds=seconds, nanos=micros * 1000))
         message.retention.SetInParent()
     return message
+
+
+# --- the companion API: scoped state ------------------------------------------------
+
+
+def state_update(update: cpb.StateUpdate | cpb.UpdateStateRequest) -> StateUpdateInput:
+    return StateUpdateInput(update.scope, update.set_json, list(update.remove_keys))

@@ -91,6 +91,16 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(store))
+        self.retention_conversations = Counter(
+            "agent_state_retention_conversations_deleted",
+            "Conversations the retention sweeper deleted (idle past their max_idle).",
+            registry=self.registry,
+        )
+        self.retention_messages = Counter(
+            "agent_state_retention_messages_trimmed",
+            "Messages the retention sweeper trimmed (past their conversation's max_messages).",
+            registry=self.registry,
+        )
 
 
 class Observer:

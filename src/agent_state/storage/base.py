@@ -25,10 +25,14 @@ from ..model import (
     MessageCopy,
     NewMessage,
     Original,
+    Overlong,
     Page,
     RememberedCall,
     Renumbering,
+    Scope,
     Snapshot,
+    StoredState,
+    Trim,
 )
 
 
@@ -148,8 +152,37 @@ class ReadTransaction(ABC):
     ) -> Page[tuple[int, UUID]]:
         """Message ids of items with index > `after`, at most `limit`."""
 
+    # -- the companion API: scoped state
 
-class WriteTransaction(ABC):
+    @abstractmethod
+    async def scoped_state(self, scope: Scope) -> StoredState | None:
+        """The scope's state (None: nobody has updated it). One statement:
+        may run under `Store.read_once`."""
+
+
+class StateWriter(ABC):
+    """The state half of a write transaction: changes to scopes, each
+    scope's row locked until the transaction ends."""
+
+    @abstractmethod
+    async def hold_conversations(self, conversation_ids: Sequence[UUID]) -> set[UUID]:
+        """Of the given conversations, those that exist; they cannot be
+        deleted until the transaction ends (their rows are share-locked).
+        Call it before `lock_states`, with the ids sorted."""
+
+    @abstractmethod
+    async def lock_states(self, scopes: Sequence[Scope]) -> dict[str, StoredState]:
+        """The scopes' states by key, each row locked (created if absent, at
+        EMPTY_STATE, and gone again if the transaction rolls back). `scopes`
+        sorted by key, distinct; a conversation's scope only after
+        `hold_conversations` found the conversation."""
+
+    @abstractmethod
+    async def save_states(self, states: Sequence[tuple[Scope, StoredState]]) -> None:
+        """Write the states of scopes `lock_states` locked."""
+
+
+class WriteTransaction(StateWriter):
     """A transaction holding the lock of one conversation.
 
     Everything done through it commits together when the ``async with``
@@ -278,6 +311,36 @@ class WriteTransaction(ABC):
         roll back. (Checking first would look every id up twice.)"""
 
 
+class SweepTransaction(ABC):
+    """A write transaction of the retention sweeper: it locks the
+    conversations it works on, skipping those another transaction holds
+    (another server's sweeper, a writer), so that many servers sweep one
+    database without doing anything twice."""
+
+    @abstractmethod
+    async def lock_idle(self, now: int, default_max_idle: int, limit: int) -> list[UUID]:
+        """Up to `limit` conversations not updated for longer than their
+        max_idle (their own retention's, else `default_max_idle`; 0: kept
+        forever) at `now`, locked."""
+
+    @abstractmethod
+    async def erase(self, conversation_ids: Sequence[UUID]) -> None:
+        """Erase locked conversations as WriteTransaction.erase does."""
+
+    @abstractmethod
+    async def lock_overlong(self, default_max_messages: int, limit: int) -> list[Overlong]:
+        """Up to `limit` conversations holding more messages than their
+        max_messages (their own retention's, else `default_max_messages`;
+        0: no limit), locked."""
+
+    @abstractmethod
+    async def trim(self, trims: Sequence[Trim]) -> None:
+        """For each locked conversation, delete the oldest `count` entries
+        of its ordering and their messages (snapshots keep their frozen
+        copies), take `count` from message_count and add 1 to version;
+        updated_at stays."""
+
+
 @dataclass(frozen=True)
 class PoolStats:
     """The store's connections right now, for metrics."""
@@ -366,6 +429,17 @@ class Store(ABC):
         again if the transaction rolls back); without, an absent one raises
         ConversationNotFound.
         """
+
+    # -- the companion API: scoped state and retention
+
+    @abstractmethod
+    def write_state(self) -> AbstractAsyncContextManager[StateWriter]:
+        """A write transaction that locks no conversation, for changes to
+        state scopes (UpdateState)."""
+
+    @abstractmethod
+    def sweep(self) -> AbstractAsyncContextManager[SweepTransaction]:
+        """A write transaction of the retention sweeper: short, one batch."""
 
     async def __aenter__(self) -> Store:
         await self.open()

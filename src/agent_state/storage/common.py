@@ -55,6 +55,11 @@ class Micros:
         return f"Micros({self.value})"
 
 
+EARLIEST = -62_135_596_800 * 1_000_000
+"""0001-01-01T00:00:00Z: the earliest time parameter either dialect takes
+for a cutoff (PostgreSQL's timestamptz reaches further back, not far)."""
+
+
 # --- Binary columns ----------------------------------------------------------
 
 

@@ -484,6 +484,11 @@ class PostgresStore(transactions.StoreOperations):
             yield transactions.Write(_PostgresExecutor(conn), state, created)
 
     @asynccontextmanager
+    async def _unlocked(self) -> AsyncIterator[Executor]:
+        async with self._transaction(_BEGIN_WRITE) as conn:
+            yield _PostgresExecutor(conn)
+
+    @asynccontextmanager
     async def _transaction(self, begin: bytes) -> AsyncIterator[_Connection]:
         """A pooled connection in pipeline mode inside BEGIN ... COMMIT."""
         async with self._connection() as conn, conn.pipeline() as pipeline:

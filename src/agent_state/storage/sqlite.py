@@ -125,6 +125,11 @@ def _begin_read(db: sqlite3.Connection) -> None:
     _execute(db, "begin_read")
 
 
+def _begin_write(db: sqlite3.Connection) -> None:
+    _end_transaction(db)  # one a cancelled call may have left open
+    _execute(db, "begin_write")
+
+
 def _end_transaction(db: sqlite3.Connection) -> None:
     """Roll back the connection's transaction, if one is open."""
     if db.in_transaction:
@@ -267,14 +272,10 @@ class _SqliteMigrations(migrations.MigrationSession):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        def begin(db: sqlite3.Connection) -> None:
-            _end_transaction(db)  # one a cancelled call may have left open
+        try:
             # BEGIN IMMEDIATE takes the write lock first, so a concurrent
             # migrator sees what this one did.
-            _execute(db, "begin_write")
-
-        try:
-            await self._writer.run(begin)
+            await self._writer.run(_begin_write)
             yield
             await self._writer.run(lambda db: _execute(db, "commit"))
         except BaseException:
@@ -372,8 +373,7 @@ class SqliteStore(transactions.StoreOperations):
 
         def append(db: sqlite3.Connection) -> Row | None:
             # One trip to the writer's thread for the whole transaction.
-            _end_transaction(db)  # one a cancelled call may have left open
-            _execute(db, "begin_write")
+            _begin_write(db)
             try:
                 # Created when first updated, as in PostgreSQL.
                 created = {"created_at": params["updated_at"]}
@@ -431,8 +431,7 @@ class SqliteStore(transactions.StoreOperations):
         def begin(db: sqlite3.Connection) -> tuple[Any, bool]:
             """The conversation's row and whether this created it (the
             write lock keeps other creators out in between)."""
-            _end_transaction(db)  # one a cancelled call may have left open
-            _execute(db, "begin_write")
+            _begin_write(db)
             try:
                 row = _row(db, "lock_conversation", params)
                 if row is not None or not create:
@@ -443,20 +442,32 @@ class SqliteStore(transactions.StoreOperations):
                 _execute(db, "rollback")
                 raise
 
+        async with self._writing(begin) as (row, created):
+            if row is None:
+                raise common.conversation_not_found(conversation_id)
+            state = common.conversation_state(conversation_id, row)
+            yield transactions.Write(_SqliteExecutor(self._writer), state, created)
+
+    @asynccontextmanager
+    async def _unlocked(self) -> AsyncIterator[Executor]:
+        async with self._writing(_begin_write):
+            yield _SqliteExecutor(self._writer)
+
+    @asynccontextmanager
+    async def _writing(self, begin: Callable[[sqlite3.Connection], T]) -> AsyncIterator[T]:
+        """A transaction of the writer connection under the store's write
+        lock: `begin` (which BEGINs) runs on its thread and what it returns
+        goes to the block; COMMIT follows the block, ROLLBACK a failure."""
         async with self._write_lock:
             try:
-                row, created = await self._writer.run(begin)
+                started = await self._writer.run(begin)
             except BaseException:
                 # Cancelled while BEGIN was queued or running: it still
                 # runs, so end it after it, before releasing the lock.
                 await asyncio.shield(self._writer.run(_end_transaction))
                 raise
-            if row is None:
-                await self._writer.run(lambda db: _execute(db, "rollback"))
-                raise common.conversation_not_found(conversation_id)
             try:
-                state = common.conversation_state(conversation_id, row)
-                yield transactions.Write(_SqliteExecutor(self._writer), state, created)
+                yield started
             except BaseException:
                 await asyncio.shield(self._writer.run(_end_transaction))
                 raise

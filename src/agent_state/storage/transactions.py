@@ -34,13 +34,16 @@ row of the statement before them, under the store's write lock.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
 
 from ..model import (
+    EMPTY_STATE,
     ConversationRange,
     ConversationRecord,
     ConversationState,
@@ -50,13 +53,17 @@ from ..model import (
     MessageHeader,
     NewMessage,
     Original,
+    Overlong,
     Page,
     RememberedCall,
     Renumbering,
+    Scope,
     Snapshot,
+    StoredState,
+    Trim,
 )
 from . import common
-from .base import ReadTransaction, Store, WriteTransaction
+from .base import ReadTransaction, StateWriter, Store, SweepTransaction, WriteTransaction
 
 Params = Mapping[str, Any]
 Row = tuple[Any, ...]
@@ -377,12 +384,62 @@ class Read(ReadTransaction):
         ids = common.unpack_ids(bytes(row[0])) if row and row[0] is not None else []
         return common.limited_page(list(enumerate(ids, start=after + 1)), limit)
 
+    # -- the companion API: scoped state
 
-class Write(WriteTransaction):
-    __slots__ = ("_created", "_id", "_state", "_x")
+    async def scoped_state(self, scope: Scope) -> StoredState | None:
+        row = await self._x.row("scoped_state", {"scope": scope.key})
+        return None if row is None else StoredState(bytes(row[0]), row[1])
+
+
+class StateWrite(StateWriter):
+    """Changes to state scopes: UpdateState's whole transaction, and part
+    of every conversation's write transaction (AppendMessagesWithState)."""
+
+    __slots__ = ("_x",)
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    async def hold_conversations(self, conversation_ids: Sequence[UUID]) -> set[UUID]:
+        if not conversation_ids:
+            return set()
+        params = {"packed": common.pack_ids(conversation_ids)}
+        rows = await self._x.rows("hold_conversations", params)
+        return {self._x.to_uuid(found) for (found,) in rows}
+
+    async def lock_states(self, scopes: Sequence[Scope]) -> dict[str, StoredState]:
+        if not scopes:
+            return {}
+        # The absent rows are made first (a concurrent maker of the same one
+        # makes this wait for its outcome), so that every row exists to be
+        # locked: two updates of a new scope then apply one after the other.
+        columns: dict[str, list[Any]] = {
+            "scope": [scope.key for scope in scopes],
+            "owner": [scope.conversation_id for scope in scopes],
+        }
+        await self._x.run(Statement("create_scopes", {}, columns))
+        keys = {"scopes": json.dumps([scope.key for scope in scopes])}
+        found = {
+            key: StoredState(bytes(values_json), version)
+            for key, values_json, version in await self._x.rows("lock_scopes", keys)
+        }
+        return {scope.key: found.get(scope.key, EMPTY_STATE) for scope in scopes}
+
+    async def save_states(self, states: Sequence[tuple[Scope, StoredState]]) -> None:
+        if states:
+            columns: dict[str, list[Any]] = {
+                "scope": [scope.key for scope, _ in states],
+                "values_json": [state.values_json for _, state in states],
+                "version": [state.version for _, state in states],
+            }
+            await self._x.run(Statement("save_states", {}, columns))
+
+
+class Write(StateWrite, WriteTransaction):
+    __slots__ = ("_created", "_id", "_state")
 
     def __init__(self, executor: Executor, state: ConversationState, created: bool) -> None:
-        self._x = executor
+        super().__init__(executor)
         self._id = state.id
         self._state = state
         self._created = created
@@ -416,11 +473,7 @@ class Write(WriteTransaction):
         conversation = {"conversation": self._id}
         row = await self._x.row("conversation_contents", conversation)
         assert row is not None
-        await self._x.run(
-            Statement("erase_frozen_messages", conversation),
-            Statement("erase_frozen_bodies", conversation),
-            Statement("erase_conversation", conversation),
-        )
+        await self._x.run(*_erasure([self._id]))
         return Erased(messages=row[0], snapshots=row[1])
 
     async def lookup(
@@ -584,6 +637,19 @@ async def _by_ids(
     return await executor.rows(query, params)
 
 
+def _erasure(conversation_ids: Sequence[UUID]) -> list[Statement]:
+    """Erasing locked conversations: the frozen copies and bodies of their
+    snapshots (which refer to no conversation row), then their rows, which
+    every other table's rows follow (ON DELETE CASCADE). DeleteConversation
+    and the retention sweeper both erase so."""
+    erased = {"erased": list(conversation_ids)}
+    return [
+        Statement("erase_frozen_messages", {}, erased),
+        Statement("erase_frozen_bodies", {}, erased),
+        Statement("erase_conversations", {}, erased),
+    ]
+
+
 async def _record(executor: Executor, conversation_id: UUID) -> ConversationRecord:
     """The conversation's row and labels; raises ConversationNotFound."""
     row = await executor.row("conversation_record", {"conversation": conversation_id})
@@ -651,3 +717,76 @@ class StoreOperations(Store):
     @abstractmethod
     async def _forget_calls(self, params: Params) -> int:
         """Run forget_calls; how many keys went."""
+
+    # -- the companion API: scoped state and retention
+
+    @asynccontextmanager
+    async def write_state(self) -> AsyncIterator[StateWriter]:
+        async with self._unlocked() as executor:
+            yield StateWrite(executor)
+
+    @asynccontextmanager
+    async def sweep(self) -> AsyncIterator[SweepTransaction]:
+        async with self._unlocked() as executor:
+            yield Sweep(executor)
+
+    @abstractmethod
+    def _unlocked(self) -> AbstractAsyncContextManager[Executor]:
+        """A write transaction that locks no conversation by itself, over
+        the dialect's executor; commits when the block ends normally."""
+
+
+# --- Retention ------------------------------------------------------------------------
+
+
+class Sweep(SweepTransaction):
+    """One batch of the retention sweeper. PostgreSQL locks with FOR UPDATE
+    SKIP LOCKED, so servers sweeping at once share the work and never take
+    the same conversation; SQLite's one writer needs no more."""
+
+    __slots__ = ("_x",)
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    async def lock_idle(self, now: int, default_max_idle: int, limit: int) -> list[UUID]:
+        rows = await self._x.rows(
+            "idle_by_own_retention", {"now": common.Micros(now), "limit": limit}
+        )
+        if default_max_idle and len(rows) < limit:
+            # Clamped: a cutoff before year 1 holds nothing older anyway.
+            cutoff = max(now - default_max_idle, common.EARLIEST)
+            params = {"cutoff": common.Micros(cutoff), "limit": limit - len(rows)}
+            rows += await self._x.rows("idle_by_default", params)
+        return [self._x.to_uuid(found) for (found,) in rows]
+
+    async def erase(self, conversation_ids: Sequence[UUID]) -> None:
+        if conversation_ids:
+            await self._x.run(*_erasure(conversation_ids))
+
+    async def lock_overlong(self, default_max_messages: int, limit: int) -> list[Overlong]:
+        to_uuid = self._x.to_uuid
+        found = [
+            Overlong(to_uuid(conversation_id), count, kept)
+            for conversation_id, count, kept in await self._x.rows(
+                "overlong_by_own_retention", {"limit": limit}
+            )
+        ]
+        if default_max_messages and len(found) < limit:
+            params = {"max_messages": default_max_messages, "limit": limit - len(found)}
+            found += [
+                Overlong(to_uuid(conversation_id), count, default_max_messages)
+                for conversation_id, count in await self._x.rows("overlong_by_default", params)
+            ]
+        return found
+
+    async def trim(self, trims: Sequence[Trim]) -> None:
+        if trims:
+            columns: dict[str, list[Any]] = {
+                "trimmed": [trim.conversation_id for trim in trims],
+                "count": [trim.count for trim in trims],
+            }
+            await self._x.run(
+                Statement("trim_messages", {}, columns),
+                Statement("shorten_conversations", {}, columns),
+            )

@@ -453,17 +453,135 @@ SELECT (SELECT count(*) FROM messages WHERE conversation_id = %(conversation)s),
        (SELECT count(*) FROM snapshots WHERE conversation_id = %(conversation)s)
 
 -- name: erase_frozen_messages
--- Frozen copies refer to no conversation row, so they go by hand.
-DELETE FROM snapshot_messages WHERE conversation_id = %(conversation)s
+-- Erasure of locked conversations, one (DeleteConversation) or many (the
+-- retention sweeper). Frozen copies refer to no conversation row, so they
+-- go by hand.
+DELETE FROM snapshot_messages WHERE conversation_id = ANY(%(erased)s::uuid[])
 
 -- name: erase_frozen_bodies
-DELETE FROM snapshot_bodies WHERE conversation_id = %(conversation)s
+DELETE FROM snapshot_bodies WHERE conversation_id = ANY(%(erased)s::uuid[])
 
--- name: erase_conversation
--- Every other table of the conversation refers to its row ON DELETE
+-- name: erase_conversations
+-- Every other table of a conversation refers to its row ON DELETE
 -- CASCADE: messages, renumberings, snapshots, idempotency keys, labels
 -- and the state of its scope go with it, in this statement.
-DELETE FROM conversations WHERE id = %(conversation)s
+DELETE FROM conversations WHERE id = ANY(%(erased)s::uuid[])
+
+
+-- State scoped to an app, a user or a conversation (the companion API) -------------------
+
+-- name: scoped_state
+SELECT values_json, version FROM scoped_state WHERE scope = %(scope)s
+
+-- name: hold_conversations
+-- Of the named conversations (packed ids), those that exist, in the order
+-- of their ids, share-locked so that none is deleted before the
+-- transaction ends (FOR KEY SHARE: the lightest lock a delete waits for).
+SELECT id FROM conversations
+WHERE id = ANY(ARRAY(
+    SELECT encode(substring(%(packed)s FROM n * 16 - 15 FOR 16), 'hex')::uuid
+    FROM generate_series(1, length(%(packed)s) / 16) AS n
+))
+ORDER BY id
+FOR KEY SHARE
+
+-- name: create_scopes
+-- The scopes' rows that do not exist yet, at the empty state (version 0),
+-- in the order given. A concurrent maker of the same row makes this wait
+-- for its outcome; either way the row then exists for lock_scopes.
+INSERT INTO scoped_state (scope, conversation_id, values_json, version)
+SELECT new.scope, new.owner, '{}'::bytea, 0
+FROM unnest(%(scope)s::text[], %(owner)s::uuid[]) WITH ORDINALITY AS new(scope, owner, n)
+ORDER BY new.n
+ON CONFLICT (scope) DO NOTHING
+
+-- name: lock_scopes
+-- The named scopes' rows (a JSON array of their keys), locked until the
+-- transaction ends. Every transaction locks them in the order of the keys'
+-- bytes, the order create_scopes is given them in.
+SELECT scope, values_json, version FROM scoped_state
+WHERE scope = ANY(ARRAY(SELECT json_array_elements_text(%(scopes)s::json)))
+ORDER BY scope COLLATE "C"
+FOR UPDATE
+
+-- name: save_states
+UPDATE scoped_state AS s
+SET values_json = new.values_json, version = new.version
+FROM unnest(%(scope)s::text[], %(values_json)s::bytea[], %(version)s::bigint[])
+    AS new(scope, values_json, version)
+WHERE s.scope = new.scope
+
+
+-- Retention (the sweeper) ------------------------------------------------------------------
+--
+-- Each query locks what it returns FOR UPDATE SKIP LOCKED: a conversation
+-- another transaction holds (a writer, another server's sweeper) is left
+-- for a later sweep, so servers sweeping one database at once never take
+-- the same conversation and never wait for one another. A row changed
+-- meanwhile is checked again as it is now before it is locked.
+
+-- name: idle_by_own_retention
+-- Conversations with a retention of their own (the partial index
+-- conversations_own_retention) not updated for longer than its max_idle
+-- (0: kept forever) at `now`, compared in exact microseconds.
+SELECT id FROM conversations
+WHERE has_retention AND retention_max_idle > 0
+    AND extract(epoch FROM %(now)s - updated_at) * 1000000 > retention_max_idle
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: idle_by_default
+-- Conversations under the server's default retention not updated since
+-- `cutoff`, oldest first: a range scan of conversations_by_update.
+SELECT id FROM conversations
+WHERE updated_at < %(cutoff)s AND NOT has_retention
+ORDER BY updated_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: overlong_by_own_retention
+-- Conversations with a retention of their own holding more messages than
+-- its max_messages (0: no limit), with that limit.
+SELECT id, message_count, retention_max_messages FROM conversations
+WHERE has_retention AND retention_max_messages > 0 AND message_count > retention_max_messages
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: overlong_by_default
+-- Conversations under the server's default retention holding more than
+-- `max_messages`. No index orders conversations by length (keeping one up
+-- to date would cost every append), so this reads the table of
+-- conversations (not of messages); it runs only when the default sets a
+-- limit.
+SELECT id, message_count FROM conversations
+WHERE NOT has_retention AND message_count > %(max_messages)s
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: trim_messages
+-- Each trimmed conversation's `count` oldest entries leave the ordering
+-- and their messages are deleted, as DeleteConversationMessagesRange
+-- deletes (snapshots keep their frozen copies): a range scan of
+-- messages_ordering from the head, each.
+WITH oldest AS (
+    SELECT t.id, o.position
+    FROM unnest(%(trimmed)s::uuid[], %(count)s::bigint[]) AS t(id, count)
+    CROSS JOIN LATERAL (
+        SELECT position FROM messages
+        WHERE conversation_id = t.id AND position IS NOT NULL
+        ORDER BY position LIMIT t.count
+    ) AS o
+)
+DELETE FROM messages AS m USING oldest
+WHERE m.conversation_id = oldest.id AND m.position = oldest.position
+
+-- name: shorten_conversations
+-- A trim is a change of the ordering (version + 1) but no update by a
+-- client: updated_at stays, so the conversation's idleness goes on.
+UPDATE conversations AS c
+SET message_count = c.message_count - t.count, version = c.version + 1
+FROM unnest(%(trimmed)s::uuid[], %(count)s::bigint[]) AS t(id, count)
+WHERE c.id = t.id
 
 
 -- Reading and forking the ordering (the companion API) ------------------------------------

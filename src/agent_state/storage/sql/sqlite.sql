@@ -365,18 +365,108 @@ SELECT (SELECT count(*) FROM messages WHERE conversation_id = :conversation),
        (SELECT count(*) FROM snapshots WHERE conversation_id = :conversation)
 
 -- name: erase_frozen_messages
--- Frozen copies refer to no conversation row, so they go by hand.
-DELETE FROM snapshot_messages WHERE conversation_id = :conversation
+-- Erasure of locked conversations, one conversation per call
+-- (executemany): one for DeleteConversation, many for the retention
+-- sweeper. Frozen copies refer to no conversation row, so they go by hand.
+DELETE FROM snapshot_messages WHERE conversation_id = :erased
 
 -- name: erase_frozen_bodies
-DELETE FROM snapshot_bodies WHERE conversation_id = :conversation
+-- One conversation per call (executemany).
+DELETE FROM snapshot_bodies WHERE conversation_id = :erased
 
--- name: erase_conversation
--- Every other table of the conversation refers to its row ON DELETE
--- CASCADE (foreign_keys is on for every connection): messages,
--- renumberings, snapshots, idempotency keys, labels and the state of its
--- scope go with it, in this statement.
-DELETE FROM conversations WHERE id = :conversation
+-- name: erase_conversations
+-- One conversation per call (executemany). Every other table of a
+-- conversation refers to its row ON DELETE CASCADE (foreign_keys is on for
+-- every connection): messages, renumberings, snapshots, idempotency keys,
+-- labels and the state of its scope go with it, in this statement.
+DELETE FROM conversations WHERE id = :erased
+
+
+-- State scoped to an app, a user or a conversation (the companion API) -------------------
+
+-- name: scoped_state
+SELECT values_json, version FROM scoped_state WHERE scope = :scope
+
+-- name: hold_conversations
+-- Of the named conversations (packed ids), those that exist, in the order
+-- of their ids; the write lock keeps them until the transaction ends.
+WITH RECURSIVE wanted (n, id) AS (
+    SELECT 1, substr(:packed, 1, 16) WHERE length(:packed) >= 16
+    UNION ALL
+    SELECT n + 1, substr(:packed, n * 16 + 1, 16) FROM wanted WHERE n * 16 < length(:packed)
+)
+SELECT c.id FROM wanted JOIN conversations c ON c.id = wanted.id
+ORDER BY c.id
+
+-- name: create_scopes
+-- One row per call (executemany): the scope's row at the empty state
+-- (version 0), unless it exists.
+INSERT OR IGNORE INTO scoped_state (scope, conversation_id, values_json, version)
+VALUES (:scope, :owner, x'7b7d', 0)
+
+-- name: lock_scopes
+-- The named scopes' rows (a JSON array of their keys); begin_write holds
+-- the lock.
+SELECT scope, values_json, version FROM scoped_state
+WHERE scope IN (SELECT value FROM json_each(:scopes))
+ORDER BY scope
+
+-- name: save_states
+-- One row per call (executemany).
+UPDATE scoped_state SET values_json = :values_json, version = :version WHERE scope = :scope
+
+
+-- Retention (the sweeper) ------------------------------------------------------------------
+--
+-- One writer at a time: begin_write holds every conversation a query
+-- returns until the batch ends (PostgreSQL skips those others hold).
+
+-- name: idle_by_own_retention
+-- Conversations with a retention of their own (the partial index
+-- conversations_own_retention) not updated for longer than its max_idle
+-- (0: kept forever) at `now`.
+SELECT id FROM conversations
+WHERE has_retention AND retention_max_idle > 0 AND :now - updated_at > retention_max_idle
+LIMIT :limit
+
+-- name: idle_by_default
+-- Conversations under the server's default retention not updated since
+-- `cutoff`, oldest first: a range scan of conversations_by_update.
+SELECT id FROM conversations
+WHERE updated_at < :cutoff AND NOT has_retention
+ORDER BY updated_at, id
+LIMIT :limit
+
+-- name: overlong_by_own_retention
+-- Conversations with a retention of their own holding more messages than
+-- its max_messages (0: no limit), with that limit.
+SELECT id, message_count, retention_max_messages FROM conversations
+WHERE has_retention AND retention_max_messages > 0 AND message_count > retention_max_messages
+LIMIT :limit
+
+-- name: overlong_by_default
+-- Conversations under the server's default retention holding more than
+-- `max_messages` (reads the table of conversations, see PostgreSQL's).
+SELECT id, message_count FROM conversations
+WHERE NOT has_retention AND message_count > :max_messages
+LIMIT :limit
+
+-- name: trim_messages
+-- One conversation per call (executemany): its `count` oldest entries
+-- leave the ordering and their messages are deleted, as
+-- DeleteConversationMessagesRange deletes.
+DELETE FROM messages
+WHERE conversation_id = :trimmed AND position IN (
+    SELECT position FROM messages
+    WHERE conversation_id = :trimmed AND position IS NOT NULL
+    ORDER BY position LIMIT :count
+)
+
+-- name: shorten_conversations
+-- One conversation per call (executemany): version + 1, updated_at stays
+-- (see PostgreSQL's).
+UPDATE conversations SET message_count = message_count - :count, version = version + 1
+WHERE id = :trimmed
 
 
 -- Reading and forking the ordering (the companion API) ------------------------------------
