@@ -260,7 +260,7 @@ def _behaviour(
                     if edge.tokens is not None:
                         edge.tokens.check(metadata, write=write)
                     if isinstance(request, _Malformed):
-                        raise InvalidArgument("request", f"not a valid {request.type_name} message")
+                        raise request.error()
                     expected = versions_edge.if_version(metadata)
                     if expected is not None and not route.if_version:
                         raise InvalidArgument(
@@ -270,8 +270,6 @@ def _behaviour(
                         key = _idempotency(method, request, metadata)
                         answer = await handler(request, key, expected)
                     elif write:
-                        raise request.error()
-                    if write:
                         answer = await handler(request, _idempotency(method, request, metadata))
                     else:
                         answer = await handler(request)
