@@ -201,7 +201,8 @@ def _not_found_kind(field: str | None) -> type[NotFound]:
     if field is None:
         return NotFound
     name = field.rsplit(".", 1)[-1]
-    if name.endswith("conversation_id"):
+    # A `conversation/{id}` scope names a conversation (state_updates[i].scope too).
+    if name.endswith("conversation_id") or name == "scope":
         return ConversationNotFound
     if name == "snapshot_id":
         return SnapshotNotFound
