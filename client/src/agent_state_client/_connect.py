@@ -93,7 +93,7 @@ def _pem(value: Pem, block: re.Pattern[bytes], what: str) -> bytes:
     return data
 
 
-def _system_roots() -> bytes | None:
+def system_roots() -> bytes | None:
     """The operating system's CA bundle, as OpenSSL finds it (SSL_CERT_FILE
     included); None lets gRPC use its bundled roots where there is none."""
     paths = ssl.get_default_verify_paths()
@@ -160,7 +160,7 @@ def connection(
         roots = (
             _pem(ca_certificates, _CERTIFICATE, "ca_certificates")
             if ca_certificates is not None
-            else _system_roots()
+            else system_roots()
         )
         chain = key = None
         if client_certificate is not None and client_key is not None:

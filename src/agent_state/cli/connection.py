@@ -11,7 +11,6 @@ client_commands), because importing grpc fixes its core's log level.
 from __future__ import annotations
 
 import re
-import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import grpc
 from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health_pb2
 
+from agent_state_client._connect import system_roots
 from agent_state_client._gen import agent_state_pb2 as pb
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
@@ -84,7 +84,7 @@ class Connection:
         if self.tls_ca_file is not None:
             root = read_pem(self.tls_ca_file, _CERTIFICATE)
         else:
-            root = _system_roots()
+            root = system_roots()
         key = chain = None
         if self.tls_cert_file is not None and self.tls_key_file is not None:
             chain = read_pem(self.tls_cert_file, _CERTIFICATE)
@@ -117,16 +117,6 @@ def read_pem(path: Path, block: re.Pattern[bytes]) -> bytes:
         kind = "certificate" if block is _CERTIFICATE else "private key"
         raise TlsFileError(f"{path}: no PEM {kind} in it")
     return data
-
-
-def _system_roots() -> bytes | None:
-    """The operating system's CA bundle, as OpenSSL finds it (SSL_CERT_FILE
-    included); None lets gRPC use its bundled roots where there is none."""
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate).read_bytes()
-    return None
 
 
 class _Paged(Protocol):
