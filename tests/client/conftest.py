@@ -20,6 +20,8 @@ from tests.conftest import postgres_location
 from tests.e2e.conftest import live_server as live_server
 from tests.support.server import ServerProcess, sqlite_url
 
+from .lossy_proxy import AnswerLosingProxy
+
 
 @pytest.fixture(
     scope="package",
@@ -71,6 +73,17 @@ async def client(live_server: ServerProcess) -> AsyncIterator[AsyncClient]:
 def sync_client(live_server: ServerProcess) -> Iterator[Client]:
     with Client(live_server.address) as opened:
         yield opened
+
+
+@pytest.fixture
+def proxy(live_server: ServerProcess) -> Iterator[AnswerLosingProxy]:
+    """A proxy in front of the shared server that can lose an answer
+    (lossy_proxy.py)."""
+    host, port = live_server.address.rsplit(":", 1)
+    started = AnswerLosingProxy(host, int(port))
+    started.start()
+    yield started
+    started.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ unix sockets against real servers, and settings refused before any call."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import trustme
 from agent_state_client import NO_RETRY, AsyncClient, Client, MessageInput, Unavailable
 from agent_state_client._connect import Target, parse_address
 from tests.support.server import ServerProcess, sqlite_url
+from tests.support.threads import run_each_in_a_thread
 
 
 def new_id() -> str:
@@ -189,3 +192,27 @@ def test_unix_socket(tmp_path: Path) -> None:
         conversation = new_id()
         client.append(conversation, MessageInput.user("over a socket"))
         assert [message.text for message in client.messages(conversation)] == ["over a socket"]
+
+
+def test_one_async_client_serves_several_event_loops(live_server: ServerProcess) -> None:
+    """A channel per event loop: a client outlives the loops that used it
+    (asyncio.run per request) and serves loops of several threads at once."""
+    conversation = new_id()
+    client = AsyncClient(live_server.address)
+
+    async def append(text: str) -> None:
+        await client.append(conversation, MessageInput.user(text))
+
+    asyncio.run(append("first loop"))
+    asyncio.run(append("second loop"))
+    appends = [functools.partial(append, f"thread {i}") for i in range(3)]
+    assert run_each_in_a_thread(appends) == []
+
+    async def read_and_close() -> list[str | None]:
+        texts = [message.text async for message in client.messages(conversation)]
+        await client.close()
+        return texts
+
+    texts = asyncio.run(read_and_close())
+    assert texts[:2] == ["first loop", "second loop"]
+    assert sorted(texts[2:]) == [f"thread {i}" for i in range(3)]  # type: ignore[type-var]

@@ -7,7 +7,6 @@ answer starts coming back (lossy_proxy.py)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,7 +18,6 @@ from agent_state_client import (
     RetryPolicy,
     Unavailable,
 )
-from tests.support.server import ServerProcess
 
 from .lossy_proxy import AnswerLosingProxy
 
@@ -28,15 +26,6 @@ RETRIES = RetryPolicy(attempts=4, initial_backoff=0.01)
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-@pytest.fixture
-def proxy(live_server: ServerProcess) -> Iterator[AnswerLosingProxy]:
-    host, port = live_server.address.rsplit(":", 1)
-    started = AnswerLosingProxy(host, int(port))
-    started.start()
-    yield started
-    started.stop()
 
 
 async def test_a_retried_append_is_stored_once(

@@ -63,7 +63,8 @@ def test_the_wheel_holds_the_client_and_its_generated_code(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     for module in ("__init__.py", "py.typed", "_gen/agent_state_pb2.py",
-                   "_gen/conversations_pb2.py", "_gen/conversations_pb2_grpc.py"):  # fmt: skip
+                   "_gen/conversations_pb2.py", "_gen/conversations_pb2_grpc.py",
+                   "integrations/__init__.py", "integrations/openai_agents.py"):  # fmt: skip
         assert f"agent_state_client/{module}" in names
     assert not any(name.startswith("agent_state/") for name in names)
     requirements = _declared_requirements(wheel)
@@ -95,11 +96,29 @@ def test_it_installs_alone_in_a_fresh_virtualenv(wheel: Path, tmp_path: Path) ->
         "from agent_state_client._gen import conversations_pb2_grpc\n"
         "client = c.Client('127.0.0.1:1')\n"
         "client.close()\n"
-        "for name in ('psycopg', 'pydantic', 'prometheus_client', 'agent_state'):\n"
+        "for name in ('psycopg', 'pydantic', 'prometheus_client', 'agent_state', 'agents'):\n"
         "    assert importlib.util.find_spec(name) is None, name\n"
+        # The adapters' package imports alone; an adapter names its extra.
+        "import agent_state_client.integrations\n"
+        "try:\n"
+        "    import agent_state_client.integrations.openai_agents\n"
+        "except ImportError as missing:\n"
+        "    assert 'agent-state-client[openai-agents]' in str(missing), missing\n"
+        "else:\n"
+        "    raise AssertionError('imported without the OpenAI Agents SDK')\n"
         "print(c.__version__)\n"
     )
     assert _run(python, "-c", probe, cwd=tmp_path).strip() == "0.1.0"
+
+
+def test_the_openai_agents_extra_is_declared(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        text = archive.read(name).decode()
+    assert "Provides-Extra: openai-agents" in text
+    assert re.search(
+        r"^Requires-Dist: openai-agents>=[\d.]+; extra == 'openai-agents'$", text, re.M
+    )
 
 
 def test_the_server_depends_on_this_client() -> None:

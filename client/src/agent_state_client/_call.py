@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,35 +120,61 @@ def _metadata_items(metadata: object) -> errors.Metadata:
     return tuple((str(key), value) for key, value in metadata)  # type: ignore[attr-defined]
 
 
+class _LoopChannel:
+    """A channel and its method objects, made in (and bound to) one event loop."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.methods: dict[str, grpc.aio.UnaryUnaryMultiCallable[ProtoMessage, ProtoMessage]] = {}
+
+
 class Caller:
-    """Makes calls over one channel, made on first use (in the event loop
-    that uses it) and shared by every view of a client."""
+    """Makes calls over a channel made on first use in each event loop that
+    calls, shared by every view of a client.
+
+    A gRPC asyncio channel belongs to the loop it was made in; a client
+    may still be used from several loops, one after another or from
+    several threads at once (``asyncio.run`` per request,
+    ``Runner.run_sync`` of the OpenAI Agents SDK): each loop gets a
+    channel of its own, and the channels of loops that have closed are
+    dropped."""
 
     def __init__(self, make_channel: Callable[[], grpc.aio.Channel]) -> None:
         self._make_channel = make_channel
-        self._channel: grpc.aio.Channel | None = None
-        self._methods: dict[str, grpc.aio.UnaryUnaryMultiCallable[ProtoMessage, ProtoMessage]] = {}
+        self._lock = threading.Lock()
+        self._channels: dict[asyncio.AbstractEventLoop, _LoopChannel] = {}
 
     def _method(
         self, rpc: Rpc[ResponseT]
     ) -> grpc.aio.UnaryUnaryMultiCallable[ProtoMessage, ProtoMessage]:
-        if self._channel is None:
-            self._channel = self._make_channel()
-        method = self._methods.get(rpc.path)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            opened = self._channels.get(loop)
+            if opened is None:
+                for gone in [other for other in self._channels if other.is_closed()]:
+                    del self._channels[gone]
+                opened = self._channels[loop] = _LoopChannel(self._make_channel())
+        method = opened.methods.get(rpc.path)
         if method is None:
-            method = self._channel.unary_unary(
+            method = opened.channel.unary_unary(
                 rpc.path,
                 request_serializer=_serialize,
                 response_deserializer=rpc.response.FromString,
             )
-            self._methods[rpc.path] = method
+            opened.methods[rpc.path] = method
         return method
 
     async def close(self) -> None:
-        channel, self._channel = self._channel, None
-        self._methods.clear()
-        if channel is not None:
-            await channel.close()
+        """Close the channel of the running loop, and ask the other loops
+        still running to close theirs (a closed loop's channel is gone with it)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            channels, self._channels = self._channels, {}
+        for owner, opened in channels.items():
+            if owner is loop:
+                await opened.channel.close()
+            elif owner.is_running():
+                asyncio.run_coroutine_threadsafe(opened.channel.close(), owner)
 
     async def call(
         self,

@@ -1,0 +1,10 @@
+"""Drop-in storage for agent frameworks, each an optional extra of
+agent-state-client:
+
+- `agent_state_client.integrations.openai_agents`: `AgentStateSession`, a
+  session of the OpenAI Agents SDK (``pip install
+  "agent-state-client[openai-agents]"``).
+
+Each adapter is a module of its own that imports its framework, so that
+importing this package (or the client) needs none of them.
+"""
