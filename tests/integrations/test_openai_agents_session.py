@@ -276,6 +276,29 @@ async def test_a_cancelled_write_settles_before_the_cancellation(
     assert await session.get_items() == []
 
 
+async def test_a_cancelled_write_that_fails_reports_the_cancellation() -> None:
+    from agent_state_client.integrations.openai_agents import _settled
+
+    started, failing = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def write() -> None:
+        started.set()
+        await failing.wait()
+        finished.append("ran to its end")
+        raise RuntimeError("the write failed")
+
+    task = asyncio.create_task(_settled(write()))
+    await started.wait()
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    failing.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished == ["ran to its end"]
+
+
 async def test_a_cleared_session_is_gone_and_starts_again_empty(
     make_session: MakeSession, client: AsyncClient
 ) -> None:

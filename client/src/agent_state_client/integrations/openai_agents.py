@@ -172,21 +172,24 @@ def _item(message: Message) -> TResponseInputItem:
 
 async def _settled(work: Coroutine[Any, Any, _T]) -> _T:
     """Await a write to its outcome even when the caller is cancelled
-    meanwhile, then let the cancellation through: the caller learns
-    whether it landed (as the SDK's own stores do)."""
+    meanwhile, then let the cancellation through: a cancelled write has
+    landed or not before the caller goes on, never half-way (as the SDK's
+    own stores do), so a later write cannot overtake it."""
     task = asyncio.ensure_future(work)
     cancelled: asyncio.CancelledError | None = None
     while not task.done():
         try:
-            await asyncio.shield(task)
+            # Waiting does not cancel the task, nor raise its failure.
+            await asyncio.wait({task})
         except asyncio.CancelledError as error:
-            if task.done():
-                break
             cancelled = cancelled or error
-    result = task.result()
     if cancelled is not None:
+        # The caller asked to stop: that is what it hears, whatever the
+        # write's outcome (retrieved, so that the loop reports no lost error).
+        if not task.cancelled():
+            task.exception()
         raise cancelled
-    return result
+    return task.result()
 
 
 class AgentStateSession:
