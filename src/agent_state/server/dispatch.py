@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from ..errors import InvalidArgument
@@ -30,6 +30,7 @@ from ..idempotency import Idempotency
 from . import observe, tracing
 from . import versions as versions_edge
 from .auth import Refusal, Tokens
+from .malformed import Malformed, deserializer
 from .observe import Observer
 from .status import status_of
 
@@ -103,81 +104,6 @@ def set_trailing(
     context.set_trailing_metadata(tuple(trailing))
 
 
-class _Malformed:
-    """Stands for a request whose bytes did not parse: names the string
-    field whose bytes are not UTF-8, when that is why."""
-
-    def __init__(self, type_name: str, bad_text: str | None = None) -> None:
-        self.type_name = type_name
-        self.bad_text = bad_text
-
-    def error(self) -> InvalidArgument:
-        if self.bad_text is not None:
-            return InvalidArgument(
-                self.bad_text, "is not valid UTF-8, so the request does not parse"
-            )
-        return InvalidArgument("request", f"not a valid {self.type_name} message")
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[position]  # IndexError past the end
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _bad_text(descriptor: Any, data: bytes, prefix: str = "") -> str | None:
-    """The first string field (by its path, like ``state_updates[2].set_json``)
-    whose bytes are not UTF-8, in message and nested message fields; None
-    when there is none, or when the bytes do not parse as fields at all
-    (the caller then names the request). `descriptor` is the message's
-    Descriptor (the runtime's own type)."""
-    position = 0
-    seen: dict[int, int] = {}
-    try:
-        while position < len(data):
-            key, position = _varint(data, position)
-            wire_type = key & 7
-            if wire_type == 0:
-                _, position = _varint(data, position)
-            elif wire_type in (1, 5):
-                position += 8 if wire_type == 1 else 4
-            elif wire_type == 2:
-                length, position = _varint(data, position)
-                payload = data[position : position + length]
-                position += length
-                field = descriptor.fields_by_number.get(key >> 3)
-                if field is None:
-                    continue
-                name: str = prefix + field.name
-                is_map = (
-                    field.message_type is not None and field.message_type.GetOptions().map_entry
-                )
-                if field.is_repeated and not is_map:
-                    index = seen[field.number] = seen.get(field.number, -1) + 1
-                    name += f"[{index}]"
-                if field.type == FieldDescriptor.TYPE_STRING:
-                    try:
-                        payload.decode("utf-8")
-                    except UnicodeDecodeError:
-                        return name
-                elif field.type == FieldDescriptor.TYPE_MESSAGE:
-                    found = _bad_text(field.message_type, payload, name + ".")
-                    if found is not None:
-                        return found
-            else:
-                return None
-    except (IndexError, ValueError):
-        return None
-    return None
-
-
 def _idempotency(method: str, request: Message, metadata: Any) -> Idempotency | None:
     """The call's idempotency key, if it sent one, with the fingerprint of
     exactly this method and request."""
@@ -193,24 +119,13 @@ def _idempotency(method: str, request: Message, metadata: Any) -> Idempotency | 
     return None
 
 
-def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | _Malformed]:
-    def parse(data: bytes) -> Message | _Malformed:
-        try:
-            return message_type.FromString(data)
-        except (DecodeError, RuntimeError, ValueError):
-            descriptor = message_type.DESCRIPTOR
-            return _Malformed(descriptor.full_name, _bad_text(descriptor, data))
-
-    return parse
-
-
 def _serialize(response: Message | bytes) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
 
 
 def _target(route: Route, request: Any) -> tuple[str, str] | None:
     """The id a call is about, for its log line."""
-    if isinstance(request, _Malformed):
+    if isinstance(request, Malformed):
         return None
     if route.conversation is not None:
         value = route.conversation(request)
@@ -239,7 +154,7 @@ def _behaviour(
 
     async def version_after(request: Any, error: Exception) -> int | None:
         """The version of the conversation a failed call named, if any."""
-        if named is None or versions is None or isinstance(request, _Malformed):
+        if named is None or versions is None or isinstance(request, Malformed):
             return None
         return await versions.after_error(named(request), error)
 
@@ -259,7 +174,7 @@ def _behaviour(
                 try:
                     if edge.tokens is not None:
                         edge.tokens.check(metadata, write=write)
-                    if isinstance(request, _Malformed):
+                    if isinstance(request, Malformed):
                         raise request.error()
                     expected = versions_edge.if_version(metadata)
                     if expected is not None and not route.if_version:
@@ -333,7 +248,7 @@ def register(
     method_handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
             _behaviour(method.name, routes[method.name], edge, versions),
-            request_deserializer=_deserializer(GetMessageClass(method.input_type)),
+            request_deserializer=deserializer(GetMessageClass(method.input_type)),
             response_serializer=_serialize,
         )
         for method in service.methods
