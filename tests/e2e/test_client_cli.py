@@ -518,6 +518,7 @@ def test_a_malformed_id_is_the_servers_invalid_argument(run: Run) -> None:
         (["show", "{id}", "--id", "{id}", "--role", "user"], "--id"),
         (["append"], "TEXT"),
         (["append", "{id}", "a", "b"], "TEXT"),
+        (["append", "{id}"], "Give the TEXT to append to"),
         (["append", "{id}", "x", "--tool-name", "t"], "--tool-call-id"),
         (["append", "{id}", "--batch", "{cert}"], "line 1: not JSON"),
         (["append", "{id}", "x", "--state", "app/a", "{{}}", "--if-version", "0"], "--state"),

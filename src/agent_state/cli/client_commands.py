@@ -565,6 +565,9 @@ def append(
     else:
         if not arguments or len(arguments) > 2:
             raise click.UsageError("Give [CONVERSATION_ID] TEXT (TEXT '-' reads stdin) or --batch.")
+        if len(arguments) == 1 and _is_uuid(arguments[0]):
+            # Far more likely a conversation id without its text than a text.
+            raise click.UsageError(f"Give the TEXT to append to {arguments[0]} (or --batch).")
         conversation_id = arguments[0] if len(arguments) == 2 else None
         text = _read_text(arguments[-1])
         messages = [_one_message(text, role, kind, tool_name, tool_call_id, tool_metadata)]
@@ -577,6 +580,17 @@ def append(
     with session.client() as client:
         result = _append(client, conversation_id, messages, state_updates, if_version)
     session.output(to_json(result), render_appended(result))
+
+
+def _is_uuid(text: str) -> bool:
+    from agent_state.errors import InvalidArgument
+    from agent_state.ids import parse_uuid
+
+    try:
+        parse_uuid(text, "text")
+    except InvalidArgument:
+        return False
+    return True
 
 
 def _one_message(

@@ -227,6 +227,9 @@ def client_options(command: Callable[..., None]) -> Callable[..., None]:
             fail(describe_failure(exc, address, tls))
         except (PagingError, ContextChanged) as exc:
             fail(str(exc))
+        except ValueError as exc:
+            # The library refuses an argument before any call, naming it.
+            raise click.UsageError(str(exc)) from None
         except BrokenPipeError:
             # The reader went away (`| head`): stop quietly, without a traceback at exit.
             devnull = os.open(os.devnull, os.O_WRONLY)
