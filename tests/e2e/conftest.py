@@ -14,6 +14,7 @@ before any other folder's tests run.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from agent_state_client import Client
 from tests.conftest import THROUGH_PGBOUNCER, postgres_location
 from tests.support import calls
 from tests.support.calls import Stub
 from tests.support.server import ServerProcess, free_port, sqlite_url
 
+from .cli_helpers import Run, invoke
 from .helpers import RO_TOKEN, RW_TOKEN
 
 BACKENDS = ["sqlite", "postgres", THROUGH_PGBOUNCER]
@@ -78,6 +81,25 @@ def live_server(server: ServerProcess) -> Iterator[ServerProcess]:
 @pytest.fixture
 def stub(channel: grpc.Channel, live_server: ServerProcess) -> Stub:
     return calls.make_stub(channel)
+
+
+@pytest.fixture
+def run(live_server: ServerProcess) -> Run:
+    """The `agent-state` command against the shared server (in this process)."""
+
+    def run_command(
+        *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return invoke(*args, address=live_server.address, stdin=stdin, env=env)
+
+    return run_command
+
+
+@pytest.fixture
+def api(live_server: ServerProcess) -> Iterator[Client]:
+    """The client library, to check what the CLI did."""
+    with Client(live_server.address) as client:
+        yield client
 
 
 @pytest.fixture

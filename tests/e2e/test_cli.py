@@ -1,15 +1,62 @@
-"""The command line around the server: migrate, and start-up failures that
-end with one clear line and the documented exit code."""
+"""The command line around the server: migrate, start-up failures that
+end with one clear line and the documented exit code, --version, --help
+of every command, and what importing it imports."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
+import agent_state
+import agent_state_client
+from agent_state.cli import main
 from agent_state.storage import migrations
-from tests.support.server import run_agent_state
+from tests.support.server import REPO_ROOT, run_agent_state
+
+
+def test_version_names_both_distributions() -> None:
+    result = run_agent_state("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"agent-state {agent_state.__version__}"
+        f" (agent-state-client {agent_state_client.__version__})\n"
+    )
+    assert result.stderr == ""
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in group.commands.items():
+        yield (*path, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    names = list(_commands(main))
+    assert {"conversation", "snapshot", "state", "append", "tail", "replace"} <= {
+        name[0] for name in names
+    }
+    for name in names:
+        result = runner.invoke(main, [*name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "Usage: " in result.output
+
+
+def test_importing_the_command_line_imports_no_grpc() -> None:
+    # Importing grpc fixes its core's log level: `serve` keeps gRPC's
+    # default, the client commands set theirs first (cli/session.py).
+    check = "import sys, agent_state.cli; assert 'grpc' not in sys.modules, 'grpc imported'"
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_migrate_applies_once(make_database_url: Callable[[], str]) -> None:

@@ -1,5 +1,7 @@
-"""The client commands of the CLI, run as a subprocess against the live server
-(SQLite and PostgreSQL), cross-checked with the gRPC API itself.
+"""The client commands of the CLI, run as a subprocess against the live
+server (every backend), cross-checked with the gRPC API itself: messages
+(append, show, get, ids, tail, replace, delete), snapshots, failures and
+colour. Conversations as a whole and state: test_client_cli_companion.py.
 
 TLS and tokens are checked against a small in-process gRPC server that
 records what it received, since they are about the client's side of the wire.
@@ -17,172 +19,209 @@ import sys
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 import trustme
-from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 
+from agent_state_client import Client
 from agent_state_client._gen import agent_state_pb2 as pb
 from tests.e2e import helpers as h
 from tests.support import calls
 from tests.support.calls import Stub, text_message
-from tests.support.server import ServerProcess, free_port, run_agent_state
+from tests.support.server import ServerProcess, free_port
+
+from .cli_helpers import (
+    UUID,
+    Run,
+    cli,
+    field,
+    invoke,
+    message_blocks,
+    moment,
+    ok,
+    one_error_line,
+    stamp,
+    usage_error,
+)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-def cli(
-    *args: str,
-    address: str | None = None,
-    env: dict[str, str] | None = None,
-    stdin: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """``python -m agent_state ARGS [--address ADDRESS]``, output captured."""
-    command = list(args)
-    if address is not None:
-        command += ["--address", address]
-    return run_agent_state(*command, env=env, stdin=stdin)
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
-    assert result.stderr == ""
-    return result.stdout
-
-
-def one_error_line(result: subprocess.CompletedProcess[str], code: str) -> str:
-    assert result.returncode == 1, result
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith(f"agent-state: {code}: "), result.stderr
-    return result.stderr
-
-
-def proto_json(message: Any) -> Any:
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-
-
-def message_blocks(output: str) -> list[list[str]]:
-    """The lines of ``show``/``snapshot`` output grouped per message (header first)."""
-    blocks: list[list[str]] = []
-    for line in output.splitlines():
-        if line.startswith("["):
-            blocks.append([line])
-        elif blocks:
-            blocks[-1].append(line)
-    return blocks
 
 
 # --- append, show, get ------------------------------------------------------------
 
 
-def test_append_then_show(stub: Stub, live_server: ServerProcess) -> None:
+def test_append_then_show(stub: Stub, run: Run, api: Client) -> None:
     conversation = h.new_id()
-    first = ok(cli("append", conversation, "hello\nthere", address=live_server.address))
-    match = re.search(rf"^message_id\s+({UUID})$", first, re.MULTILINE)
-    assert match, first
-    assert re.search(r"^message_count\s+1$", first, re.MULTILINE), first
-    second = ok(
-        cli(
-            "append",
-            conversation,
-            "hi, how can I help?",
-            "--role",
-            "assistant",
-            "--kind",
-            "reply",
-            address=live_server.address,
-        )
-    )
-    assert re.search(r"^message_count\s+2$", second, re.MULTILINE), second
+    first = ok(run("append", conversation, "hello\nthere"))
+    assert re.fullmatch(UUID, field(first, "message_id"))
+    assert field(first, "conversation_id") == conversation
+    assert field(first, "message_count") == "1"
+    assert field(first, "version") == "1"
+    second = ok(run("append", conversation, "hi!", "--role", "assistant", "--kind", "reply"))
+    assert field(second, "message_count") == "2"
+    assert field(second, "version") == "2"
 
     stored = calls.list_all(stub, conversation)
-    assert stored[0].id == match.group(1)
+    assert stored[0].id == field(first, "message_id")
     assert [(m.role, m.kind, m.body.text.text) for m in stored] == [
         (h.USER, "", "hello\nthere"),
-        (h.ASSISTANT, "reply", "hi, how can I help?"),
+        (h.ASSISTANT, "reply", "hi!"),
     ]
+    metadata = api.get_conversation(conversation)
+    assert field(second, "updated_at") == moment(metadata.updated_at)
 
-    output = ok(cli("show", conversation, address=live_server.address))
-    assert output.splitlines()[0].startswith(f"conversation  conversation_id={conversation}")
-    assert "message_count=2" in output.splitlines()[0]
-    created = [m.created_at.ToJsonString() for m in stored]
+    output = ok(run("show", conversation))
+    assert output.splitlines()[0] == (
+        f"conversation  conversation_id={conversation}  message_count=2"
+        f"  updated_at={moment(metadata.updated_at)}  version=2"
+    )
+    created = [stamp(m.created_at) for m in stored]
     assert message_blocks(output) == [
         [f'[0]  {stored[0].id}  user  kind=""  {created[0]}', "    hello", "    there"],
-        [f"[1]  {stored[1].id}  assistant  kind=reply  {created[1]}", "    hi, how can I help?"],
+        [f"[1]  {stored[1].id}  assistant  kind=reply  {created[1]}", "    hi!"],
     ]
 
 
-def test_append_reads_stdin_for_dash(stub: Stub, live_server: ServerProcess) -> None:
+def test_append_without_an_id_makes_a_conversation(stub: Stub, run: Run) -> None:
+    output = ok(run("append", "first words"))
+    conversation = field(output, "conversation_id")
+    assert re.fullmatch(UUID, conversation)
+    assert field(output, "version") == "1"
+    assert h.texts(calls.list_all(stub, conversation)) == ["first words"]
+
+    from_stdin = json.loads(ok(run("append", "-", "--json", stdin="from\nstdin\n")))
+    made = from_stdin["metadata"]["conversation_id"]
+    assert made != conversation
+    assert h.texts(calls.list_all(stub, made)) == ["from\nstdin\n"]
+    assert from_stdin["messages"][0]["body"] == {"text": "from\nstdin\n"}
+
+
+def test_append_a_tool_output(stub: Stub, run: Run) -> None:
     conversation = h.new_id()
-    ok(cli("append", conversation, "-", address=live_server.address, stdin="from\nstdin\n"))
-    assert h.texts(calls.list_all(stub, conversation)) == ["from\nstdin\n"]
+    ok(
+        run(
+            "append", conversation, "3 results", "--tool-name", "web_search",
+            "--tool-call-id", "call_9", "--tool-metadata", "source=bing",
+            "--tool-metadata", "latency=12 ms", "--kind", "tool_output",
+        )
+    )  # fmt: skip
+    [stored] = calls.list_all(stub, conversation)
+    assert stored.role == h.TOOL
+    assert stored.kind == "tool_output"
+    output = stored.body.tool_output
+    assert (output.tool_name, output.tool_call_id, output.text.text) == (
+        "web_search",
+        "call_9",
+        "3 results",
+    )
+    assert dict(output.metadata) == {"source": "bing", "latency": "12 ms"}
 
 
-def test_get_prints_the_count(stub: Stub, live_server: ServerProcess) -> None:
+def test_append_a_batch_of_json_lines_atomically(stub: Stub, run: Run, tmp_path: Path) -> None:
+    conversation = h.new_id()
+    lines = [
+        {"text": "what is on the picture?"},
+        {"role": "assistant", "kind": "tool_call", "text": '{"name": "camera"}'},
+        {
+            "kind": "tool_output",
+            "body": {
+                "tool_output": {
+                    "tool_name": "camera",
+                    "tool_call_id": "call_2",
+                    "image": {"external_url": "https://img.example/cat.png", "detail": "high"},
+                    "metadata": {"k": "v"},
+                }
+            },
+        },
+    ]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    appended = ok(run("append", conversation, "--batch", str(batch)))
+    stored = calls.list_all(stub, conversation)
+    assert [line.split()[-1] for line in appended.splitlines()[:3]] == [m.id for m in stored]
+    assert [(m.role, m.kind) for m in stored] == [
+        (h.USER, ""),
+        (h.ASSISTANT, "tool_call"),
+        (h.TOOL, "tool_output"),
+    ]
+    image = stored[2].body.tool_output.image
+    assert (image.external_url, image.detail) == ("https://img.example/cat.png", 3)
+
+    # What `show --json` prints appends again as it is, one message a line.
+    shown = json.loads(ok(run("show", conversation, "--json")))["messages"]
+    copy = h.new_id()
+    stdin = "".join(json.dumps(message) + "\n" for message in shown)
+    ok(run("append", copy, "--batch", "-", stdin=stdin))
+    copied = calls.list_all(stub, copy)
+    assert [(m.role, m.kind, m.body) for m in copied] == [(m.role, m.kind, m.body) for m in stored]
+
+    # A message the server refuses fails the whole batch: nothing is stored.
+    refused = h.new_id()
+    stdin = json.dumps({"text": "fine"}) + "\n" + json.dumps({"text": "x", "kind": "k" * 257})
+    line = one_error_line(run("append", refused, "--batch", "-", stdin=stdin), "INVALID_ARGUMENT")
+    assert "messages[1].kind" in line
+    h.expect_error(h.NOT_FOUND, lambda: calls.get(stub, refused))
+
+
+def test_append_with_state_lands_together(run: Run, api: Client) -> None:
+    conversation, scope = h.new_id(), f"app/cli-{h.new_id()}"
+    output = ok(run("append", conversation, "remember this", "--state", scope, '{"turns": 1}'))
+    assert field(output, f"state_version[{scope}]") == "1"
+    assert api.get_state(scope).values == {"turns": 1}
+    assert api.get_conversation(conversation).message_count == 1
+
+
+def test_get_prints_the_metadata_and_version(stub: Stub, run: Run, api: Client) -> None:
     conversation = h.new_id()
     calls.seed(stub, conversation, 3)
-    metadata = calls.get(stub, conversation)
-    output = ok(cli("get", conversation, address=live_server.address))
-    assert output.splitlines() == [
+    metadata = api.get_conversation(conversation)
+    assert ok(run("get", conversation)).splitlines() == [
         f"conversation_id  {conversation}",
         "message_count    3",
-        f"updated_at       {metadata.updated_at.ToJsonString()}",
+        f"updated_at       {moment(metadata.updated_at)}",
+        "version          1",
     ]
 
 
-def test_json_output_is_what_the_api_returns(stub: Stub, live_server: ServerProcess) -> None:
+def test_json_output_is_one_document_of_the_results_fields(
+    stub: Stub, run: Run, api: Client
+) -> None:
     conversation = h.new_id()
-    appended = json.loads(
-        ok(
-            cli(
-                "append",
-                conversation,
-                "first",
-                "--kind",
-                "k",
-                "--json",
-                address=live_server.address,
-            )
-        )
-    )
-    stored = calls.list_all(stub, conversation)
-    assert appended == {
-        "metadata": proto_json(calls.get(stub, conversation)),
-        "appended": [proto_json(stored[0])],
+    appended = json.loads(ok(run("append", conversation, "first", "--kind", "k", "--json")))
+    [stored] = calls.list_all(stub, conversation)
+    metadata = api.get_conversation(conversation)
+    expected_metadata = {
+        "conversation_id": conversation,
+        "message_count": 1,
+        "updated_at": moment(metadata.updated_at),
+        "version": 1,
     }
-    calls.append(
-        stub,
-        conversation,
-        [h.tool_text_message("out", metadata={"k": "v"}), text_message("", h.ASSISTANT)],
-    )
-    stored = calls.list_all(stub, conversation)
-    metadata = calls.get(stub, conversation)
-
-    got = json.loads(ok(cli("get", conversation, "--json", address=live_server.address)))
-    assert got == {"metadata": proto_json(metadata)}
-    assert got["metadata"]["messageCount"] == "3"
-
-    shown = json.loads(
-        ok(cli("show", conversation, "--json", "--page-size", "2", address=live_server.address))
-    )
-    assert shown == {
-        "metadata": proto_json(metadata),
-        "messages": [{"index": i, **proto_json(m)} for i, m in enumerate(stored)],
+    first = {
+        "id": stored.id,
+        "conversation_id": conversation,
+        "role": "user",
+        "kind": "k",
+        "created_at": stamp(stored.created_at),
+        "body": {"text": "first"},
     }
-    assert shown["messages"][2]["kind"] == "", "fields at their defaults are present"
-
-    listed = json.loads(ok(cli("ids", conversation, "--json", address=live_server.address)))
-    assert listed == {"conversationId": conversation, "messageIds": [m.id for m in stored]}
+    assert appended == {"metadata": expected_metadata, "messages": [first]}
+    assert json.loads(ok(run("get", conversation, "--json"))) == expected_metadata
+    assert json.loads(ok(run("show", conversation, "--json"))) == {
+        "metadata": expected_metadata,
+        "messages": [{"index": 0, **first}],
+    }
+    assert json.loads(ok(run("ids", conversation, "--json"))) == {
+        "conversation_id": conversation,
+        "message_ids": [stored.id],
+    }
 
 
 # --- every body variant --------------------------------------------------------------
 
 
-def test_tool_bodies_render_their_fields(stub: Stub, live_server: ServerProcess) -> None:
+def test_tool_bodies_render_their_fields(stub: Stub, run: Run) -> None:
     conversation = h.new_id()
     image = pb.ToolImageOutput(
         external_url="https://images.example/cat.png",
@@ -207,8 +246,7 @@ def test_tool_bodies_render_their_fields(stub: Stub, live_server: ServerProcess)
         ],
     )
     stored = calls.list_all(stub, conversation)
-    output = ok(cli("show", conversation, address=live_server.address))
-    blocks = message_blocks(output)
+    blocks = message_blocks(ok(run("show", conversation)))
     assert [block[0].split("  ")[:3] for block in blocks] == [
         ["[0]", stored[0].id, "user"],
         ["[1]", stored[1].id, "tool"],
@@ -229,10 +267,10 @@ def test_tool_bodies_render_their_fields(stub: Stub, live_server: ServerProcess)
     ]
 
 
-# --- paging, filters, snapshots -------------------------------------------------------
+# --- paging, filters, tail -----------------------------------------------------------
 
 
-def test_ids_are_every_id_in_order_across_pages(stub: Stub, live_server: ServerProcess) -> None:
+def test_ids_are_every_id_in_order_across_pages(stub: Stub, run: Run) -> None:
     conversation = h.new_id()
     seeded = calls.seed(stub, conversation, 7)
     # Reorder, so that the ordering is not creation order: [6, 0, 1, ..., 5].
@@ -240,18 +278,13 @@ def test_ids_are_every_id_in_order_across_pages(stub: Stub, live_server: ServerP
     expected = calls.all_ids(stub, conversation)
     assert expected == [seeded[6], *seeded[:6]]
 
-    output = ok(cli("ids", conversation, "--page-size", "2", address=live_server.address))
-    assert output.splitlines() == expected
-
-    shown = ok(cli("show", conversation, "--page-size", "3", address=live_server.address))
-    blocks = message_blocks(shown)
+    assert ok(run("ids", conversation, "--page-size", "2")).splitlines() == expected
+    blocks = message_blocks(ok(run("show", conversation)))
     assert [b[0].split("  ")[:2] for b in blocks] == [[f"[{i}]", x] for i, x in enumerate(expected)]
     assert [b[1].strip() for b in blocks] == ["m6", "m0", "m1", "m2", "m3", "m4", "m5"]
 
 
-def test_filters_keep_the_index_in_the_whole_ordering(
-    stub: Stub, live_server: ServerProcess
-) -> None:
+def test_filters_keep_the_index_in_the_whole_ordering(stub: Stub, run: Run) -> None:
     conversation = h.new_id()
     calls.append(
         stub,
@@ -263,45 +296,145 @@ def test_filters_keep_the_index_in_the_whole_ordering(
             text_message("note", h.ASSISTANT, ""),
         ],
     )
-    by_role = ok(
-        cli(
-            "show",
-            conversation,
-            "--role",
-            "assistant",
-            "--page-size",
-            "1",
-            address=live_server.address,
-        )
-    )
-    assert [(b[0].split("  ")[0], b[1].strip()) for b in message_blocks(by_role)] == [
-        ("[1]", "a1"),
-        ("[3]", "note"),
-    ]
-    by_kind = ok(
-        cli("show", conversation, "--kind", "question", "--kind", "", address=live_server.address)
-    )
-    assert [(b[0].split("  ")[0], b[1].strip()) for b in message_blocks(by_kind)] == [
+    ids = calls.all_ids(stub, conversation)
+
+    def shown(*args: str) -> list[tuple[str, str]]:
+        output = ok(run("show", conversation, *args))
+        return [(b[0].split("  ")[0], b[1].strip()) for b in message_blocks(output)]
+
+    assert shown("--role", "assistant") == [("[1]", "a1"), ("[3]", "note")]
+    assert shown("--kind", "question", "--kind", "") == [
         ("[0]", "q1"),
         ("[2]", "q2"),
         ("[3]", "note"),
     ]
-    none = ok(cli("show", conversation, "--role", "tool", address=live_server.address))
+    assert shown("--id", ids[2], "--id", ids[0]) == [("[2]", "q2"), ("[0]", "q1")]
+    none = ok(run("show", conversation, "--role", "tool"))
     assert message_blocks(none) == []
     assert none.splitlines()[-1] == "(no messages)"
 
 
-def test_snapshot_renders_its_messages(stub: Stub, live_server: ServerProcess) -> None:
+def test_tail_prints_the_last_messages(stub: Stub, run: Run) -> None:
+    conversation = h.new_id()
+    calls.append(
+        stub,
+        conversation,
+        [text_message(f"m{i}", h.USER if i % 2 == 0 else h.ASSISTANT) for i in range(6)],
+    )
+    last = message_blocks(ok(run("tail", conversation, "-n", "2")))
+    assert [(b[0].split("  ")[0], b[1].strip()) for b in last] == [("[4]", "m4"), ("[5]", "m5")]
+    filtered = message_blocks(ok(run("tail", conversation, "--count", "2", "--role", "user")))
+    assert [(b[0].split("  ")[0], b[1].strip()) for b in filtered] == [
+        ("[-2]", "m2"),
+        ("[-1]", "m4"),
+    ]
+    document = json.loads(ok(run("tail", conversation, "-n", "1", "--json")))
+    assert document["truncated"] is False
+    assert document["metadata"]["message_count"] == 6
+    assert [(m["index"], m["body"]) for m in document["messages"]] == [(5, {"text": "m5"})]
+
+
+# --- replace and delete ranges, versions ---------------------------------------------------
+
+
+def test_replace_summarises_a_range_under_a_version(stub: Stub, run: Run) -> None:
+    conversation = h.new_id()
+    seeded = calls.seed(stub, conversation, 4)  # version 1
+    summary = field(
+        ok(run("append", conversation, "summary of m0..m2", "--kind", "summary")), "message_id"
+    )
+
+    stale = run("replace", conversation, "--from", seeded[0], "--to", seeded[2], summary,
+                "--if-version", "1")  # fmt: skip
+    line = one_error_line(stale, "ABORTED")
+    assert "version 2" in line
+    assert calls.all_ids(stub, conversation) == [*seeded, summary], "nothing changed"
+
+    output = ok(run("replace", conversation, "--from", seeded[0], "--to", seeded[2], summary,
+                    "--if-version", "2"))  # fmt: skip
+    assert [line.split() for line in output.splitlines()[:4]] == [
+        ["replaced_message_id", seeded[0]],
+        ["replaced_message_id", seeded[1]],
+        ["replaced_message_id", seeded[2]],
+        ["inserted_message_id", summary],
+    ]
+    assert field(output, "version") == "3"
+    assert calls.all_ids(stub, conversation) == [summary, seeded[3]]
+
+    # No new ids: the range is detached (kept for snapshots, out of the ordering).
+    detached = json.loads(
+        ok(run("replace", conversation, "--from", seeded[3], "--to", seeded[3], "--json"))
+    )
+    assert detached["replaced_message_ids"] == [seeded[3]]
+    assert detached["inserted_message_ids"] == []
+    assert detached["metadata"]["version"] == 4
+    assert calls.all_ids(stub, conversation) == [summary]
+
+
+def test_delete_removes_a_range_for_good(stub: Stub, run: Run) -> None:
+    conversation = h.new_id()
+    seeded = calls.seed(stub, conversation, 5)
+    output = ok(run("delete", conversation, "--to", seeded[1]))
+    assert [line.split() for line in output.splitlines()[:2]] == [
+        ["deleted_message_id", seeded[0]],
+        ["deleted_message_id", seeded[1]],
+    ]
+    assert field(output, "message_count") == "3"
+    assert field(output, "version") == "2"
+    one_error_line(run("delete", conversation, "--from", seeded[3], "--if-version", "1"), "ABORTED")
+    document = json.loads(ok(run("delete", conversation, "--from", seeded[3], "--json")))
+    assert document["deleted_message_ids"] == [seeded[3], seeded[4]]
+    assert calls.all_ids(stub, conversation) == [seeded[2]]
+
+    refused = usage_error(run("delete", conversation))
+    assert "conversation delete" in refused
+    assert calls.all_ids(stub, conversation) == [seeded[2]]
+
+
+def test_append_if_version(stub: Stub, run: Run) -> None:
+    conversation = h.new_id()
+    ok(run("append", conversation, "only while new", "--if-version", "0"))
+    again = run("append", conversation, "again", "--if-version", "0")
+    assert "version 1" in one_error_line(again, "ABORTED")
+    assert field(ok(run("append", conversation, "next", "--if-version", "1")), "version") == "2"
+    assert h.texts(calls.list_all(stub, conversation)) == ["only while new", "next"]
+
+
+# --- snapshots --------------------------------------------------------------------------
+
+
+def test_snapshots_create_list_show(stub: Stub, run: Run) -> None:
     conversation = h.new_id()
     ids = calls.seed(stub, conversation, 3, prefix="s")
     calls.append(stub, conversation, [h.tool_text_message("tool said", tool_call_id="call_9")])
     tool_id = calls.all_ids(stub, conversation)[-1]
-    taken = calls.snapshot(stub, conversation, [ids[2], tool_id, ids[0], ids[2]])
+
+    whole = ok(run("snapshot", "create", conversation))
+    whole_id = field(whole, "snapshot_id")
+    assert field(whole, "item_count") == "4"
+    assert field(whole, "version") == "2", "a snapshot changes no version"
+    assert calls.snapshot_ids(stub, whole_id) == [*ids, tool_id]
+    named = json.loads(
+        ok(run("snapshot", "create", conversation, ids[2], tool_id, ids[0], ids[2], "--json"))
+    )
+    assert named["item_count"] == 4
+    assert named["conversation_id"] == conversation
+    named_id = named["snapshot_id"]
+    one_error_line(run("snapshot", "create", conversation, "--if-version", "1"), "ABORTED")
+
+    listed = ok(run("snapshot", "list", conversation)).splitlines()
+    assert [line.split("  ")[0] for line in listed] == [whole_id, named_id]
+    assert "item_count=4" in listed[1]
+    document = json.loads(ok(run("snapshot", "list", conversation, "--json")))
+    assert [(s["snapshot_id"], s["item_count"]) for s in document["snapshots"]] == [
+        (whole_id, 4),
+        (named_id, 4),
+    ]
+
     # Later changes do not show in the snapshot.
     calls.delete(stub, conversation, from_id=ids[0], to_id=ids[2])
-
-    output = ok(cli("snapshot", taken.snapshot_id, "--page-size", "1", address=live_server.address))
-    assert output.splitlines()[0] == f"snapshot  snapshot_id={taken.snapshot_id}"
+    output = ok(run("snapshot", "show", named_id, "--page-size", "1"))
+    assert output.splitlines()[0] == f"snapshot  snapshot_id={named_id}"
     blocks = message_blocks(output)
     assert [b[0].split("  ")[:3] for b in blocks] == [
         ["[0]", ids[2], "user"],
@@ -310,87 +443,118 @@ def test_snapshot_renders_its_messages(stub: Stub, live_server: ServerProcess) -
         ["[3]", ids[2], "user"],
     ]
     assert blocks[0][1:] == ["    s2"]
-    assert blocks[1][1:3] == [
+    assert blocks[1][1:4] == [
         "    tool output  tool_name=search  tool_call_id=call_9",
         "    text:",
+        "        tool said",
     ]
-    assert blocks[1][3] == "        tool said"
-
-    document = json.loads(
-        ok(cli("snapshot", taken.snapshot_id, "--json", address=live_server.address))
+    shown = json.loads(ok(run("snapshot", "show", named_id, "--json")))
+    assert shown["snapshot_id"] == named_id
+    assert [(m["index"], m["id"]) for m in shown["messages"]] == list(
+        enumerate([ids[2], tool_id, ids[0], ids[2]])
     )
-    expected = calls.snapshot_messages(stub, taken.snapshot_id)
-    assert document == {
-        "snapshotId": taken.snapshot_id,
-        "messages": [{"index": i, **proto_json(m)} for i, m in enumerate(expected)],
-    }
+
+
+def test_a_snapshot_of_an_empty_conversation_says_why(stub: Stub, run: Run) -> None:
+    conversation = h.new_id()
+    [only] = calls.seed(stub, conversation, 1)
+    calls.delete(stub, conversation, from_id=only)
+    result = run("snapshot", "create", conversation, "--request-id", "empty-1")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"agent-state: conversation {conversation} has no messages to snapshot"
+        " (request id empty-1)\n"
+    )
 
 
 # --- health and errors ------------------------------------------------------------------
 
 
-def test_health_of_the_live_server(live_server: ServerProcess) -> None:
-    assert ok(cli("health", address=live_server.address)) == "SERVING\n"
-    document = json.loads(ok(cli("health", "--json", address=live_server.address)))
-    assert document == {"status": "SERVING"}
+def test_health_of_the_live_server(run: Run) -> None:
+    assert ok(run("health")) == "SERVING\n"
+    assert json.loads(ok(run("health", "--json"))) == {"status": "SERVING"}
 
 
 def test_health_where_nothing_listens() -> None:
-    result = cli("health", "--timeout", "5", address=f"127.0.0.1:{free_port()}")
-    one_error_line(result, "UNAVAILABLE")
-    assert result.stdout == ""
-
-
-@pytest.mark.parametrize("command", ["get", "show", "ids"])
-def test_unknown_conversation(command: str, live_server: ServerProcess) -> None:
-    result = cli(command, h.new_id(), address=live_server.address)
-    line = one_error_line(result, "NOT_FOUND")
-    assert "conversation_id" in line
-    assert "Traceback" not in result.stderr
-
-
-def test_unknown_snapshot(live_server: ServerProcess) -> None:
-    one_error_line(cli("snapshot", h.new_id(), address=live_server.address), "NOT_FOUND")
-
-
-def test_a_malformed_id_is_the_servers_invalid_argument(live_server: ServerProcess) -> None:
-    one_error_line(cli("get", "not-a-uuid", address=live_server.address), "INVALID_ARGUMENT")
+    address = f"127.0.0.1:{free_port()}"
+    line = one_error_line(cli("health", "--timeout", "5", address=address), "UNAVAILABLE")
+    assert f"nothing listens at {address}" in line
 
 
 @pytest.mark.parametrize(
-    "args",
+    "command", [["get"], ["show"], ["ids"], ["tail"], ["snapshot", "create"], ["snapshot", "list"]]
+)
+def test_unknown_conversation(command: list[str], run: Run) -> None:
+    line = one_error_line(run(*command, h.new_id()), "NOT_FOUND")
+    assert "conversation_id" in line
+
+
+def test_an_unknown_snapshot_prints_nothing_on_stdout(run: Run, live_server: ServerProcess) -> None:
+    missing = h.new_id()
+    result = run("snapshot", "show", missing, "--request-id", "cli-test-unknown-snapshot")
+    line = one_error_line(result, "NOT_FOUND")
+    assert missing in line
+    assert line.endswith(" (request id cli-test-unknown-snapshot)\n")
+    # The id quoted is the one the server logged the call under.
+    logged = [entry for entry in live_server.output().splitlines() if "cli-test-unknown" in entry]
+    assert len(logged) == 1
+    assert "ListSnapshotMessages" in logged[0]
+    assert "NOT_FOUND" in logged[0]
+
+
+def test_a_malformed_id_is_the_servers_invalid_argument(run: Run) -> None:
+    assert "conversation_id" in one_error_line(run("get", "not-a-uuid"), "INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
     [
-        ["--tls-cert-file", "{cert}"],
-        ["--tls-key-file", "{cert}"],
-        ["--no-tls", "--tls-ca-file", "{cert}"],
-        ["--timeout", "0"],
-        ["--role", "system"],
+        (["show", "{id}", "--tls-cert-file", "{cert}"], "--tls-key-file"),
+        (["show", "{id}", "--tls-key-file", "{cert}"], "--tls-cert-file"),
+        (["show", "{id}", "--no-tls", "--tls-ca-file", "{cert}"], "--no-tls"),
+        (["show", "{id}", "--timeout", "0"], "--timeout"),
+        (["show", "{id}", "--role", "system"], "--role"),
+        (["show", "{id}", "--id", "{id}", "--role", "user"], "--id"),
+        (["append"], "TEXT"),
+        (["append", "{id}", "a", "b"], "TEXT"),
+        (["append", "{id}"], "Give the TEXT to append to"),
+        (["append", "{id}", "x", "--tool-name", "t"], "--tool-call-id"),
+        (["append", "{id}", "--batch", "{cert}"], "line 1: not JSON"),
+        (["append", "{id}", "x", "--state", "app/a", "{{}}", "--if-version", "0"], "--state"),
+        (["tail", "{id}", "-n", "0"], "--count"),
+        (["replace", "{id}"], "--from"),
+        (["append", "{id}", "x", "--if-version", "-1"], "--if-version"),
     ],
 )
-def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
+def test_usage_errors_exit_2(args: list[str], said: str, tmp_path: Path) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("not used")
-    result = cli("show", h.new_id(), *[a.format(cert=cert) for a in args])
-    assert result.returncode == 2, result
-    assert "Usage:" in result.stderr
-    assert result.stdout == ""
+    # Nothing listens at the address: a usage error is found before any call.
+    filled = [a.format(cert=cert, id=h.new_id()) for a in args]
+    assert said in usage_error(invoke(*filled, address=f"127.0.0.1:{free_port()}"))
+
+
+def test_an_address_the_client_cannot_read_is_a_usage_error() -> None:
+    line = usage_error(invoke("health", address="http://127.0.0.1:50051"))
+    assert "address: unknown scheme in 'http://127.0.0.1:50051'" in line
 
 
 # --- colour -------------------------------------------------------------------------------
 
 
-def test_colour_only_when_asked_without_a_tty(stub: Stub, live_server: ServerProcess) -> None:
+def test_colour_only_when_asked_without_a_tty(stub: Stub, run: Run) -> None:
     conversation = h.new_id()
     calls.append(stub, conversation, [text_message("red \x1b[31malert\x1b[0m", kind="k")])
-    plain = ok(cli("show", conversation, address=live_server.address))
+    plain = ok(run("show", conversation))
     assert "\x1b" not in plain
     assert "red \\x1b[31malert\\x1b[0m" in plain, "stored escapes are shown, not obeyed"
 
-    coloured = ok(cli("show", conversation, "--color", address=live_server.address))
+    coloured = ok(run("show", conversation, "--color"))
     assert ANSI.search(coloured)
     assert ANSI.sub("", coloured) == plain
-    assert "\x1b" not in ok(cli("show", conversation, "--no-color", address=live_server.address))
-    assert "\x1b" in ok(cli("health", "--color", address=live_server.address))
+    assert "\x1b" not in ok(run("show", conversation, "--no-color"))
+    assert "\x1b" in ok(run("health", "--color"))
 
 
 def test_colour_by_default_on_a_tty(live_server: ServerProcess) -> None:
@@ -481,6 +645,15 @@ def test_the_token_is_sent_as_bearer_metadata_and_never_printed(recorder: Record
     ]
 
 
+def test_the_request_id_is_sent_as_given(recorder: Recorder) -> None:
+    address = recorder.start()
+    ok(invoke("health", "--request-id", "ticket-4711", address=address))
+    ok(invoke("health", address=address))
+    given, made = (m["x-request-id"] for m in recorder.metadata)
+    assert given == "ticket-4711"
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+
+
 def test_a_token_grpc_cannot_send_is_a_usage_error_that_does_not_echo_it() -> None:
     result = cli("health", "--token", "s3cret\nline")
     assert result.returncode == 2
@@ -538,28 +711,38 @@ def test_mutual_tls(recorder: Recorder, pki: dict[str, Path]) -> None:
     address = recorder.start(server_credentials(pki, mutual=True))
     with_cert = cli("health", *tls_options(pki), "--token", "s3cret", address=address)
     assert ok(with_cert) == "SERVING\n"
-    assert recorder.metadata == [{**recorder.metadata[0], "authorization": "Bearer s3cret"}]
+    assert recorder.metadata[0]["authorization"] == "Bearer s3cret"
 
-    refused = [
-        cli("health", *tls_options(pki, client=False), address=address),
-        cli("health", *tls_options(pki, ca="other_ca"), address=address),
-        cli("health", "--timeout", "5", address=address),
-    ]
-    for result in refused:
-        one_error_line(result, "UNAVAILABLE")
+    untrusted = cli("health", *tls_options(pki, ca="other_ca"), address=address)
+    assert "is not signed by a CA this client trusts" in one_error_line(untrusted, "UNAVAILABLE")
+    one_error_line(cli("health", *tls_options(pki, client=False), address=address), "UNAVAILABLE")
+    plaintext = one_error_line(cli("health", "--timeout", "5", address=address), "UNAVAILABLE")
+    assert "a TLS server? try --tls" in plaintext
     assert len(recorder.metadata) == 1, "no other call got through"
 
 
 def test_server_only_tls(recorder: Recorder, pki: dict[str, Path]) -> None:
     address = recorder.start(server_credentials(pki, mutual=False))
     ok(cli("health", *tls_options(pki, client=False), address=address))
-    # The certificate names agent-state.test, not 127.0.0.1; the system roots
-    # do not include the test CA.
+    # The certificate names agent-state.test, not 127.0.0.1.
     name_mismatch = ["--timeout", "5", "--tls-ca-file", str(pki["ca"])]
-    one_error_line(cli("health", *name_mismatch, address=address), "UNAVAILABLE")
+    line = one_error_line(cli("health", *name_mismatch, address=address), "UNAVAILABLE")
+    assert f"the certificate of {address} is for another name" in line
+    # The system roots do not include the test CA.
     system_roots = ["--timeout", "5", "--tls", "--tls-server-name", "agent-state.test"]
     one_error_line(cli("health", *system_roots, address=address), "UNAVAILABLE")
     assert len(recorder.metadata) == 1
+
+
+def test_tls_against_a_plaintext_server_is_one_readable_line(recorder: Recorder) -> None:
+    address = recorder.start()
+    for args in (["--tls"], []):
+        target = address if args else f"agent-states://{address}"
+        result = cli("health", "--timeout", "5", *args, address=target)
+        line = one_error_line(result, "UNAVAILABLE")
+        assert f"UNAVAILABLE: {target} does not speak TLS: connect without --tls" in line
+        assert "SSL" not in line
+    assert recorder.metadata == []
 
 
 @pytest.mark.parametrize("option", ["--tls-ca-file", "--tls-cert-file", "--tls-key-file"])
@@ -570,6 +753,4 @@ def test_a_file_without_pem_is_a_usage_error(
     junk.write_text("not PEM\n")
     options = tls_options(pki)
     options[options.index(option) + 1] = str(junk)
-    result = cli("health", *options, address=f"127.0.0.1:{free_port()}")
-    assert result.returncode == 2, result
-    assert "no PEM" in result.stderr
+    assert "no PEM" in usage_error(cli("health", *options, address=f"127.0.0.1:{free_port()}"))

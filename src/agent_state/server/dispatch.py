@@ -147,7 +147,7 @@ class Edge:
 
 
 def _behaviour(
-    method: str, route: Route, edge: Edge, versions: Versions | None
+    service: str, method: str, route: Route, edge: Edge, versions: Versions | None
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | bytes]]:
     handler, write = route.handler, route.write
     named = route.versioned or route.conversation
@@ -170,7 +170,7 @@ def _behaviour(
         edge.observer.started()
         edge.in_flight.count += 1
         try:
-            with tracing.span(method) as span:
+            with tracing.span(service, method, metadata) as span:
                 try:
                     if edge.tokens is not None:
                         edge.tokens.check(metadata, write=write)
@@ -247,7 +247,7 @@ def register(
         raise RuntimeError(f"{service.full_name} has no methods {sorted(unknown)}")
     method_handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
-            _behaviour(method.name, routes[method.name], edge, versions),
+            _behaviour(service.full_name, method.name, routes[method.name], edge, versions),
             request_deserializer=deserializer(GetMessageClass(method.input_type)),
             response_serializer=_serialize,
         )

@@ -1,5 +1,11 @@
-"""Optional OpenTelemetry tracing: a span per AgentStateService call, with
-the SQL statements it ran as child spans.
+"""Optional OpenTelemetry tracing: a server span per call of either
+service, with the SQL statements it ran as child spans.
+
+A call that carries a trace context (W3C ``traceparent``/``tracestate``,
+or whatever the globally configured propagator reads, in the request
+metadata, as agent-state-client sends inside an active span) gets its span
+in the caller's trace, as a child of the caller's span; other calls start
+a trace of their own.
 
 Off unless `tracing` is set; then the `otel` extra must be installed. The
 exporter follows OpenTelemetry's own variables: OTEL_TRACES_EXPORTER
@@ -11,11 +17,14 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 _tracer: Any = None
 
@@ -51,7 +60,6 @@ def check() -> None:
 def enable() -> None:
     """Install a tracer provider and instrument psycopg; `check` must have
     passed (`serve` runs it with the other checks of its settings)."""
-    global _tracer
     from opentelemetry import trace
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.sdk.resources import Resource
@@ -73,25 +81,35 @@ def enable() -> None:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     PsycopgInstrumentor().instrument(tracer_provider=provider)
-    _tracer = trace.get_tracer("agent_state")
+    use(provider)
+
+
+def use(provider: TracerProvider | None) -> None:
+    """Make the calls' spans with `provider`'s tracer (None: no spans).
+    `enable` gives it the provider it builds from the environment."""
+    global _tracer
+    _tracer = None if provider is None else provider.get_tracer("agent_state")
 
 
 @contextmanager
-def span(method: str) -> Iterator[Any]:
-    """A server span around one call (nothing when tracing is off)."""
+def span(
+    service: str, method: str, metadata: Iterable[tuple[str, str | bytes]] | None
+) -> Iterator[Any]:
+    """A server span around one call of `service`, in the trace the call's
+    request `metadata` carries, if any (nothing when tracing is off)."""
     if _tracer is None:
         yield None
         return
+    from opentelemetry.propagate import extract
     from opentelemetry.trace import SpanKind
 
+    # gRPC gives metadata keys in lower case, as the propagators look them up.
+    carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
     with _tracer.start_as_current_span(
-        f"agynio.api.agent_state.v1.AgentStateService/{method}",
+        f"{service}/{method}",
+        context=extract(carrier),
         kind=SpanKind.SERVER,
-        attributes={
-            "rpc.system": "grpc",
-            "rpc.service": "agynio.api.agent_state.v1.AgentStateService",
-            "rpc.method": method,
-        },
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
     ) as current:
         yield current
 
