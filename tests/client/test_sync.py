@@ -8,7 +8,14 @@ import uuid
 
 import pytest
 
-from agent_state_client import Client, ConversationNotFound, MessageInput, Role, VersionConflict
+from agent_state_client import (
+    Client,
+    ConversationNotFound,
+    MessageInput,
+    NotFound,
+    Role,
+    VersionConflict,
+)
 
 
 def new_id() -> str:
@@ -74,3 +81,20 @@ def test_errors_are_the_same_classes(sync_client: Client) -> None:
         ).message_count
         == 1
     )
+
+
+def test_another_service_of_the_server_through_the_same_connection(sync_client: Client) -> None:
+    from grpc_health.v1 import health_pb2
+
+    check = health_pb2.HealthCheckRequest(service="agentstate.v1.ConversationsService")
+    reply = sync_client.call_unary(
+        "/grpc.health.v1.Health/Check", check, health_pb2.HealthCheckResponse
+    )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    unknown = health_pb2.HealthCheckRequest(service="no.such.Service")
+    with pytest.raises(NotFound):
+        sync_client.call_unary(
+            "/grpc.health.v1.Health/Check", unknown, health_pb2.HealthCheckResponse
+        )
+    with pytest.raises(ValueError, match="expected /package"):
+        sync_client.call_unary("Check", check, health_pb2.HealthCheckResponse)

@@ -8,9 +8,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from google.protobuf.message import Message as ProtoMessage
+
 from . import _call, _convert, _ids
 from ._base import Configured
-from ._call import Reply
+from ._call import Reply, ResponseT
 from ._gen import agent_state_pb2 as pb
 from ._gen import conversations_pb2 as cpb
 from .errors import ContextChanged, PagingError
@@ -178,6 +180,22 @@ class AsyncClient(Configured):
         return await self._caller.call(
             self._options, rpc, request, idempotency_key=idempotency_key, if_version=if_version
         )
+
+    async def call_unary(
+        self, method: str, request: ProtoMessage, response_type: type[ResponseT]
+    ) -> ResponseT:
+        """Call a unary method of another service on the same server, such
+        as ``"/grpc.health.v1.Health/Check"``, over this client's connection
+        and with its token, request id, deadline and errors. It is retried
+        like a read (no idempotency key), so use it for methods safe to
+        repeat. The library wraps agent-state's own services; this reaches
+        the others the server offers (health, reflection) without a second
+        connection."""
+        service, _, name = method.strip("/").rpartition("/")
+        if not service or not name:
+            raise ValueError(f"method {method!r}: expected /package.Service/Method")
+        reply = await self._call(_call.Rpc(service, name, response_type), request)
+        return reply.response
 
     # --- AgentStateService ---------------------------------------------------
 

@@ -159,6 +159,7 @@ class Client(Configured):
     ) -> None:
         self.close()
 
+    call_unary = _blocking(AsyncClient.call_unary)
     append = _blocking(AsyncClient.append)
     get_conversation = _blocking(AsyncClient.get_conversation)
     list_messages = _blocking(AsyncClient.list_messages)

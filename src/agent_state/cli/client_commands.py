@@ -854,25 +854,17 @@ def health(session: Session) -> None:
 
 def check_health(client: Client) -> str:
     """grpc.health.v1.Health/Check of the whole server: the status's name.
-
-    The health service is gRPC's, not an API of agent-state, so the library
-    has no method for it (its dependencies stop at grpcio and protobuf); the
-    check goes through the client's own call path all the same, so that
-    the token, TLS, request id, deadline, retries and errors are those of
-    every other command.
-    """
+    Through the client's own connection, so that the token, TLS, request
+    id, deadline, retries and errors are those of every other command."""
     from grpc_health.v1 import health_pb2
 
-    from agent_state_client._call import Rpc
-
-    check = Rpc("grpc.health.v1.Health", "Check", health_pb2.HealthCheckResponse)
-
-    async def call() -> str:
-        reply = await client._async()._call(check, health_pb2.HealthCheckRequest(service=""))
-        name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.response.status)
-        return name
-
-    return client._loop.run(call())
+    reply = client.call_unary(
+        "/grpc.health.v1.Health/Check",
+        health_pb2.HealthCheckRequest(service=""),
+        health_pb2.HealthCheckResponse,
+    )
+    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return name
 
 
 COMMANDS: list[click.Command] = [
