@@ -39,6 +39,7 @@ from agent_state.model import (
     ConversationState,
     EncodedResponse,
     Erased,
+    ExpectedVersion,
     MessageHeader,
     MessageInput,
     Moment,
@@ -400,6 +401,23 @@ async def test_delete_erases_and_a_later_append_starts_again_at_version_1(store:
     again = await s.companion.describe_conversation(conversation)
     assert (again.state.version, again.state.message_count) == (1, 1)
     assert again.details == ConversationDetails("", {}, None)
+
+
+async def test_a_conversation_made_by_an_append_was_created_when_first_updated(
+    store: Store,
+) -> None:
+    """Whichever path of the append made it: the common one, the locked one
+    (an idempotency key, a version condition) or an append with state."""
+    s = services(store, Clock())
+    message = MessageInput(role=1, kind="", body=text_body("x"), body_variant="text")
+    made = [str(uuid4()) for _ in range(4)]
+    await s.conversations.append(made[0], [message])
+    await s.conversations.append(made[1], [message], key("k"))
+    await s.conversations.append(made[2], [message], None, ExpectedVersion(0, "if-version"))
+    await s.companion.append_with_state(made[3], [message], [], 0)
+    for conversation in made:
+        record = await s.companion.describe_conversation(conversation)
+        assert record.created_at == record.state.updated_at, conversation
 
 
 async def test_delete_of_an_absent_conversation(store: Store) -> None:

@@ -55,9 +55,12 @@ SELECT message_count, updated_at, tail_position, layout_version, version
 FROM conversations WHERE id = %(conversation)s
 
 -- name: save_conversation
+-- A row this transaction created (updated_at still the epoch) takes its
+-- first updated_at as created_at, as append_at_tail does.
 UPDATE conversations
 SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
-    layout_version = %(layout)s, version = %(version)s
+    layout_version = %(layout)s, version = %(version)s,
+    created_at = CASE WHEN updated_at = to_timestamp(0) THEN %(updated_at)s ELSE created_at END
 WHERE id = %(conversation)s
 
 -- name: append_at_tail
@@ -787,7 +790,8 @@ WITH inserted AS (
 UPDATE conversations
 SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
     layout_version = %(layout)s, version = %(version)s,
-    largest_entry = greatest(largest_entry, %(largest)s)
+    largest_entry = greatest(largest_entry, %(largest)s),
+    created_at = CASE WHEN updated_at = to_timestamp(0) THEN %(updated_at)s ELSE created_at END
 WHERE id = %(conversation)s
 
 -- name: lock_migrations

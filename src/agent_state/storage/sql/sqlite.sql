@@ -51,9 +51,12 @@ SELECT message_count, updated_at, tail_position, layout_version, version
 FROM conversations WHERE id = :conversation
 
 -- name: save_conversation
+-- A row this transaction created (updated_at still 0) takes its first
+-- updated_at as created_at, as append_at_tail does.
 UPDATE conversations
 SET message_count = :count, updated_at = :updated_at, tail_position = :tail,
-    layout_version = :layout, version = :version
+    layout_version = :layout, version = :version,
+    created_at = CASE WHEN updated_at = 0 THEN :updated_at ELSE created_at END
 WHERE id = :conversation
 
 -- name: append_at_tail
