@@ -42,6 +42,7 @@ from .model import (
     NewWrite,
     StoredValue,
     Value,
+    ValueHead,
     ValueKey,
 )
 from .storage.base import CheckpointReader, CheckpointWriter, Store
@@ -61,6 +62,10 @@ MAX_PAGE_SIZE = 100
 MAX_PAGE_BYTES = 3 * 1024 * 1024
 """A page of ListCheckpoints stops once its values pass this (as the
 other lists' 3 MiB)."""
+MAX_CHAIN = 128
+"""Links from a stored list to the whole value it extends, at most: a
+list that grows by one item a step is stored whole every MAX_CHAIN steps,
+so that a read follows at most this many links."""
 SCAN_LIMIT = 1000
 """Checkpoints one ListCheckpoints call reads at most while a metadata
 filter skips them (the page then comes back short, with a token)."""
@@ -272,7 +277,6 @@ class CheckpointService:
         row = CheckpointRow(
             key, parent_id, (checkpoint.type, checkpoint.data), metadata, versions, run_id
         )
-        blobs = _stored_blobs([value for _, value in values.values()])
         async with self._store.write_checkpoints() as tx:
             erased = await tx.hold_thread(thread_id)
             await _check_not_erased(tx, key, parent_id, erased)
@@ -281,7 +285,15 @@ class CheckpointService:
                 _new_value(channel, version, value, bases.get(channel))
                 for channel, (version, value) in values.items()
             ]
-            await tx.put_checkpoint(row, blobs, new_values)
+            # The items of a list's base are stored already: only what it
+            # gained is sent to the database.
+            gained = [
+                Value(value.items[bases[channel][1].length :], value.is_list)
+                if channel in bases
+                else value
+                for channel, (_, value) in values.items()
+            ]
+            await tx.put_checkpoint(row, _stored_blobs(gained), new_values)
 
     async def put_writes(
         self,
@@ -460,9 +472,10 @@ async def _list_bases(
     key: CheckpointKey,
     parent_id: str | None,
     values: Mapping[str, tuple[str, Value]],
-) -> dict[str, tuple[str, int]]:
+) -> dict[str, tuple[str, ValueHead]]:
     """For each list value that extends the same channel's list in the
-    parent checkpoint: that value's version and length."""
+    parent checkpoint (by the hash of that list's digests, so without
+    reading it), that list's version and head."""
     lists = {channel for channel, (_, value) in values.items() if value.is_list}
     if parent_id is None or not lists:
         return {}
@@ -470,31 +483,48 @@ async def _list_bases(
     if parent is None:
         return {}
     wanted = {
-        channel: ValueKey(key.thread_id, key.checkpoint_ns, channel, version)
+        channel: (key.checkpoint_ns, channel, version)
         for channel, version in parent.channel_versions.items()
         if channel in lists and version != values[channel][0]
     }
-    found = await tx.values(list(wanted.values()))
-    bases: dict[str, tuple[str, int]] = {}
-    for channel, value_key in wanted.items():
-        base = found.get(value_key)
-        digests = tuple(blob.sha256 for blob in values[channel][1].items)
+    heads = await tx.value_heads(key.thread_id, list(wanted.values()))
+    bases: dict[str, tuple[str, ValueHead]] = {}
+    for channel, head_key in wanted.items():
+        head = heads.get(head_key)
+        digests = [blob.sha256 for blob in values[channel][1].items]
         if (
-            base is not None
-            and base.is_list
-            and base.digests
-            and digests[: len(base.digests)] == base.digests
+            head is not None
+            and head.is_list
+            and 0 < head.length <= len(digests)
+            and _list_digest(digests[: head.length]) == head.list_sha256
         ):
-            bases[channel] = (value_key.version, len(base.digests))
+            bases[channel] = (head_key[2], head)
     return bases
 
 
-def _new_value(channel: str, version: str, value: Value, base: tuple[str, int] | None) -> NewValue:
+def _list_digest(digests: Sequence[bytes]) -> bytes:
+    return hashlib.sha256(b"".join(digests)).digest()
+
+
+def _new_value(
+    channel: str, version: str, value: Value, base: tuple[str, ValueHead] | None
+) -> NewValue:
     digests = tuple(blob.sha256 for blob in value.items)
-    if base is None:
-        return NewValue(channel, version, value.is_list, None, digests)
-    base_version, length = base
-    return NewValue(channel, version, True, base_version, digests[length:])
+    whole = _list_digest(digests)
+    if base is None or base[1].depth >= MAX_CHAIN:
+        # A whole value; a long chain starts again, so that reads stay short.
+        return NewValue(channel, version, value.is_list, None, 0, len(digests), whole, digests)
+    base_version, head = base
+    return NewValue(
+        channel,
+        version,
+        True,
+        base_version,
+        head.depth + 1,
+        len(digests),
+        whole,
+        digests[head.length :],
+    )
 
 
 async def _erase(tx: CheckpointWriter, thread_id: str, erased_through: str) -> int:

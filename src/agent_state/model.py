@@ -377,13 +377,28 @@ class ValueKey:
 class NewValue:
     """A channel value as stored: its items' digests, after those of the
     value at `base_version` (the same channel's, whose list this one
-    extends; None: the whole value)."""
+    extends; None: the whole value), `depth` links from a whole value;
+    `length` items in all, whose digests hash to `list_sha256`."""
 
     channel: str
     version: str
     is_list: bool
     base_version: str | None
+    depth: int
+    length: int
+    list_sha256: bytes
     digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueHead:
+    """A stored value without its items: what a put that may extend it
+    needs."""
+
+    is_list: bool
+    depth: int
+    length: int
+    list_sha256: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,6 +186,33 @@ async def test_a_growing_list_stores_each_item_once(store: Store) -> None:
     assert values_of(middle) == {"messages": items[:15]}
 
 
+async def test_a_long_chain_of_lists_starts_again_whole(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoints, "MAX_CHAIN", 4)
+    service = CheckpointService(store)
+    t = thread()
+    items: list[bytes] = []
+    parent = ""
+    for step in range(1, 13):
+        items.append(f"item {step}".encode())
+        await put(
+            service,
+            t,
+            f"{step:04}",
+            parent=parent,
+            versions={"m": str(step)},
+            values={"m": listed(*items)},
+        )
+        parent = f"{step:04}"
+    async with store.write_checkpoints() as tx:
+        stored = await tx.thread_values(t)
+    assert sorted(int(v.key.version) for v in stored if v.base_version is None) == [1, 6, 11]
+    for step in (5, 6, 12):
+        found = await service.get_checkpoint(t, "", f"{step:04}")
+        assert values_of(found) == {"m": items[:step]}
+
+
 async def test_a_list_that_does_not_extend_its_parents_is_stored_whole(store: Store) -> None:
     service = CheckpointService(store)
     t = thread()

@@ -42,6 +42,7 @@ from ..model import (
     StoredWrite,
     ThreadValue,
     Trim,
+    ValueHead,
     ValueKey,
 )
 
@@ -369,6 +370,13 @@ class CheckpointReader(ABC):
     async def values(self, keys: Sequence[ValueKey]) -> dict[ValueKey, StoredValue]:
         """The stored values among `keys`, each with every digest of its
         items (those of its bases first)."""
+
+    @abstractmethod
+    async def value_heads(
+        self, thread_id: str, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], ValueHead]:
+        """Of the thread's values named by (namespace, channel, version),
+        those stored, without their items."""
 
     @abstractmethod
     async def pending_writes(

@@ -70,6 +70,7 @@ from ..model import (
     StoredWrite,
     ThreadValue,
     Trim,
+    ValueHead,
     ValueKey,
 )
 from . import common
@@ -931,6 +932,19 @@ class CheckpointRead(CheckpointReader):
             found[key] = StoredValue(chain[-1][1], digests)
         return found
 
+    async def value_heads(
+        self, thread_id: str, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], ValueHead]:
+        if not keys:
+            return {}
+        params = {"thread": _utf8(thread_id), "wanted": _json_keys([list(key) for key in keys])}
+        return {
+            (ns, channel, version): ValueHead(bool(is_list), depth, length, bytes(digest))
+            for ns, channel, version, is_list, depth, length, digest in await self._x.rows(
+                "value_heads", params
+            )
+        }
+
     async def pending_writes(
         self, keys: Sequence[CheckpointKey]
     ) -> dict[CheckpointKey, list[StoredWrite]]:
@@ -1007,6 +1021,9 @@ class CheckpointWrite(CheckpointRead, CheckpointWriter):
                     None if value.base_version is None else _utf8(value.base_version)
                     for value in values
                 ],
+                "depth": [value.depth for value in values],
+                "length": [value.length for value in values],
+                "list_sha256": [value.list_sha256 for value in values],
                 "items": [b"".join(value.digests) for value in values],
             }
             params = thread | {"ns": _utf8(key.checkpoint_ns)}

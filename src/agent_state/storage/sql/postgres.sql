@@ -710,10 +710,20 @@ ON CONFLICT DO NOTHING
 -- name: insert_values
 -- A version names one value for good: one already stored stays.
 INSERT INTO checkpoint_values (thread_id, checkpoint_ns, channel, version, is_list,
-    base_version, items)
+    base_version, depth, length, list_sha256, items)
 SELECT %(thread)s, %(ns)s, * FROM unnest(%(channel)s::bytea[], %(version)s::bytea[],
-    %(is_list)s::boolean[], %(base_version)s::bytea[], %(items)s::bytea[])
+    %(is_list)s::boolean[], %(base_version)s::bytea[], %(depth)s::integer[],
+    %(length)s::integer[], %(list_sha256)s::bytea[], %(items)s::bytea[])
 ON CONFLICT DO NOTHING
+
+-- name: value_heads
+-- The named values' rows without their items (a JSON array of [namespace,
+-- channel, version] of the thread): what a put extends.
+SELECT k ->> 0, k ->> 1, k ->> 2, v.is_list, v.depth, v.length, v.list_sha256
+FROM json_array_elements(%(wanted)s::json) AS k
+JOIN checkpoint_values AS v ON v.thread_id = %(thread)s
+    AND v.checkpoint_ns = convert_to(k ->> 0, 'UTF8') AND v.channel = convert_to(k ->> 1, 'UTF8')
+    AND v.version = convert_to(k ->> 2, 'UTF8')
 
 -- name: put_checkpoint
 INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
@@ -866,8 +876,9 @@ FROM checkpoints WHERE thread_id = %(source)s
 
 -- name: copy_values
 INSERT INTO checkpoint_values (thread_id, checkpoint_ns, channel, version, is_list,
-    base_version, items)
-SELECT %(target)s, checkpoint_ns, channel, version, is_list, base_version, items
+    base_version, depth, length, list_sha256, items)
+SELECT %(target)s, checkpoint_ns, channel, version, is_list, base_version, depth, length,
+    list_sha256, items
 FROM checkpoint_values WHERE thread_id = %(source)s
 
 -- name: copy_writes

@@ -566,8 +566,18 @@ VALUES (:thread, :sha256, :type, :data)
 -- name: insert_values
 -- One row per call (executemany); a version already stored stays.
 INSERT OR IGNORE INTO checkpoint_values (thread_id, checkpoint_ns, channel, version, is_list,
-    base_version, items)
-VALUES (:thread, :ns, :channel, :version, :is_list, :base_version, :items)
+    base_version, depth, length, list_sha256, items)
+VALUES (:thread, :ns, :channel, :version, :is_list, :base_version, :depth, :length,
+    :list_sha256, :items)
+
+-- name: value_heads
+SELECT json_extract(k.value, '$[0]'), json_extract(k.value, '$[1]'),
+    json_extract(k.value, '$[2]'), v.is_list, v.depth, v.length, v.list_sha256
+FROM json_each(:wanted) AS k
+JOIN checkpoint_values AS v ON v.thread_id = :thread
+    AND v.checkpoint_ns = CAST(json_extract(k.value, '$[0]') AS BLOB)
+    AND v.channel = CAST(json_extract(k.value, '$[1]') AS BLOB)
+    AND v.version = CAST(json_extract(k.value, '$[2]') AS BLOB)
 
 -- name: put_checkpoint
 INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
@@ -699,8 +709,9 @@ FROM checkpoints WHERE thread_id = :source
 
 -- name: copy_values
 INSERT INTO checkpoint_values (thread_id, checkpoint_ns, channel, version, is_list,
-    base_version, items)
-SELECT :target, checkpoint_ns, channel, version, is_list, base_version, items
+    base_version, depth, length, list_sha256, items)
+SELECT :target, checkpoint_ns, channel, version, is_list, base_version, depth, length,
+    list_sha256, items
 FROM checkpoint_values WHERE thread_id = :source
 
 -- name: copy_writes

@@ -37,7 +37,10 @@ CREATE INDEX checkpoints_by_run ON checkpoints (run_id) WHERE run_id IS NOT NULL
 -- A channel's value at a version: the SHA-256 of each item, packed, after
 -- the items of the value at base_version (the same channel's list, which
 -- this one extends; NULL: the whole value). A list that grows by one item
--- a step so costs 32 bytes a step, not its length.
+-- a step so costs 32 bytes a step, not its length. depth: links to a whole
+-- value (bounded, so that a read walks few); length: items of the whole
+-- list; list_sha256: the SHA-256 of all their digests, so that a put tells
+-- whether it extends this list without reading it.
 CREATE TABLE checkpoint_values (
     thread_id     bytea   NOT NULL,
     checkpoint_ns bytea   NOT NULL,
@@ -45,6 +48,9 @@ CREATE TABLE checkpoint_values (
     version       bytea   NOT NULL,
     is_list       boolean NOT NULL,
     base_version  bytea,
+    depth         integer NOT NULL,
+    length        integer NOT NULL,
+    list_sha256   bytea   NOT NULL,
     items         bytea   NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
 );

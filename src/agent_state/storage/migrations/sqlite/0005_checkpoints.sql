@@ -28,6 +28,9 @@ CREATE TABLE checkpoint_values (
     version       BLOB    NOT NULL,
     is_list       INTEGER NOT NULL,
     base_version  BLOB,
+    depth         INTEGER NOT NULL,
+    length        INTEGER NOT NULL,
+    list_sha256   BLOB    NOT NULL,
     items         BLOB    NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
 ) WITHOUT ROWID;
