@@ -2,12 +2,16 @@
 against the real server on SQLite and PostgreSQL: LangGraph's own
 conformance suite (every base and extended capability), compiled graphs
 that run on it (blocking and async, with an interrupt resumed after the
-server restarts), and what a growing message list costs in storage."""
+server restarts), what a growing message list costs in storage, and
+examples/langgraph_checkpointer.py run as it is written."""
 
 from __future__ import annotations
 
 import operator
+import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -26,7 +30,7 @@ from langgraph.types import Command, interrupt
 from agent_state_client import Client, FailedPrecondition
 from agent_state_client.integrations.langgraph import AgentStateSaver
 from tests.support.growing_chat import growing_chat, marker, run_config
-from tests.support.server import ServerProcess
+from tests.support.server import REPO_ROOT, ServerProcess
 
 
 @pytest.fixture
@@ -193,3 +197,20 @@ def test_a_growing_message_list_stores_each_message_once(
             f"{at_end / STEPS:.0f} bytes per step stored "
             f"({message_bytes / STEPS:.0f} of them the new message)"
         )
+
+
+def test_the_example_runs(live_server: ServerProcess, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "langgraph_checkpointer.py")],
+        cwd=tmp_path,
+        env=dict(os.environ, AGENT_STATE_ADDRESS=live_server.address),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "interrupted: approve the booking?"
+    assert "ai: Booked." in lines
+    assert "after pruning: 1" in lines
+    assert lines[-1] == "after deleting: {}"
