@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -251,6 +251,31 @@ class AgentStateSaver(BaseCheckpointSaver[str]):
             return []
         return [found]
 
+    async def _listing(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> AsyncGenerator[CheckpointTuple, None]:
+        """What `list` yields, page by page (run on the client's loop)."""
+        if config and get_checkpoint_id(config):
+            stored = await self._get(config)
+            named = None if stored is None else self._tuple(stored)
+            for found in self._named(named, filter, before)[:limit]:
+                yield found
+            return
+        token, left = "", limit
+        while left is None or left > 0:
+            page = await self._page(config, filter, before, left, token)
+            listed = [self._tuple(stored) for stored in page.checkpoints][:left]
+            for found in listed:
+                yield found
+            left = None if left is None else left - len(listed)
+            token = page.next_page_token
+            if not token:
+                return
+
     async def _prune(self, thread_ids: Sequence[str], strategy: str) -> None:
         if isinstance(thread_ids, str):
             raise TypeError("thread_ids must be a sequence of thread IDs, not a str")
@@ -272,18 +297,12 @@ class AgentStateSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        if config and get_checkpoint_id(config):
-            yield from self._named(self.get_tuple(config), filter, before)[:limit]
-            return
-        token, left = "", limit
-        while left is None or left > 0:
-            page = self._blocking(self._page(config, filter, before, left, token))
-            found = [self._tuple(stored) for stored in page.checkpoints][:left]
-            yield from found
-            left = None if left is None else left - len(found)
-            token = page.next_page_token
-            if not token:
-                return
+        listing = self._listing(config, filter, before, limit)
+        try:
+            while (found := self._blocking(_next(listing))) is not None:
+                yield found
+        finally:
+            self._blocking(listing.aclose())
 
     def put(
         self,
@@ -329,20 +348,12 @@ class AgentStateSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        if config and get_checkpoint_id(config):
-            for named in self._named(await self.aget_tuple(config), filter, before)[:limit]:
-                yield named
-            return
-        token, left = "", limit
-        while left is None or left > 0:
-            page = await self._awaiting(self._page(config, filter, before, left, token))
-            found = [self._tuple(stored) for stored in page.checkpoints][:left]
-            for checkpoint in found:
-                yield checkpoint
-            left = None if left is None else left - len(found)
-            token = page.next_page_token
-            if not token:
-                return
+        listing = self._listing(config, filter, before, limit)
+        try:
+            while (found := await self._awaiting(_next(listing))) is not None:
+                yield found
+        finally:
+            await self._awaiting(listing.aclose())
 
     async def aput(
         self,
@@ -390,3 +401,8 @@ class AgentStateSaver(BaseCheckpointSaver[str]):
         else:
             count = int(current.split(".")[0])
         return f"{count + 1:032}.{random.random():016}"
+
+
+async def _next(items: AsyncIterator[R]) -> R | None:
+    """The next item (None at the end)."""
+    return await anext(items, None)
