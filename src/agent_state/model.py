@@ -332,3 +332,130 @@ class Trim:
 
     conversation_id: UUID
     count: int
+
+
+# --- Checkpoints (agentstate.v1.CheckpointsService) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A value as the client serialized it, with its serialization's name;
+    `sha256` names it within its thread (of the name, a NUL, the bytes)."""
+
+    sha256: bytes
+    type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """A channel's or a write's value: one blob (`is_list` False), or a
+    list of them."""
+
+    items: tuple[Blob, ...]
+    is_list: bool
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class CheckpointKey:
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ValueKey:
+    """A channel's value at a version, within a thread's namespace."""
+
+    thread_id: str
+    checkpoint_ns: str
+    channel: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewValue:
+    """A channel value as stored: its items' digests, after those of the
+    value at `base_version` (the same channel's, whose list this one
+    extends; None: the whole value), `depth` links from a whole value;
+    `length` items in all, whose digests hash to `list_sha256`."""
+
+    channel: str
+    version: str
+    is_list: bool
+    base_version: str | None
+    depth: int
+    length: int
+    list_sha256: bytes
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueHead:
+    """A stored value without its items: what a put that may extend it
+    needs."""
+
+    is_list: bool
+    depth: int
+    length: int
+    list_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A stored checkpoint without its values and writes."""
+
+    key: CheckpointKey
+    parent_id: str | None
+    checkpoint: tuple[str, bytes]
+    """The checkpoint's serialization's name and bytes."""
+    metadata_json: str
+    channel_versions: Mapping[str, str]
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    """A channel value as read: its items' digests in order (bases
+    resolved)."""
+
+    is_list: bool
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewWrite:
+    idx: int
+    channel: str
+    is_list: bool
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWrite:
+    task_id: str
+    task_path: str
+    idx: int
+    channel: str
+    value: StoredValue
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRange:
+    """A page of ListCheckpoints: rows newest first whose key sorts below
+    `below` (checkpoint id, namespace, thread), within the thread and
+    namespace named (None: any), at most `limit`."""
+
+    thread_id: str | None
+    checkpoint_ns: str | None
+    below: tuple[str, str, str]
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadValue:
+    """A stored value's key, base and digests, for collecting garbage."""
+
+    key: ValueKey
+    base_version: str | None
+    digests: tuple[bytes, ...]

@@ -35,6 +35,7 @@ class PagedList(enum.IntEnum):
     SNAPSHOT_MESSAGE_IDS = 4
     CONVERSATIONS = 5
     CONVERSATION_SNAPSHOTS = 6
+    CHECKPOINTS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,71 @@ def decode_snapshots(token: str, conversation_id: UUID) -> SnapshotCursor | None
     if unused:
         raise InvalidArgument(_FIELD, "is not a page token issued by this service")
     return SnapshotCursor(created_at, UUID(bytes=snapshot_id))
+
+
+# --- ListCheckpoints ------------------------------------------------------------------
+
+_TEXTS_HEADER = struct.Struct(">BB8s")
+_TEXT_LENGTH = struct.Struct(">H")
+
+
+def checkpoint_filter_fingerprint(
+    thread_id: str | None, checkpoint_ns: str | None, before: str | None, metadata: str
+) -> bytes:
+    """Identifies ListCheckpoints' filters (`metadata`: the filter's
+    canonical text)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name, text in ((b"t", thread_id), (b"n", checkpoint_ns), (b"b", before), (b"m", metadata)):
+        if text is not None:
+            encoded = text.encode("utf-8")
+            digest.update(name + struct.pack(">I", len(encoded)) + encoded)
+    return digest.digest()
+
+
+def encode_checkpoints(fingerprint: bytes, key: tuple[str, str, str]) -> str:
+    """A ListCheckpoints token: after the key (checkpoint id, namespace,
+    thread) of the last checkpoint read. Its length follows the key's."""
+    record = _TEXTS_HEADER.pack(_VERSION, PagedList.CHECKPOINTS, fingerprint)
+    for text in key:
+        encoded = text.encode("utf-8")
+        record += _TEXT_LENGTH.pack(len(encoded)) + encoded
+    return base64.urlsafe_b64encode(record + _check(record)).rstrip(b"=").decode("ascii")
+
+
+def decode_checkpoints(token: str, fingerprint: bytes) -> tuple[str, str, str] | None:
+    """The key in a ListCheckpoints token (None: the first page). Raises
+    InvalidArgument when the token is malformed or was issued by another
+    list or with other filters."""
+    if not token:
+        return None
+    malformed = InvalidArgument(_FIELD, "is not a page token issued by this service")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise malformed from None
+    record, check = raw[:-_CHECK_SIZE], raw[-_CHECK_SIZE:]
+    if len(record) < _TEXTS_HEADER.size or check != _check(record):
+        raise malformed
+    version, listed, token_fingerprint = _TEXTS_HEADER.unpack_from(record)
+    if version != _VERSION or listed != PagedList.CHECKPOINTS:
+        raise InvalidArgument(_FIELD, "was issued by another list method")
+    if token_fingerprint != fingerprint:
+        raise InvalidArgument(
+            _FIELD, "was issued with another thread_id, checkpoint_ns, before or filter"
+        )
+    texts: list[str] = []
+    offset = _TEXTS_HEADER.size
+    try:
+        for _ in range(3):
+            (length,) = _TEXT_LENGTH.unpack_from(record, offset)
+            offset += _TEXT_LENGTH.size
+            texts.append(record[offset : offset + length].decode("utf-8"))
+            offset += length
+    except (struct.error, UnicodeDecodeError):
+        raise malformed from None
+    if offset != len(record):
+        raise malformed
+    return texts[0], texts[1], texts[2]
 
 
 # --- The record --------------------------------------------------------------------

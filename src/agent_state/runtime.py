@@ -1,9 +1,10 @@
 """The composition root: from settings to a running service.
 
 It builds the store, brings its schema up to date, constructs the
-`ConversationService` and the companion API's `CompanionService` over it
-(here only), runs the sweepers of expired idempotency keys and of
-retention beside them, and hands both to the gRPC server (server/app.py). `check_serving` holds the
+`ConversationService`, the companion API's `CompanionService` and the
+checkpoint store's `CheckpointService` over it (here only), runs the
+sweepers of expired idempotency keys and of retention beside them, and
+hands them to the gRPC server (server/app.py). `check_serving` holds the
 checks `serve` makes before it opens anything; `agent-state config` makes
 the same ones.
 """
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from . import logs
+from .checkpoints import CheckpointService
 from .companion import CompanionService
 from .config import Settings
 from .errors import StorageUnavailable
@@ -89,7 +91,8 @@ async def serve(settings: Settings) -> None:
         service = ConversationService(store, WireCodec(), settings.limits())
         companion = CompanionService(store, CompanionCodec(), settings.limits(), messages=service)
         metrics = Metrics(store) if settings.metrics_address else None
-        server = Server(settings, service, companion, metrics)
+        checkpoints = CheckpointService(store)
+        server = Server(settings, service, companion, checkpoints, metrics)
         sweeper = RetentionSweeper(store, settings.default_retention())
         async with (
             _sweeping_expired_keys(service),

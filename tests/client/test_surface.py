@@ -12,8 +12,19 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent_state_client import AsyncClient, Client, MessageInput, StateUpdate, _call
+from agent_state_client import (
+    AsyncClient,
+    ChannelValue,
+    ChannelWrite,
+    Client,
+    MessageInput,
+    Serialized,
+    StateUpdate,
+    Value,
+    _call,
+)
 from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client._gen import checkpoints_pb2 as kpb
 from agent_state_client._gen import conversations_pb2 as cpb
 
 from .fake_server import fake_server, methods
@@ -23,13 +34,14 @@ def _service_paths() -> set[str]:
     services = (
         pb.DESCRIPTOR.services_by_name["AgentStateService"],
         cpb.DESCRIPTOR.services_by_name["ConversationsService"],
+        kpb.DESCRIPTOR.services_by_name["CheckpointsService"],
     )
     return {
         f"/{service.full_name}/{method.name}" for service in services for method in service.methods
     }
 
 
-def test_the_method_table_is_both_services() -> None:
+def test_the_method_table_is_every_service() -> None:
     paths = [rpc.path for rpc in _call.ALL]
     assert len(paths) == len(set(paths))
     assert set(paths) == _service_paths()
@@ -60,6 +72,17 @@ async def test_the_client_calls_every_method() -> None:
         await ac.update_state("app/a", set={"k": None}, remove=["j"])
         await ac.append_with_state(c, MessageInput.user("x"), [StateUpdate("app/a")])
         await ac.list_snapshots(c)
+        value = Value.whole(Serialized("json", b"1"))
+        await ac.put_checkpoint(
+            "t", "1", Serialized("json", b"{}"), values=[ChannelValue("a", "1", value)]
+        )
+        await ac.put_writes("t", "1", "task", [ChannelWrite(0, "a", value)])
+        await ac.get_checkpoint("t")
+        await ac.list_checkpoints("t", checkpoint_ns="", metadata_filter={"step": 1})
+        await ac.delete_thread("t")
+        await ac.copy_thread("t", "u")
+        await ac.prune(["t"])
+        await ac.delete_for_runs(["r"])
     assert set(methods(fake)) == _service_paths()
 
 

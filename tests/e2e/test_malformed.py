@@ -7,16 +7,20 @@ import grpc
 import pytest
 
 from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client._gen import checkpoints_pb2 as kpb
 from tests.e2e.helpers import COMPANION_METHODS, COMPANION_SERVICE, new_id
 from tests.support import calls
 from tests.support.calls import Stub, text_message
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AgentStateService"]
-# (service, method): every method of AgentStateService and those of the
-# companion API served so far.
-METHODS = [(SERVICE.full_name, method.name) for method in SERVICE.methods] + [
-    (COMPANION_SERVICE, method) for method in COMPANION_METHODS
-]
+CHECKPOINTS = kpb.DESCRIPTOR.services_by_name["CheckpointsService"]
+# (service, method): every method of AgentStateService, those of the
+# companion API served so far, and the checkpoint store's.
+METHODS = (
+    [(SERVICE.full_name, method.name) for method in SERVICE.methods]
+    + [(COMPANION_SERVICE, method) for method in COMPANION_METHODS]
+    + [(CHECKPOINTS.full_name, method.name) for method in CHECKPOINTS.methods]
+)
 
 MALFORMED = {
     "truncated length": b"\x0a\x10abc",

@@ -294,7 +294,15 @@ def _tables(database: FreshDatabase) -> dict[str, set[str]]:
     return tables
 
 
-UNRELATED = {"schema_migrations"}
+UNRELATED = {
+    "schema_migrations",
+    # The checkpoint store's, by thread (DeleteThread erases them).
+    "checkpoint_threads",
+    "checkpoints",
+    "checkpoint_values",
+    "checkpoint_blobs",
+    "checkpoint_writes",
+}
 """Tables that hold nothing of any conversation."""
 
 

@@ -1,8 +1,10 @@
 """agent-state-client: a typed Python client of agent-state.
 
 `AsyncClient` (asyncio) and `Client` (blocking) have the same methods: every
-RPC of ``agynio.api.agent_state.v1.AgentStateService`` and of the companion
-``agentstate.v1.ConversationsService``, with answers as frozen dataclasses
+RPC of ``agynio.api.agent_state.v1.AgentStateService``, of the companion
+``agentstate.v1.ConversationsService`` and of the checkpoint store
+``agentstate.v1.CheckpointsService`` (a LangGraph checkpointer over it:
+`agent_state_client.integrations.langgraph`), with answers as frozen dataclasses
 (`agent_state_client.types`) and failures as exceptions named after their
 condition (`agent_state_client.errors`).
 
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
     from .types import AppendResult as AppendResult
     from .types import AppendWithStateResult as AppendWithStateResult
     from .types import Body as Body
+    from .types import ChannelValue as ChannelValue
+    from .types import ChannelWrite as ChannelWrite
+    from .types import CheckpointPage as CheckpointPage
     from .types import Context as Context
     from .types import Conversation as Conversation
     from .types import ConversationMetadata as ConversationMetadata
@@ -61,21 +66,26 @@ if TYPE_CHECKING:
     from .types import MessageInput as MessageInput
     from .types import MessagePage as MessagePage
     from .types import Messages as Messages
+    from .types import PendingWrite as PendingWrite
+    from .types import PruneStrategy as PruneStrategy
     from .types import ReplaceResult as ReplaceResult
     from .types import Retention as Retention
     from .types import Role as Role
+    from .types import Serialized as Serialized
     from .types import Snapshot as Snapshot
     from .types import SnapshotInfo as SnapshotInfo
     from .types import SnapshotInfoPage as SnapshotInfoPage
     from .types import SnapshotPage as SnapshotPage
     from .types import State as State
     from .types import StateUpdate as StateUpdate
+    from .types import StoredCheckpoint as StoredCheckpoint
     from .types import Tail as Tail
     from .types import Text as Text
     from .types import ToolImage as ToolImage
     from .types import ToolOutput as ToolOutput
     from .types import ToolText as ToolText
     from .types import UnknownBody as UnknownBody
+    from .types import Value as Value
 
 # Where each public name lives: the module is imported when the name is
 # first read.
@@ -92,12 +102,13 @@ _HOMES = {
         "Unimplemented", "VersionConflict",
     ),
     ".types": (
-        "AppendResult", "AppendWithStateResult", "Body", "Context", "Conversation",
-        "ConversationMetadata", "ConversationPage", "DeleteRangeResult", "DeletedConversation",
-        "Fork", "IdPage", "ImageDetail", "Message", "MessageInput", "MessagePage", "Messages",
-        "ReplaceResult", "Retention", "Role", "Snapshot", "SnapshotInfo", "SnapshotInfoPage",
-        "SnapshotPage", "State", "StateUpdate", "Tail", "Text", "ToolImage", "ToolOutput",
-        "ToolText", "UnknownBody",
+        "AppendResult", "AppendWithStateResult", "Body", "ChannelValue", "ChannelWrite",
+        "CheckpointPage", "Context", "Conversation", "ConversationMetadata", "ConversationPage",
+        "DeleteRangeResult", "DeletedConversation", "Fork", "IdPage", "ImageDetail", "Message",
+        "MessageInput", "MessagePage", "Messages", "PendingWrite", "PruneStrategy",
+        "ReplaceResult", "Retention", "Role", "Serialized", "Snapshot", "SnapshotInfo",
+        "SnapshotInfoPage", "SnapshotPage", "State", "StateUpdate", "StoredCheckpoint", "Tail",
+        "Text", "ToolImage", "ToolOutput", "ToolText", "UnknownBody", "Value",
     ),
 }  # fmt: skip
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}

@@ -1,5 +1,6 @@
-"""AsyncClient: every method of AgentStateService and of the companion
-ConversationsService, with typed answers."""
+"""AsyncClient: every method of AgentStateService, of the companion
+ConversationsService and of the checkpoint store's CheckpointsService,
+with typed answers."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from . import _call, _convert, _ids
 from ._base import Configured
 from ._call import Reply, ResponseT
 from ._gen import agent_state_pb2 as pb
+from ._gen import checkpoints_pb2 as kpb
 from ._gen import conversations_pb2 as cpb
-from .errors import ContextChanged, PagingError
+from .errors import ContextChanged, NotFound, PagingError
 from .types import (
     AppendResult,
     AppendWithStateResult,
+    ChannelValue,
+    ChannelWrite,
+    CheckpointPage,
     Context,
     Conversation,
     ConversationMetadata,
@@ -31,15 +36,18 @@ from .types import (
     MessageInput,
     MessagePage,
     Messages,
+    PruneStrategy,
     ReplaceResult,
     Retention,
     Role,
+    Serialized,
     Snapshot,
     SnapshotInfo,
     SnapshotInfoPage,
     SnapshotPage,
     State,
     StateUpdate,
+    StoredCheckpoint,
     Tail,
 )
 
@@ -730,3 +738,172 @@ class AsyncClient(Configured):
         )
         reply = await self._call(_call.APPEND_WITH_STATE, request, idempotency_key=idempotency_key)
         return _convert.appended_with_state(reply.response, reply.version)
+
+    # --- CheckpointsService --------------------------------------------------
+    #
+    # A LangGraph checkpointer's store (agent_state_client.integrations.
+    # langgraph.AgentStateSaver uses these). Its writes are idempotent by
+    # themselves, so they are retried as they are; they answer no version.
+
+    async def put_checkpoint(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        checkpoint: Serialized,
+        *,
+        checkpoint_ns: str = "",
+        parent_checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | str | None = None,
+        channel_versions: Mapping[str, str] | None = None,
+        values: Iterable[ChannelValue] = (),
+    ) -> None:
+        """Store a checkpoint (replacing one with the same key) and the
+        values of the channel versions it introduces; `channel_versions`
+        names every channel the checkpoint has a value for."""
+        request = kpb.PutCheckpointRequest(
+            thread_id=thread_id,
+            checkpoint_ns=checkpoint_ns,
+            checkpoint_id=checkpoint_id,
+            parent_checkpoint_id=parent_checkpoint_id or "",
+            checkpoint=kpb.Blob(type=checkpoint.type, data=checkpoint.data),
+            metadata_json=_convert.json_object(metadata or {}, "metadata"),
+            channel_versions=dict(channel_versions or {}),
+            values=[
+                kpb.ChannelValue(
+                    channel=found.channel,
+                    version=found.version,
+                    value=_convert.value_message(found.value),
+                )
+                for found in values
+            ],
+        )
+        await self._call(_call.PUT_CHECKPOINT, request)
+
+    async def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        task_id: str,
+        writes: Iterable[ChannelWrite],
+        *,
+        checkpoint_ns: str = "",
+        task_path: str = "",
+    ) -> None:
+        """Store a task's writes against a checkpoint (which need not be
+        stored yet)."""
+        request = kpb.PutWritesRequest(
+            thread_id=thread_id,
+            checkpoint_ns=checkpoint_ns,
+            checkpoint_id=checkpoint_id,
+            task_id=task_id,
+            task_path=task_path,
+            writes=[
+                kpb.ChannelWrite(
+                    idx=write.idx, channel=write.channel, value=_convert.value_message(write.value)
+                )
+                for write in writes
+            ],
+        )
+        await self._call(_call.PUT_WRITES, request)
+
+    async def get_checkpoint(
+        self, thread_id: str, *, checkpoint_ns: str = "", checkpoint_id: str | None = None
+    ) -> StoredCheckpoint | None:
+        """The checkpoint named, or the newest of the thread's namespace;
+        None when there is none."""
+        request = kpb.GetCheckpointRequest(
+            thread_id=thread_id, checkpoint_ns=checkpoint_ns, checkpoint_id=checkpoint_id or ""
+        )
+        try:
+            reply = await self._call(_call.GET_CHECKPOINT, request)
+        except NotFound:
+            return None
+        return _convert.stored_checkpoint(reply.response.checkpoint)
+
+    async def list_checkpoints(
+        self,
+        thread_id: str | None = None,
+        *,
+        checkpoint_ns: str | None = None,
+        before: str | None = None,
+        metadata_filter: Mapping[str, Any] | str | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> CheckpointPage:
+        """One page of checkpoints, newest first: of one thread (None:
+        every thread), one namespace (None: every namespace), with ids
+        before `before`, whose metadata has each key of `metadata_filter`
+        with an equal value."""
+        request = kpb.ListCheckpointsRequest(
+            thread_id=thread_id or "",
+            before_checkpoint_id=before or "",
+            metadata_filter_json=""
+            if metadata_filter is None
+            else _convert.json_object(metadata_filter, "metadata_filter"),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if checkpoint_ns is not None:
+            request.checkpoint_ns = checkpoint_ns
+        reply = await self._call(_call.LIST_CHECKPOINTS, request)
+        return CheckpointPage(
+            tuple(_convert.stored_checkpoint(found) for found in reply.response.checkpoints),
+            reply.response.next_page_token,
+        )
+
+    def checkpoints(
+        self,
+        thread_id: str | None = None,
+        *,
+        checkpoint_ns: str | None = None,
+        before: str | None = None,
+        metadata_filter: Mapping[str, Any] | str | None = None,
+        page_size: int = 0,
+    ) -> AsyncIterator[StoredCheckpoint]:
+        """Every checkpoint `list_checkpoints` would list, newest first."""
+
+        def fetch(token: str) -> Awaitable[CheckpointPage]:
+            return self.list_checkpoints(
+                thread_id,
+                checkpoint_ns=checkpoint_ns,
+                before=before,
+                metadata_filter=metadata_filter,
+                page_size=page_size,
+                page_token=token,
+            )
+
+        return _every(fetch, lambda page: page.checkpoints)
+
+    async def delete_thread(self, thread_id: str) -> int:
+        """Erase every checkpoint, value and write of a thread; later writes
+        of its erased history are refused (FailedPrecondition). Returns the
+        checkpoints deleted."""
+        request = kpb.DeleteThreadRequest(thread_id=thread_id)
+        reply = await self._call(_call.DELETE_THREAD, request)
+        return reply.response.deleted_checkpoint_count
+
+    async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> int:
+        """Copy a thread into another, replacing its previous content;
+        returns the checkpoints copied."""
+        request = kpb.CopyThreadRequest(
+            source_thread_id=source_thread_id, target_thread_id=target_thread_id
+        )
+        reply = await self._call(_call.COPY_THREAD, request)
+        return reply.response.copied_checkpoint_count
+
+    async def prune(
+        self, thread_ids: Iterable[str], strategy: PruneStrategy = PruneStrategy.KEEP_LATEST
+    ) -> int:
+        """Keep only the newest checkpoint of each namespace of the threads
+        (or erase them, with PruneStrategy.DELETE); returns the checkpoints
+        deleted."""
+        request = kpb.PruneRequest(thread_ids=list(thread_ids), strategy=int(strategy))  # type: ignore[arg-type]
+        reply = await self._call(_call.PRUNE, request)
+        return reply.response.deleted_checkpoint_count
+
+    async def delete_for_runs(self, run_ids: Iterable[str]) -> int:
+        """Delete the checkpoints whose metadata names one of the runs as
+        "run_id", in every thread; returns how many went."""
+        request = kpb.DeleteForRunsRequest(run_ids=list(run_ids))
+        reply = await self._call(_call.DELETE_FOR_RUNS, request)
+        return reply.response.deleted_checkpoint_count

@@ -18,6 +18,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from . import _ids, errors
 from ._gen import agent_state_pb2 as pb
+from ._gen import checkpoints_pb2 as kpb
 from ._gen import conversations_pb2 as cpb
 from ._tracing import trace_metadata
 
@@ -230,10 +231,11 @@ class Caller:
         return time.monotonic() - started + wait < policy.total_timeout
 
 
-# --- the methods of both services ---------------------------------------------
+# --- the methods of the services -----------------------------------------------
 
 AGENT_STATE = pb.DESCRIPTOR.services_by_name["AgentStateService"].full_name
 CONVERSATIONS = cpb.DESCRIPTOR.services_by_name["ConversationsService"].full_name
+CHECKPOINTS = kpb.DESCRIPTOR.services_by_name["CheckpointsService"].full_name
 
 
 def _agynio(name: str, response: type[ResponseT], *, write: bool = False) -> Rpc[ResponseT]:
@@ -280,6 +282,21 @@ APPEND_WITH_STATE = _companion(
 )
 LIST_SNAPSHOTS = _companion("ListConversationSnapshots", cpb.ListConversationSnapshotsResponse)
 
+
+def _checkpoints(name: str, response: type[ResponseT]) -> Rpc[ResponseT]:
+    # Its writes are idempotent by themselves: no key is needed to retry them.
+    return Rpc(CHECKPOINTS, name, response)
+
+
+PUT_CHECKPOINT = _checkpoints("PutCheckpoint", kpb.PutCheckpointResponse)
+PUT_WRITES = _checkpoints("PutWrites", kpb.PutWritesResponse)
+GET_CHECKPOINT = _checkpoints("GetCheckpoint", kpb.GetCheckpointResponse)
+LIST_CHECKPOINTS = _checkpoints("ListCheckpoints", kpb.ListCheckpointsResponse)
+DELETE_THREAD = _checkpoints("DeleteThread", kpb.DeleteThreadResponse)
+COPY_THREAD = _checkpoints("CopyThread", kpb.CopyThreadResponse)
+PRUNE = _checkpoints("Prune", kpb.PruneResponse)
+DELETE_FOR_RUNS = _checkpoints("DeleteForRuns", kpb.DeleteForRunsResponse)
+
 ALL: tuple[Rpc[Any], ...] = (
     APPEND,
     LIST_MESSAGES,
@@ -302,5 +319,13 @@ ALL: tuple[Rpc[Any], ...] = (
     UPDATE_STATE,
     APPEND_WITH_STATE,
     LIST_SNAPSHOTS,
+    PUT_CHECKPOINT,
+    PUT_WRITES,
+    GET_CHECKPOINT,
+    LIST_CHECKPOINTS,
+    DELETE_THREAD,
+    COPY_THREAD,
+    PRUNE,
+    DELETE_FOR_RUNS,
 )
-"""Every method of both services; a test checks it against their descriptors."""
+"""Every method of the services; a test checks it against their descriptors."""

@@ -11,11 +11,13 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ._gen import agent_state_pb2 as pb
+from ._gen import checkpoints_pb2 as kpb
 from ._gen import conversations_pb2 as cpb
 from .types import (
     AppendResult,
     AppendWithStateResult,
     Body,
+    ChannelValue,
     Conversation,
     ConversationMetadata,
     DeleteRangeResult,
@@ -24,17 +26,21 @@ from .types import (
     Message,
     MessageInput,
     MessagePage,
+    PendingWrite,
     ReplaceResult,
     Retention,
     Role,
+    Serialized,
     Snapshot,
     SnapshotInfo,
+    StoredCheckpoint,
     Tail,
     Text,
     ToolImage,
     ToolOutput,
     ToolText,
     UnknownBody,
+    Value,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -266,3 +272,36 @@ def json_object(values: Mapping[str, Any] | str, field: str) -> str:
         return json.dumps(dict(values), ensure_ascii=False, allow_nan=False)
     except ValueError as error:
         raise ValueError(f"{field}: {error}") from None
+
+
+# --- CheckpointsService ---------------------------------------------------------
+
+
+def value_message(value: Value) -> kpb.Value:
+    return kpb.Value(
+        items=[kpb.Blob(type=item.type, data=item.data) for item in value.items],
+        is_list=value.is_list,
+    )
+
+
+def _value(message: kpb.Value) -> Value:
+    return Value(tuple(Serialized(item.type, item.data) for item in message.items), message.is_list)
+
+
+def stored_checkpoint(message: kpb.CheckpointTuple) -> StoredCheckpoint:
+    return StoredCheckpoint(
+        thread_id=message.thread_id,
+        checkpoint_ns=message.checkpoint_ns,
+        checkpoint_id=message.checkpoint_id,
+        parent_checkpoint_id=message.parent_checkpoint_id or None,
+        checkpoint=Serialized(message.checkpoint.type, message.checkpoint.data),
+        metadata_json=message.metadata_json,
+        values=tuple(
+            ChannelValue(found.channel, found.version, _value(found.value))
+            for found in message.values
+        ),
+        pending_writes=tuple(
+            PendingWrite(w.task_id, w.task_path, w.idx, w.channel, _value(w.value))
+            for w in message.pending_writes
+        ),
+    )

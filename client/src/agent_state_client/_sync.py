@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import threading
@@ -35,9 +36,10 @@ class _LoopThread:
         )
         self._thread.start()
 
-    def run(self, coroutine: Coroutine[Any, Any, R]) -> R:
-        """Run `coroutine` on the loop, in a copy of the caller's context,
-        and wait for its outcome; an interrupt of the wait cancels it."""
+    def submit(self, coroutine: Coroutine[Any, Any, R]) -> concurrent.futures.Future[R]:
+        """Start `coroutine` on the loop, in a copy of the caller's context;
+        its outcome comes in the future, and cancelling the future cancels
+        it (an asyncio caller awaits it with asyncio.wrap_future)."""
         context = contextvars.copy_context()
         outcome: concurrent.futures.Future[R] = concurrent.futures.Future()
         started: list[asyncio.Task[R]] = []
@@ -45,26 +47,42 @@ class _LoopThread:
         def finish(task: asyncio.Task[R]) -> None:
             if task.cancelled():
                 outcome.cancel()
-            elif (error := task.exception()) is not None:
-                outcome.set_exception(error)
-            else:
-                outcome.set_result(task.result())
+                return
+            # The caller may have cancelled the future meanwhile.
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if (error := task.exception()) is not None:
+                    outcome.set_exception(error)
+                else:
+                    outcome.set_result(task.result())
 
         def start() -> None:
             task = self.loop.create_task(coroutine, context=context)
             task.add_done_callback(finish)
             started.append(task)
+            if outcome.cancelled():
+                task.cancel()
 
         def cancel() -> None:
             for task in started:
                 task.cancel()
 
+        def cancelled(future: concurrent.futures.Future[R]) -> None:
+            if future.cancelled():
+                self.loop.call_soon_threadsafe(cancel)
+
         self.loop.call_soon_threadsafe(start)
+        outcome.add_done_callback(cancelled)
+        return outcome
+
+    def run(self, coroutine: Coroutine[Any, Any, R]) -> R:
+        """Run `coroutine` on the loop, in a copy of the caller's context,
+        and wait for its outcome; an interrupt of the wait cancels it."""
+        outcome = self.submit(coroutine)
         try:
             return outcome.result()
         except BaseException:
             # KeyboardInterrupt in the caller: do not leave the call running.
-            self.loop.call_soon_threadsafe(cancel)
+            outcome.cancel()
             raise
 
     def stop(self) -> None:
@@ -188,3 +206,12 @@ class Client(Configured):
     get_state = _blocking(AsyncClient.get_state)
     update_state = _blocking(AsyncClient.update_state)
     append_with_state = _blocking(AsyncClient.append_with_state)
+    put_checkpoint = _blocking(AsyncClient.put_checkpoint)
+    put_writes = _blocking(AsyncClient.put_writes)
+    get_checkpoint = _blocking(AsyncClient.get_checkpoint)
+    list_checkpoints = _blocking(AsyncClient.list_checkpoints)
+    checkpoints = _blocking_iterator(AsyncClient.checkpoints)
+    delete_thread = _blocking(AsyncClient.delete_thread)
+    copy_thread = _blocking(AsyncClient.copy_thread)
+    prune = _blocking(AsyncClient.prune)
+    delete_for_runs = _blocking(AsyncClient.delete_for_runs)

@@ -421,3 +421,104 @@ class SnapshotInfoPage:
     snapshots: tuple[SnapshotInfo, ...]
     next_page_token: str
     version: int | None = None
+
+
+# --- CheckpointsService -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Serialized:
+    """A value as the caller serialized it: the serialization's name (as
+    LangGraph's serializer names it: "msgpack", "json", ...) and the bytes.
+    The server stores it and gives it back unchanged."""
+
+    type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """A channel's or a write's value: one serialized item, or a list of
+    them (the server stores each distinct item once per thread, so a list
+    that grows costs only what it gained)."""
+
+    items: tuple[Serialized, ...]
+    is_list: bool = False
+
+    @classmethod
+    def whole(cls, item: Serialized) -> Value:
+        return cls((item,), is_list=False)
+
+    @classmethod
+    def of_list(cls, items: Iterable[Serialized]) -> Value:
+        return cls(tuple(items), is_list=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelValue:
+    """A channel's value at a version."""
+
+    channel: str
+    version: str
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelWrite:
+    """One write of a task: its index among the task's writes (negative for
+    LangGraph's special writes), the channel and the value."""
+
+    idx: int
+    channel: str
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """A write stored against a checkpoint."""
+
+    task_id: str
+    task_path: str
+    idx: int
+    channel: str
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A stored checkpoint, whole: the checkpoint as it was put, its
+    metadata (a JSON object's text), the values of its channel versions
+    and its pending writes (LangGraph's order)."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    checkpoint: Serialized
+    metadata_json: str
+    values: tuple[ChannelValue, ...]
+    pending_writes: tuple[PendingWrite, ...]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.metadata_json)
+        return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPage:
+    """A page of checkpoints, newest first; `next_page_token` is empty at
+    the end."""
+
+    checkpoints: tuple[StoredCheckpoint, ...]
+    next_page_token: str
+
+
+class PruneStrategy(_OpenEnum):
+    """How `prune` prunes (the API's `PruneStrategy`)."""
+
+    UNSPECIFIED = 0
+    KEEP_LATEST = 1
+    """Keep the newest checkpoint of each namespace."""
+    DELETE = 2
+    """Erase the thread, as `delete_thread` does."""

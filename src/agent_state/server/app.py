@@ -1,5 +1,6 @@
-"""The grpc.aio server: AgentStateService and the companion API's
-ConversationsService on one port, health, reflection, the Prometheus
+"""The grpc.aio server: AgentStateService, the companion API's
+ConversationsService and the checkpoint store's CheckpointsService on one
+port, health, reflection, the Prometheus
 endpoint, and a graceful stop. It serves the services it is given;
 runtime.py builds them and their store and decides when to stop."""
 
@@ -13,17 +14,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from ..checkpoints import CheckpointService
 from ..companion import CompanionService
 from ..config import Settings
 from ..service import ConversationService
-from . import companion_servicer, servicer
+from . import checkpoints_servicer, companion_servicer, servicer
 from .auth import ReadAuthInterceptor, Tokens
 from .dispatch import Edge, InFlight
 from .observe import Metrics, Observer
 
 # Checked per method by the call path (dispatch.py), so that refusals are
 # logged and counted with the rest.
-_SERVICES = (servicer.SERVICE_NAME, companion_servicer.SERVICE_NAME)
+_SERVICES = (
+    servicer.SERVICE_NAME,
+    companion_servicer.SERVICE_NAME,
+    checkpoints_servicer.SERVICE_NAME,
+)
 
 # A drain waits for this long with no call running, but no longer than
 # _DISPATCH_SECONDS, before it stops the server.
@@ -40,11 +46,13 @@ class Server:
         settings: Settings,
         service: ConversationService,
         companion: CompanionService,
+        checkpoints: CheckpointService,
         metrics: Metrics | None,
     ) -> None:
         self._settings = settings
         self._service = service
         self._companion = companion
+        self._checkpoints = checkpoints
         self._health = health.aio.HealthServicer()
         tokens = Tokens(settings.tokens())
         self._tokens = tokens or None
@@ -68,6 +76,8 @@ class Server:
             servicer.register(self._grpc, servicer.AgentStateServicer(self._service), edge)
             companion = companion_servicer.CompanionServicer(self._companion)
             companion_servicer.register(self._grpc, companion, edge)
+            checkpoints = checkpoints_servicer.CheckpointsServicer(self._checkpoints)
+            checkpoints_servicer.register(self._grpc, checkpoints, edge)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
             reflection.enable_server_reflection(
                 (*_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc

@@ -3,10 +3,10 @@
 A call carries ``authorization: Bearer <token>`` metadata. Every token is
 compared with every configured one in constant time, so neither the
 outcome nor its timing tells which configured token came close. Health
-checks never need a token; the methods of AgentStateService and
-ConversationsService are checked in their call path (so that refusals are
-logged and counted with the rest), any other service (reflection) here, as
-a read.
+checks never need a token; the methods of AgentStateService,
+ConversationsService and CheckpointsService are checked in their call path
+(so that refusals are logged and counted with the rest), any other service
+(reflection) here, as a read.
 """
 
 from __future__ import annotations

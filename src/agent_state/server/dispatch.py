@@ -130,7 +130,7 @@ def _target(route: Route, request: Any) -> tuple[str, str] | None:
     if route.conversation is not None:
         value = route.conversation(request)
         return ("conversation_id", value) if value else None
-    for name in ("conversation_id", "snapshot_id"):
+    for name in ("conversation_id", "snapshot_id", "thread_id"):
         found = getattr(request, name, None)
         if found:
             return name, found

@@ -1,6 +1,7 @@
-"""What every call of AgentStateService and ConversationsService leaves
-behind: a log line, metrics, and (with tracing on) a span. Request ids come from `x-request-id`
-metadata or are made up, and go back to the client in trailing metadata.
+"""What every call of AgentStateService, ConversationsService and
+CheckpointsService leaves behind: a log line, metrics, and (with tracing
+on) a span. Request ids come from `x-request-id` metadata or are made up,
+and go back to the client in trailing metadata.
 
 Only the method, status, duration and ids are recorded: never a body, a
 token or a database URL.

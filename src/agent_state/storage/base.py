@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from ..model import (
+    Blob,
+    CheckpointKey,
+    CheckpointRange,
+    CheckpointRow,
     ConversationRange,
     ConversationRecord,
     ConversationState,
@@ -24,6 +28,8 @@ from ..model import (
     Item,
     MessageCopy,
     NewMessage,
+    NewValue,
+    NewWrite,
     Original,
     Overlong,
     Page,
@@ -32,7 +38,12 @@ from ..model import (
     Scope,
     Snapshot,
     StoredState,
+    StoredValue,
+    StoredWrite,
+    ThreadValue,
     Trim,
+    ValueHead,
+    ValueKey,
 )
 
 
@@ -341,6 +352,141 @@ class SweepTransaction(ABC):
         updated_at stays."""
 
 
+class CheckpointReader(ABC):
+    """Reads of the checkpoint store (agentstate.v1.CheckpointsService)."""
+
+    @abstractmethod
+    async def checkpoint(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        """The checkpoint (None: the newest of the thread's namespace), or
+        None when there is none."""
+
+    @abstractmethod
+    async def checkpoint_page(self, selection: CheckpointRange) -> list[CheckpointRow]:
+        """The checkpoints `selection` names, newest first."""
+
+    @abstractmethod
+    async def values(self, keys: Sequence[ValueKey]) -> dict[ValueKey, StoredValue]:
+        """The stored values among `keys`, each with every digest of its
+        items (those of its bases first)."""
+
+    @abstractmethod
+    async def value_heads(
+        self, thread_id: str, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], ValueHead]:
+        """Of the thread's values named by (namespace, channel, version),
+        those stored, without their items."""
+
+    @abstractmethod
+    async def pending_writes(
+        self, keys: Sequence[CheckpointKey]
+    ) -> dict[CheckpointKey, list[StoredWrite]]:
+        """The writes of each checkpoint that has any, in writes_sort_key
+        order (task_path, task_id, idx)."""
+
+    @abstractmethod
+    async def blobs(self, thread_id: str, digests: Sequence[bytes]) -> dict[bytes, Blob]:
+        """The thread's blobs among `digests`."""
+
+
+class CheckpointWriter(CheckpointReader):
+    """A write transaction of the checkpoint store. Writers of checkpoints
+    and writes hold their thread shared (`hold_thread`); the thread-wide
+    operations lock it (`lock_threads`), so they wait for each other and
+    never see half of a put."""
+
+    @abstractmethod
+    async def hold_thread(self, thread_id: str) -> str:
+        """Creates the thread's row if absent and holds it shared until the
+        transaction ends; returns the greatest checkpoint id its erasures
+        removed ("" when never erased)."""
+
+    @abstractmethod
+    async def create_thread(self, thread_id: str) -> None:
+        """Creates the thread's row if absent, without holding it."""
+
+    @abstractmethod
+    async def lock_threads(self, thread_ids: Sequence[str]) -> dict[str, str]:
+        """Of the given threads (sorted, distinct), those that have a row,
+        locked until the transaction ends, with what `hold_thread` returns."""
+
+    @abstractmethod
+    async def stored(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_ids: Sequence[str]
+    ) -> set[str]:
+        """Of the given ids, those of checkpoints stored in the thread's
+        namespace."""
+
+    @abstractmethod
+    async def put_checkpoint(
+        self, row: CheckpointRow, blobs: Sequence[Blob], values: Sequence[NewValue]
+    ) -> None:
+        """Store the blobs the thread lacks, the values its namespace lacks,
+        and the checkpoint (replacing one with its key)."""
+
+    @abstractmethod
+    async def put_writes(
+        self,
+        key: CheckpointKey,
+        task_id: str,
+        task_path: str,
+        blobs: Sequence[Blob],
+        writes: Sequence[NewWrite],
+    ) -> None:
+        """Store the blobs the thread lacks and the task's writes: one with
+        idx >= 0 already stored stays, one with a negative idx replaces it."""
+
+    @abstractmethod
+    async def erase_thread(self, thread_id: str, erased_through: str) -> int:
+        """Delete every checkpoint, value, write and blob of the thread and
+        set its tombstone to `erased_through` (its row locked); returns the
+        checkpoints deleted."""
+
+    @abstractmethod
+    async def greatest_ids(self, thread_id: str) -> tuple[str, str]:
+        """The greatest checkpoint id of the thread's checkpoints and of its
+        writes ("" for none)."""
+
+    @abstractmethod
+    async def copy_thread(self, source: str, target: str) -> int:
+        """Copy every checkpoint, value, write and blob of `source` into
+        `target` (erased before, both locked); returns the checkpoints
+        copied."""
+
+    @abstractmethod
+    async def thread_checkpoints(self, thread_id: str) -> list[CheckpointRow]:
+        """Every checkpoint of the thread (metadata and checkpoint bytes
+        left empty), in no order."""
+
+    @abstractmethod
+    async def run_checkpoints(self, run_ids: Sequence[str]) -> list[CheckpointKey]:
+        """The checkpoints whose run is one of `run_ids`, any thread."""
+
+    @abstractmethod
+    async def delete_checkpoints(self, thread_id: str, keys: Sequence[CheckpointKey]) -> None:
+        """Delete these checkpoints of the (locked) thread and their writes;
+        a checkpoint whose parent is no longer stored gets none."""
+
+    @abstractmethod
+    async def thread_values(self, thread_id: str) -> list[ThreadValue]:
+        """Every value of the thread."""
+
+    @abstractmethod
+    async def thread_write_digests(self, thread_id: str) -> set[bytes]:
+        """The digests every write of the thread names."""
+
+    @abstractmethod
+    async def thread_blob_digests(self, thread_id: str) -> set[bytes]:
+        """The digests of every blob of the thread."""
+
+    @abstractmethod
+    async def delete_values(self, keys: Sequence[ValueKey]) -> None: ...
+
+    @abstractmethod
+    async def delete_blobs(self, thread_id: str, digests: Sequence[bytes]) -> None: ...
+
+
 @dataclass(frozen=True)
 class PoolStats:
     """The store's connections right now, for metrics."""
@@ -440,6 +586,16 @@ class Store(ABC):
     @abstractmethod
     def sweep(self) -> AbstractAsyncContextManager[SweepTransaction]:
         """A write transaction of the retention sweeper: short, one batch."""
+
+    # -- the checkpoint store
+
+    @abstractmethod
+    def read_checkpoints(self) -> AbstractAsyncContextManager[CheckpointReader]:
+        """A read-only transaction over one consistent state."""
+
+    @abstractmethod
+    def write_checkpoints(self) -> AbstractAsyncContextManager[CheckpointWriter]:
+        """A write transaction that locks nothing by itself."""
 
     async def __aenter__(self) -> Store:
         await self.open()

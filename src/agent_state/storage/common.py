@@ -82,6 +82,15 @@ def unpack_ids(data: bytes) -> list[UUID]:
     return [UUID(bytes=data[offset : offset + ID_SIZE]) for offset in range(0, len(data), ID_SIZE)]
 
 
+DIGEST_SIZE = 32
+"""A checkpoint blob's SHA-256; values and writes name their items as
+these, packed one after another."""
+
+
+def unpack_digests(data: bytes) -> tuple[bytes, ...]:
+    return tuple(data[offset : offset + DIGEST_SIZE] for offset in range(0, len(data), DIGEST_SIZE))
+
+
 def id_slice(after: int, count: int) -> dict[str, int]:
     """Parameters `start` and `length` (1-based, in bytes) of the slice of a
     packed id list that holds up to `count` ids after index `after`."""

@@ -465,8 +465,13 @@ class PostgresStore(transactions.StoreOperations):
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:
+        async with self._reading() as executor:
+            yield transactions.Read(executor)
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Executor]:
         async with self._transaction(_BEGIN_READ) as conn:
-            yield transactions.Read(_PostgresExecutor(conn))
+            yield _PostgresExecutor(conn)
 
     @asynccontextmanager
     async def read_once(self) -> AsyncIterator[ReadTransaction]:

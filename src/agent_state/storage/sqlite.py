@@ -398,6 +398,11 @@ class SqliteStore(transactions.StoreOperations):
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:
+        async with self._reading() as executor:
+            yield transactions.Read(executor)
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Executor]:
         reader = await self._readers.get()
         try:
             # A call cancelled while BEGIN waits for the thread still has
@@ -405,7 +410,7 @@ class SqliteStore(transactions.StoreOperations):
             # it (the thread runs one operation at a time, in order).
             try:
                 await reader.run(_begin_read)
-                yield transactions.Read(_SqliteExecutor(reader))
+                yield _SqliteExecutor(reader)
             finally:
                 await asyncio.shield(reader.run(_end_transaction))
         finally:

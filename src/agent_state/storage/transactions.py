@@ -44,6 +44,10 @@ from uuid import UUID
 
 from ..model import (
     EMPTY_STATE,
+    Blob,
+    CheckpointKey,
+    CheckpointRange,
+    CheckpointRow,
     ConversationRange,
     ConversationRecord,
     ConversationState,
@@ -52,6 +56,8 @@ from ..model import (
     MessageCopy,
     MessageHeader,
     NewMessage,
+    NewValue,
+    NewWrite,
     Original,
     Overlong,
     Page,
@@ -60,10 +66,23 @@ from ..model import (
     Scope,
     Snapshot,
     StoredState,
+    StoredValue,
+    StoredWrite,
+    ThreadValue,
     Trim,
+    ValueHead,
+    ValueKey,
 )
 from . import common
-from .base import ReadTransaction, StateWriter, Store, SweepTransaction, WriteTransaction
+from .base import (
+    CheckpointReader,
+    CheckpointWriter,
+    ReadTransaction,
+    StateWriter,
+    Store,
+    SweepTransaction,
+    WriteTransaction,
+)
 
 Params = Mapping[str, Any]
 Row = tuple[Any, ...]
@@ -735,6 +754,23 @@ class StoreOperations(Store):
         """A write transaction that locks no conversation by itself, over
         the dialect's executor; commits when the block ends normally."""
 
+    @abstractmethod
+    def _reading(self) -> AbstractAsyncContextManager[Executor]:
+        """A read-only transaction over one consistent state, over the
+        dialect's executor."""
+
+    # -- the checkpoint store
+
+    @asynccontextmanager
+    async def read_checkpoints(self) -> AsyncIterator[CheckpointReader]:
+        async with self._reading() as executor:
+            yield CheckpointRead(executor)
+
+    @asynccontextmanager
+    async def write_checkpoints(self) -> AsyncIterator[CheckpointWriter]:
+        async with self._unlocked() as executor:
+            yield CheckpointWrite(executor)
+
 
 # --- Retention ------------------------------------------------------------------------
 
@@ -790,3 +826,361 @@ class Sweep(SweepTransaction):
                 Statement("trim_messages", {}, columns),
                 Statement("shorten_conversations", {}, columns),
             )
+
+
+# --- Checkpoints (agentstate.v1.CheckpointsService) ----------------------------------
+#
+# Every text key (thread, namespace, checkpoint id, channel, version, task)
+# is stored as its UTF-8 bytes: both dialects then compare and order them
+# byte for byte, whatever the database's collation. Lists of keys a query
+# reads travel as one JSON array (keys of several parts as arrays of
+# them), digests packed 32 bytes each.
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8")
+
+
+def _text(value: Any) -> str:
+    return bytes(value).decode("utf-8")
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _json_keys(keys: Sequence[Sequence[str]] | Sequence[str]) -> str:
+    return json.dumps(list(keys), ensure_ascii=False)
+
+
+def _checkpoint_row(thread_id: str, checkpoint_ns: str, row: Row) -> CheckpointRow:
+    """A row of checkpoint_columns (after thread and namespace)."""
+    checkpoint_id, parent, kind, data, metadata, versions = row
+    return CheckpointRow(
+        CheckpointKey(thread_id, checkpoint_ns, _text(checkpoint_id)),
+        _optional_text(parent),
+        (_text(kind), bytes(data)),
+        _text(metadata),
+        json.loads(bytes(versions)),
+    )
+
+
+def _digests(packed: Any) -> tuple[bytes, ...]:
+    return common.unpack_digests(bytes(packed))
+
+
+class CheckpointRead(CheckpointReader):
+    __slots__ = ("_x",)
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    async def checkpoint(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        params: dict[str, Any] = {"thread": _utf8(thread_id), "ns": _utf8(checkpoint_ns)}
+        if checkpoint_id is None:
+            row = await self._x.row("latest_checkpoint", params)
+        else:
+            params["checkpoint"] = _utf8(checkpoint_id)
+            row = await self._x.row("checkpoint", params)
+        return None if row is None else _checkpoint_row(thread_id, checkpoint_ns, row)
+
+    async def checkpoint_page(self, selection: CheckpointRange) -> list[CheckpointRow]:
+        below_id, below_ns, below_thread = selection.below
+        params: dict[str, Any] = {"below_id": _utf8(below_id), "limit": selection.limit}
+        if selection.thread_id is not None and selection.checkpoint_ns is not None:
+            params |= {
+                "thread": _utf8(selection.thread_id),
+                "ns": _utf8(selection.checkpoint_ns),
+            }
+            rows = await self._x.rows("namespace_checkpoints", params)
+            return [
+                _checkpoint_row(selection.thread_id, selection.checkpoint_ns, row) for row in rows
+            ]
+        params["below_ns"] = _utf8(below_ns)
+        if selection.thread_id is not None:
+            params["thread"] = _utf8(selection.thread_id)
+            rows = await self._x.rows("thread_checkpoints_page", params)
+            return [_checkpoint_row(selection.thread_id, _text(row[0]), row[1:]) for row in rows]
+        any_ns = selection.checkpoint_ns is None
+        params |= {
+            "below_thread": _utf8(below_thread),
+            "any_ns": any_ns,
+            "ns": _utf8("" if any_ns else selection.checkpoint_ns or ""),
+        }
+        rows = await self._x.rows("every_checkpoint_page", params)
+        return [_checkpoint_row(_text(row[0]), _text(row[1]), row[2:]) for row in rows]
+
+    async def values(self, keys: Sequence[ValueKey]) -> dict[ValueKey, StoredValue]:
+        if not keys:
+            return {}
+        wanted = _json_keys(
+            [[key.thread_id, key.checkpoint_ns, key.channel, key.version] for key in keys]
+        )
+        links: dict[ValueKey, list[tuple[int, bool, bytes]]] = {}
+        for thread, ns, channel, version, depth, is_list, packed in await self._x.rows(
+            "value_chains", {"wanted": wanted}
+        ):
+            key = ValueKey(_text(thread), _text(ns), _text(channel), _text(version))
+            links.setdefault(key, []).append((depth, bool(is_list), bytes(packed)))
+        found: dict[ValueKey, StoredValue] = {}
+        for key, chain in links.items():
+            # The deepest base holds the first items; the head says what the value is.
+            chain.sort(reverse=True)
+            digests = tuple(d for _, _, packed in chain for d in common.unpack_digests(packed))
+            found[key] = StoredValue(chain[-1][1], digests)
+        return found
+
+    async def value_heads(
+        self, thread_id: str, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], ValueHead]:
+        if not keys:
+            return {}
+        params = {"thread": _utf8(thread_id), "wanted": _json_keys([list(key) for key in keys])}
+        return {
+            (ns, channel, version): ValueHead(bool(is_list), depth, length, bytes(digest))
+            for ns, channel, version, is_list, depth, length, digest in await self._x.rows(
+                "value_heads", params
+            )
+        }
+
+    async def pending_writes(
+        self, keys: Sequence[CheckpointKey]
+    ) -> dict[CheckpointKey, list[StoredWrite]]:
+        if not keys:
+            return {}
+        wanted = _json_keys([[k.thread_id, k.checkpoint_ns, k.checkpoint_id] for k in keys])
+        found: dict[CheckpointKey, list[StoredWrite]] = {}
+        for row in await self._x.rows("pending_writes", {"wanted": wanted}):
+            thread, ns, checkpoint, task, path, idx, channel, is_list, packed = row
+            key = CheckpointKey(_text(thread), _text(ns), _text(checkpoint))
+            write = StoredWrite(
+                _text(task),
+                _text(path),
+                idx,
+                _text(channel),
+                StoredValue(bool(is_list), _digests(packed)),
+            )
+            found.setdefault(key, []).append(write)
+        return found
+
+    async def blobs(self, thread_id: str, digests: Sequence[bytes]) -> dict[bytes, Blob]:
+        if not digests:
+            return {}
+        params = {"thread": _utf8(thread_id), "packed": b"".join(digests)}
+        return {
+            bytes(digest): Blob(bytes(digest), _text(kind), bytes(data))
+            for digest, kind, data in await self._x.rows("blobs_of", params)
+        }
+
+
+class CheckpointWrite(CheckpointRead, CheckpointWriter):
+    __slots__ = ()
+
+    async def hold_thread(self, thread_id: str) -> str:
+        params = {"thread": _utf8(thread_id)}
+        await self._x.run(Statement("create_thread", params))
+        row = await self._x.row("hold_thread", params)
+        assert row is not None
+        return _text(row[0])
+
+    async def create_thread(self, thread_id: str) -> None:
+        await self._x.run(Statement("create_thread", {"thread": _utf8(thread_id)}))
+
+    async def lock_threads(self, thread_ids: Sequence[str]) -> dict[str, str]:
+        if not thread_ids:
+            return {}
+        rows = await self._x.rows("lock_threads", {"threads": _json_keys(thread_ids)})
+        return {_text(thread): _text(erased) for thread, erased in rows}
+
+    async def stored(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_ids: Sequence[str]
+    ) -> set[str]:
+        params = {
+            "thread": _utf8(thread_id),
+            "ns": _utf8(checkpoint_ns),
+            "ids": _json_keys(checkpoint_ids),
+        }
+        return {_text(found) for (found,) in await self._x.rows("stored_checkpoints", params)}
+
+    async def put_checkpoint(
+        self, row: CheckpointRow, blobs: Sequence[Blob], values: Sequence[NewValue]
+    ) -> None:
+        key = row.key
+        thread = {"thread": _utf8(key.thread_id)}
+        statements = []
+        if blobs:
+            statements.append(_insert_blobs(thread, blobs))
+        if values:
+            columns: dict[str, list[Any]] = {
+                "channel": [_utf8(value.channel) for value in values],
+                "version": [_utf8(value.version) for value in values],
+                "is_list": [value.is_list for value in values],
+                "base_version": [
+                    None if value.base_version is None else _utf8(value.base_version)
+                    for value in values
+                ],
+                "depth": [value.depth for value in values],
+                "length": [value.length for value in values],
+                "list_sha256": [value.list_sha256 for value in values],
+                "items": [b"".join(value.digests) for value in values],
+            }
+            params = thread | {"ns": _utf8(key.checkpoint_ns)}
+            statements.append(Statement("insert_values", params, columns))
+        kind, data = row.checkpoint
+        checkpoint = thread | {
+            "ns": _utf8(key.checkpoint_ns),
+            "checkpoint": _utf8(key.checkpoint_id),
+            "parent": None if row.parent_id is None else _utf8(row.parent_id),
+            "type": _utf8(kind),
+            "data": data,
+            "metadata": _utf8(row.metadata_json),
+            "versions": _utf8(json.dumps(dict(row.channel_versions), ensure_ascii=False)),
+            "run": None if row.run_id is None else _utf8(row.run_id),
+        }
+        statements.append(Statement("put_checkpoint", checkpoint))
+        await self._x.run(*statements)
+
+    async def put_writes(
+        self,
+        key: CheckpointKey,
+        task_id: str,
+        task_path: str,
+        blobs: Sequence[Blob],
+        writes: Sequence[NewWrite],
+    ) -> None:
+        thread = {"thread": _utf8(key.thread_id)}
+        statements = [_insert_blobs(thread, blobs)] if blobs else []
+        params = thread | {
+            "ns": _utf8(key.checkpoint_ns),
+            "checkpoint": _utf8(key.checkpoint_id),
+            "task": _utf8(task_id),
+            "task_path": _utf8(task_path),
+        }
+        columns: dict[str, list[Any]] = {
+            "idx": [write.idx for write in writes],
+            "channel": [_utf8(write.channel) for write in writes],
+            "is_list": [write.is_list for write in writes],
+            "items": [b"".join(write.digests) for write in writes],
+        }
+        statements.append(Statement("put_writes", params, columns))
+        await self._x.run(*statements)
+
+    async def greatest_ids(self, thread_id: str) -> tuple[str, str]:
+        row = await self._x.row("greatest_ids", {"thread": _utf8(thread_id)})
+        assert row is not None
+        return (
+            "" if row[0] is None else _text(row[0]),
+            "" if row[1] is None else _text(row[1]),
+        )
+
+    async def erase_thread(self, thread_id: str, erased_through: str) -> int:
+        thread = {"thread": _utf8(thread_id)}
+        row = await self._x.row("count_checkpoints", thread)
+        assert row is not None
+        await self._x.run(
+            *_thread_erasure(thread),
+            Statement("mark_erased", thread | {"erased": _utf8(erased_through)}),
+        )
+        count: int = row[0]
+        return count
+
+    async def copy_thread(self, source: str, target: str) -> int:
+        params = {"source": _utf8(source), "target": _utf8(target)}
+        await self._x.run(
+            *(
+                Statement(query, params)
+                for query in ("copy_checkpoints", "copy_values", "copy_writes", "copy_blobs")
+            )
+        )
+        row = await self._x.row("count_checkpoints", {"thread": params["target"]})
+        assert row is not None
+        count: int = row[0]
+        return count
+
+    async def thread_checkpoints(self, thread_id: str) -> list[CheckpointRow]:
+        rows = await self._x.rows("thread_checkpoints", {"thread": _utf8(thread_id)})
+        return [
+            CheckpointRow(
+                CheckpointKey(thread_id, _text(ns), _text(checkpoint)),
+                _optional_text(parent),
+                ("", b""),
+                "",
+                json.loads(bytes(versions)),
+                _optional_text(run),
+            )
+            for ns, checkpoint, parent, versions, run in rows
+        ]
+
+    async def run_checkpoints(self, run_ids: Sequence[str]) -> list[CheckpointKey]:
+        if not run_ids:
+            return []
+        rows = await self._x.rows("run_checkpoints", {"runs": _json_keys(run_ids)})
+        return [CheckpointKey(_text(t), _text(n), _text(c)) for t, n, c in rows]
+
+    async def delete_checkpoints(self, thread_id: str, keys: Sequence[CheckpointKey]) -> None:
+        if not keys:
+            return
+        thread = {"thread": _utf8(thread_id)}
+        columns: dict[str, list[Any]] = {
+            "ns": [_utf8(key.checkpoint_ns) for key in keys],
+            "checkpoint": [_utf8(key.checkpoint_id) for key in keys],
+        }
+        await self._x.run(
+            Statement("delete_checkpoints", thread, columns),
+            Statement("delete_checkpoint_writes", thread, columns),
+            Statement("orphan_children", thread),
+        )
+
+    async def thread_values(self, thread_id: str) -> list[ThreadValue]:
+        rows = await self._x.rows("thread_values", {"thread": _utf8(thread_id)})
+        return [
+            ThreadValue(
+                ValueKey(thread_id, _text(ns), _text(channel), _text(version)),
+                _optional_text(base),
+                _digests(packed),
+            )
+            for ns, channel, version, base, packed in rows
+        ]
+
+    async def thread_write_digests(self, thread_id: str) -> set[bytes]:
+        rows = await self._x.rows("thread_write_items", {"thread": _utf8(thread_id)})
+        return {digest for (packed,) in rows for digest in _digests(packed)}
+
+    async def thread_blob_digests(self, thread_id: str) -> set[bytes]:
+        rows = await self._x.rows("thread_blob_digests", {"thread": _utf8(thread_id)})
+        return {bytes(digest) for (digest,) in rows}
+
+    async def delete_values(self, keys: Sequence[ValueKey]) -> None:
+        if not keys:
+            return
+        columns: dict[str, list[Any]] = {
+            "thread": [_utf8(key.thread_id) for key in keys],
+            "ns": [_utf8(key.checkpoint_ns) for key in keys],
+            "channel": [_utf8(key.channel) for key in keys],
+            "version": [_utf8(key.version) for key in keys],
+        }
+        await self._x.run(Statement("delete_values", {}, columns))
+
+    async def delete_blobs(self, thread_id: str, digests: Sequence[bytes]) -> None:
+        if digests:
+            await self._x.run(
+                Statement("delete_blobs", {"thread": _utf8(thread_id)}, {"sha256": list(digests)})
+            )
+
+
+def _insert_blobs(thread: Params, blobs: Sequence[Blob]) -> Statement:
+    columns: dict[str, list[Any]] = {
+        "sha256": [blob.sha256 for blob in blobs],
+        "type": [_utf8(blob.type) for blob in blobs],
+        "data": [blob.data for blob in blobs],
+    }
+    return Statement("insert_blobs", thread, columns)
+
+
+def _thread_erasure(thread: Params) -> list[Statement]:
+    return [
+        Statement(query, thread)
+        for query in ("erase_checkpoints", "erase_values", "erase_writes", "erase_blobs")
+    ]

@@ -6,6 +6,8 @@ agent-state-client:
   "agent-state-client[openai-agents]"``).
 - `agent_state_client.integrations.adk`: `AgentStateSessionService`, a
   session service of Google ADK (``pip install "agent-state-client[adk]"``).
+- `agent_state_client.integrations.langgraph`: `AgentStateSaver`, a
+  LangGraph checkpointer (``pip install "agent-state-client[langgraph]"``).
 
 Each adapter is a module of its own that imports its framework, so that
 importing this package (or the client) needs none of them.

@@ -668,6 +668,292 @@ UPDATE conversations SET largest_entry = greatest(largest_entry, (SELECT max(siz
 WHERE id = %(conversation)s
 
 
+-- Checkpoints (agentstate.v1.CheckpointsService) ----------------------------------------
+--
+-- Text keys are stored as their UTF-8 bytes (bytea), so they compare and
+-- sort byte for byte whatever the collation. Lists of keys arrive as one
+-- JSON array; blob digests packed 32 bytes each.
+
+-- name: create_thread
+-- The thread's row, unless it exists: what writers hold and the
+-- thread-wide operations lock, and the tombstone of its erasures.
+INSERT INTO checkpoint_threads (thread_id, erased_through) VALUES (%(thread)s, '')
+ON CONFLICT (thread_id) DO NOTHING
+
+-- name: hold_thread
+-- A writer's hold on its thread (FOR KEY SHARE: writers of one thread do
+-- not wait for each other; the thread-wide operations, FOR UPDATE, wait
+-- for them and they for those).
+SELECT erased_through FROM checkpoint_threads WHERE thread_id = %(thread)s FOR KEY SHARE
+
+-- name: lock_threads
+-- The named threads' rows (a JSON array), locked in the order of their ids.
+SELECT thread_id, erased_through FROM checkpoint_threads
+WHERE thread_id = ANY(ARRAY(
+    SELECT convert_to(t, 'UTF8') FROM json_array_elements_text(%(threads)s::json) AS t
+))
+ORDER BY thread_id
+FOR UPDATE
+
+-- name: stored_checkpoints
+-- Of the named checkpoint ids (a JSON array), those stored in the thread's
+-- namespace.
+SELECT checkpoint_id FROM checkpoints
+WHERE thread_id = %(thread)s AND checkpoint_ns = %(ns)s AND checkpoint_id = ANY(ARRAY(
+    SELECT convert_to(c, 'UTF8') FROM json_array_elements_text(%(ids)s::json) AS c
+))
+
+-- name: insert_blobs
+-- Each distinct item once per thread: one already there is left as it is
+-- (its digest says it holds the same bytes).
+INSERT INTO checkpoint_blobs (thread_id, sha256, type, data)
+SELECT %(thread)s, * FROM unnest(%(sha256)s::bytea[], %(type)s::bytea[], %(data)s::bytea[])
+ON CONFLICT DO NOTHING
+
+-- name: insert_values
+-- A version names one value for good: one already stored stays.
+INSERT INTO checkpoint_values (thread_id, checkpoint_ns, channel, version, is_list,
+    base_version, depth, length, list_sha256, items)
+SELECT %(thread)s, %(ns)s, * FROM unnest(%(channel)s::bytea[], %(version)s::bytea[],
+    %(is_list)s::boolean[], %(base_version)s::bytea[], %(depth)s::integer[],
+    %(length)s::integer[], %(list_sha256)s::bytea[], %(items)s::bytea[])
+ON CONFLICT DO NOTHING
+
+-- name: value_heads
+-- The named values' rows without their items (a JSON array of [namespace,
+-- channel, version] of the thread): what a put extends.
+SELECT k ->> 0, k ->> 1, k ->> 2, v.is_list, v.depth, v.length, v.list_sha256
+FROM json_array_elements(%(wanted)s::json) AS k
+JOIN checkpoint_values AS v ON v.thread_id = %(thread)s
+    AND v.checkpoint_ns = convert_to(k ->> 0, 'UTF8') AND v.channel = convert_to(k ->> 1, 'UTF8')
+    AND v.version = convert_to(k ->> 2, 'UTF8')
+
+-- name: put_checkpoint
+INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+    checkpoint_type, checkpoint, metadata, channel_versions, run_id)
+VALUES (%(thread)s, %(ns)s, %(checkpoint)s, %(parent)s, %(type)s, %(data)s, %(metadata)s,
+    %(versions)s, %(run)s)
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
+SET parent_checkpoint_id = excluded.parent_checkpoint_id,
+    checkpoint_type = excluded.checkpoint_type, checkpoint = excluded.checkpoint,
+    metadata = excluded.metadata, channel_versions = excluded.channel_versions,
+    run_id = excluded.run_id
+
+-- name: put_writes
+-- A write with idx >= 0 already stored is a retry and stays; a special
+-- write (negative idx) replaces the one stored.
+INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx,
+    task_path, channel, is_list, items)
+SELECT %(thread)s, %(ns)s, %(checkpoint)s, %(task)s, w.idx, %(task_path)s, w.channel,
+    w.is_list, w.items
+FROM unnest(%(idx)s::integer[], %(channel)s::bytea[], %(is_list)s::boolean[],
+    %(items)s::bytea[]) AS w(idx, channel, is_list, items)
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
+SET task_path = excluded.task_path, channel = excluded.channel, is_list = excluded.is_list,
+    items = excluded.items
+WHERE excluded.idx < 0
+
+-- name: latest_checkpoint
+-- The newest checkpoint of a thread's namespace: the primary key read
+-- backwards, one row.
+SELECT checkpoint_id, parent_checkpoint_id, checkpoint_type, checkpoint, metadata,
+    channel_versions
+FROM checkpoints WHERE thread_id = %(thread)s AND checkpoint_ns = %(ns)s
+ORDER BY checkpoint_id DESC LIMIT 1
+
+-- name: checkpoint
+SELECT checkpoint_id, parent_checkpoint_id, checkpoint_type, checkpoint, metadata,
+    channel_versions
+FROM checkpoints
+WHERE thread_id = %(thread)s AND checkpoint_ns = %(ns)s AND checkpoint_id = %(checkpoint)s
+
+-- name: namespace_checkpoints
+-- A page of a thread's namespace, newest first: the primary key read
+-- backwards from below_id.
+SELECT checkpoint_id, parent_checkpoint_id, checkpoint_type, checkpoint, metadata,
+    channel_versions
+FROM checkpoints
+WHERE thread_id = %(thread)s AND checkpoint_ns = %(ns)s AND checkpoint_id < %(below_id)s
+ORDER BY checkpoint_id DESC LIMIT %(limit)s
+
+-- name: thread_checkpoints_page
+-- A page of a thread, every namespace, newest first (ties: namespace,
+-- descending), below the key (below_id, below_ns).
+SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint_type, checkpoint,
+    metadata, channel_versions
+FROM checkpoints
+WHERE thread_id = %(thread)s AND (checkpoint_id, checkpoint_ns) < (%(below_id)s, %(below_ns)s)
+ORDER BY checkpoint_id DESC, checkpoint_ns DESC LIMIT %(limit)s
+
+-- name: every_checkpoint_page
+-- A page of every thread (one namespace, or any), newest first (ties:
+-- namespace, then thread, descending): an administrator's listing, which
+-- reads the whole table.
+SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint_type,
+    checkpoint, metadata, channel_versions
+FROM checkpoints
+WHERE (checkpoint_id, checkpoint_ns, thread_id) < (%(below_id)s, %(below_ns)s, %(below_thread)s)
+    AND (%(any_ns)s OR checkpoint_ns = %(ns)s)
+ORDER BY checkpoint_id DESC, checkpoint_ns DESC, thread_id DESC LIMIT %(limit)s
+
+-- name: value_chains
+-- The named values (a JSON array of [thread, namespace, channel, version])
+-- and, for each, the chain of values it extends (base_version), each link
+-- at its depth below the value named: its items follow those of the
+-- deeper links. One primary-key probe per link.
+WITH RECURSIVE wanted AS (
+    SELECT convert_to(w ->> 0, 'UTF8') AS thread_id, convert_to(w ->> 1, 'UTF8') AS ns,
+        convert_to(w ->> 2, 'UTF8') AS channel, convert_to(w ->> 3, 'UTF8') AS version
+    FROM json_array_elements(%(wanted)s::json) AS w
+), chain AS (
+    SELECT w.thread_id, w.ns, w.channel, w.version AS head, 0 AS depth, v.is_list,
+        v.base_version, v.items
+    FROM wanted AS w
+    CROSS JOIN LATERAL (
+        SELECT is_list, base_version, items FROM checkpoint_values
+        WHERE thread_id = w.thread_id AND checkpoint_ns = w.ns AND channel = w.channel
+            AND version = w.version
+        OFFSET 0
+    ) AS v
+    UNION ALL
+    SELECT c.thread_id, c.ns, c.channel, c.head, c.depth + 1, v.is_list, v.base_version,
+        v.items
+    FROM chain AS c
+    JOIN checkpoint_values AS v ON v.thread_id = c.thread_id AND v.checkpoint_ns = c.ns
+        AND v.channel = c.channel AND v.version = c.base_version
+)
+SELECT thread_id, ns, channel, head, depth, is_list, items FROM chain
+
+-- name: pending_writes
+-- The writes of the named checkpoints (a JSON array of [thread,
+-- namespace, checkpoint]), in LangGraph's order (writes_sort_key).
+SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.task_path, w.idx,
+    w.channel, w.is_list, w.items
+FROM json_array_elements(%(wanted)s::json) AS k
+JOIN checkpoint_writes AS w ON w.thread_id = convert_to(k ->> 0, 'UTF8')
+    AND w.checkpoint_ns = convert_to(k ->> 1, 'UTF8')
+    AND w.checkpoint_id = convert_to(k ->> 2, 'UTF8')
+ORDER BY w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_path, w.task_id, w.idx
+
+-- name: blobs_of
+-- The thread's blobs among the packed digests.
+SELECT b.sha256, b.type, b.data
+FROM generate_series(1, length(%(packed)s) / 32) AS n
+JOIN checkpoint_blobs AS b ON b.thread_id = %(thread)s
+    AND b.sha256 = substring(%(packed)s FROM n * 32 - 31 FOR 32)
+
+-- name: greatest_ids
+-- The greatest checkpoint id of the thread's checkpoints and of its writes
+-- (primary keys read backwards); NULL for none.
+SELECT (SELECT checkpoint_id FROM checkpoints WHERE thread_id = %(thread)s
+        ORDER BY checkpoint_id DESC LIMIT 1),
+    (SELECT checkpoint_id FROM checkpoint_writes WHERE thread_id = %(thread)s
+        ORDER BY checkpoint_id DESC LIMIT 1)
+
+-- name: count_checkpoints
+SELECT count(*) FROM checkpoints WHERE thread_id = %(thread)s
+
+-- name: erase_checkpoints
+DELETE FROM checkpoints WHERE thread_id = %(thread)s
+
+-- name: erase_values
+DELETE FROM checkpoint_values WHERE thread_id = %(thread)s
+
+-- name: erase_writes
+DELETE FROM checkpoint_writes WHERE thread_id = %(thread)s
+
+-- name: erase_blobs
+DELETE FROM checkpoint_blobs WHERE thread_id = %(thread)s
+
+-- name: mark_erased
+UPDATE checkpoint_threads SET erased_through = %(erased)s WHERE thread_id = %(thread)s
+
+-- name: copy_checkpoints
+-- CopyThread, into a target erased before: rows of the source under the
+-- target's id.
+INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+    checkpoint_type, checkpoint, metadata, channel_versions, run_id)
+SELECT %(target)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint_type,
+    checkpoint, metadata, channel_versions, run_id
+FROM checkpoints WHERE thread_id = %(source)s
+
+-- name: copy_values
+INSERT INTO checkpoint_values (thread_id, checkpoint_ns, channel, version, is_list,
+    base_version, depth, length, list_sha256, items)
+SELECT %(target)s, checkpoint_ns, channel, version, is_list, base_version, depth, length,
+    list_sha256, items
+FROM checkpoint_values WHERE thread_id = %(source)s
+
+-- name: copy_writes
+INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx,
+    task_path, channel, is_list, items)
+SELECT %(target)s, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, is_list,
+    items
+FROM checkpoint_writes WHERE thread_id = %(source)s
+
+-- name: copy_blobs
+INSERT INTO checkpoint_blobs (thread_id, sha256, type, data)
+SELECT %(target)s, sha256, type, data FROM checkpoint_blobs WHERE thread_id = %(source)s
+
+-- name: thread_checkpoints
+-- Every checkpoint of a thread, without its bytes: what pruning and
+-- collecting garbage decide from.
+SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, channel_versions, run_id
+FROM checkpoints WHERE thread_id = %(thread)s
+
+-- name: run_checkpoints
+-- The checkpoints of the named runs (a JSON array), any thread: the
+-- partial index checkpoints_by_run.
+SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints
+WHERE run_id = ANY(ARRAY(
+    SELECT convert_to(r, 'UTF8') FROM json_array_elements_text(%(runs)s::json) AS r
+))
+
+-- name: delete_checkpoints
+DELETE FROM checkpoints AS c
+USING unnest(%(ns)s::bytea[], %(checkpoint)s::bytea[]) AS d(ns, checkpoint)
+WHERE c.thread_id = %(thread)s AND c.checkpoint_ns = d.ns AND c.checkpoint_id = d.checkpoint
+
+-- name: delete_checkpoint_writes
+-- The writes of deleted checkpoints (only theirs: a run may store a
+-- step's writes before its checkpoint).
+DELETE FROM checkpoint_writes AS w
+USING unnest(%(ns)s::bytea[], %(checkpoint)s::bytea[]) AS d(ns, checkpoint)
+WHERE w.thread_id = %(thread)s AND w.checkpoint_ns = d.ns AND w.checkpoint_id = d.checkpoint
+
+-- name: orphan_children
+-- A checkpoint whose parent is no longer stored gets no parent.
+UPDATE checkpoints AS c SET parent_checkpoint_id = NULL
+WHERE c.thread_id = %(thread)s AND c.parent_checkpoint_id IS NOT NULL
+    AND NOT EXISTS (
+        SELECT 1 FROM checkpoints AS p
+        WHERE p.thread_id = c.thread_id AND p.checkpoint_ns = c.checkpoint_ns
+            AND p.checkpoint_id = c.parent_checkpoint_id
+    )
+
+-- name: thread_values
+SELECT checkpoint_ns, channel, version, base_version, items
+FROM checkpoint_values WHERE thread_id = %(thread)s
+
+-- name: thread_write_items
+SELECT items FROM checkpoint_writes WHERE thread_id = %(thread)s
+
+-- name: thread_blob_digests
+SELECT sha256 FROM checkpoint_blobs WHERE thread_id = %(thread)s
+
+-- name: delete_values
+DELETE FROM checkpoint_values AS v
+USING unnest(%(thread)s::bytea[], %(ns)s::bytea[], %(channel)s::bytea[], %(version)s::bytea[])
+    AS d(thread_id, ns, channel, version)
+WHERE v.thread_id = d.thread_id AND v.checkpoint_ns = d.ns AND v.channel = d.channel
+    AND v.version = d.version
+
+-- name: delete_blobs
+DELETE FROM checkpoint_blobs AS b
+USING unnest(%(sha256)s::bytea[]) AS d(sha256)
+WHERE b.thread_id = %(thread)s AND b.sha256 = d.sha256
+
+
 -- Migrations ----------------------------------------------------------------------------
 
 -- name: create_schema_migrations

@@ -538,6 +538,243 @@ SELECT :conversation, :id, :position, role, kind,
 FROM messages WHERE conversation_id = :source AND id = :original
 
 
+-- Checkpoints (agentstate.v1.CheckpointsService) ----------------------------------------
+--
+-- As in the PostgreSQL file: text keys stored as their UTF-8 bytes (BLOB,
+-- compared with memcmp), lists of keys as one JSON array (CAST to BLOB,
+-- which keeps the UTF-8 bytes), digests packed 32 bytes each. The write
+-- lock holds threads; there is nothing else to lock.
+
+-- name: create_thread
+INSERT OR IGNORE INTO checkpoint_threads (thread_id, erased_through) VALUES (:thread, x'')
+
+-- name: hold_thread
+SELECT erased_through FROM checkpoint_threads WHERE thread_id = :thread
+
+-- name: lock_threads
+SELECT thread_id, erased_through FROM checkpoint_threads
+WHERE thread_id IN (SELECT CAST(value AS BLOB) FROM json_each(:threads))
+ORDER BY thread_id
+
+-- name: stored_checkpoints
+SELECT checkpoint_id FROM checkpoints
+WHERE thread_id = :thread AND checkpoint_ns = :ns
+    AND checkpoint_id IN (SELECT CAST(value AS BLOB) FROM json_each(:ids))
+
+-- name: insert_blobs
+-- One row per call (executemany); an item already there stays.
+INSERT OR IGNORE INTO checkpoint_blobs (thread_id, sha256, type, data)
+VALUES (:thread, :sha256, :type, :data)
+
+-- name: insert_values
+-- One row per call (executemany); a version already stored stays.
+INSERT OR IGNORE INTO checkpoint_values (thread_id, checkpoint_ns, channel, version, is_list,
+    base_version, depth, length, list_sha256, items)
+VALUES (:thread, :ns, :channel, :version, :is_list, :base_version, :depth, :length,
+    :list_sha256, :items)
+
+-- name: value_heads
+SELECT json_extract(k.value, '$[0]'), json_extract(k.value, '$[1]'),
+    json_extract(k.value, '$[2]'), v.is_list, v.depth, v.length, v.list_sha256
+FROM json_each(:wanted) AS k
+JOIN checkpoint_values AS v ON v.thread_id = :thread
+    AND v.checkpoint_ns = CAST(json_extract(k.value, '$[0]') AS BLOB)
+    AND v.channel = CAST(json_extract(k.value, '$[1]') AS BLOB)
+    AND v.version = CAST(json_extract(k.value, '$[2]') AS BLOB)
+
+-- name: put_checkpoint
+INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+    checkpoint_type, checkpoint, metadata, channel_versions, run_id)
+VALUES (:thread, :ns, :checkpoint, :parent, :type, :data, :metadata, :versions, :run)
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
+SET parent_checkpoint_id = excluded.parent_checkpoint_id,
+    checkpoint_type = excluded.checkpoint_type, checkpoint = excluded.checkpoint,
+    metadata = excluded.metadata, channel_versions = excluded.channel_versions,
+    run_id = excluded.run_id
+
+-- name: put_writes
+-- One write per call (executemany): one with idx >= 0 already stored
+-- stays, a special one (negative idx) replaces it.
+INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx,
+    task_path, channel, is_list, items)
+VALUES (:thread, :ns, :checkpoint, :task, :idx, :task_path, :channel, :is_list, :items)
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
+SET task_path = excluded.task_path, channel = excluded.channel, is_list = excluded.is_list,
+    items = excluded.items
+WHERE excluded.idx < 0
+
+-- name: latest_checkpoint
+SELECT checkpoint_id, parent_checkpoint_id, checkpoint_type, checkpoint, metadata,
+    channel_versions
+FROM checkpoints WHERE thread_id = :thread AND checkpoint_ns = :ns
+ORDER BY checkpoint_id DESC LIMIT 1
+
+-- name: checkpoint
+SELECT checkpoint_id, parent_checkpoint_id, checkpoint_type, checkpoint, metadata,
+    channel_versions
+FROM checkpoints
+WHERE thread_id = :thread AND checkpoint_ns = :ns AND checkpoint_id = :checkpoint
+
+-- name: namespace_checkpoints
+SELECT checkpoint_id, parent_checkpoint_id, checkpoint_type, checkpoint, metadata,
+    channel_versions
+FROM checkpoints
+WHERE thread_id = :thread AND checkpoint_ns = :ns AND checkpoint_id < :below_id
+ORDER BY checkpoint_id DESC LIMIT :limit
+
+-- name: thread_checkpoints_page
+SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint_type, checkpoint,
+    metadata, channel_versions
+FROM checkpoints
+WHERE thread_id = :thread AND (checkpoint_id, checkpoint_ns) < (:below_id, :below_ns)
+ORDER BY checkpoint_id DESC, checkpoint_ns DESC LIMIT :limit
+
+-- name: every_checkpoint_page
+SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint_type,
+    checkpoint, metadata, channel_versions
+FROM checkpoints
+WHERE (checkpoint_id, checkpoint_ns, thread_id) < (:below_id, :below_ns, :below_thread)
+    AND (:any_ns OR checkpoint_ns = :ns)
+ORDER BY checkpoint_id DESC, checkpoint_ns DESC, thread_id DESC LIMIT :limit
+
+-- name: value_chains
+-- The named values and the chains of values they extend (see the
+-- PostgreSQL file).
+WITH RECURSIVE wanted AS (
+    SELECT CAST(json_extract(value, '$[0]') AS BLOB) AS thread_id,
+        CAST(json_extract(value, '$[1]') AS BLOB) AS ns,
+        CAST(json_extract(value, '$[2]') AS BLOB) AS channel,
+        CAST(json_extract(value, '$[3]') AS BLOB) AS version
+    FROM json_each(:wanted)
+), chain AS (
+    SELECT w.thread_id, w.ns, w.channel, w.version AS head, 0 AS depth, v.is_list,
+        v.base_version, v.items
+    FROM wanted AS w
+    JOIN checkpoint_values AS v ON v.thread_id = w.thread_id AND v.checkpoint_ns = w.ns
+        AND v.channel = w.channel AND v.version = w.version
+    UNION ALL
+    SELECT c.thread_id, c.ns, c.channel, c.head, c.depth + 1, v.is_list, v.base_version,
+        v.items
+    FROM chain AS c
+    JOIN checkpoint_values AS v ON v.thread_id = c.thread_id AND v.checkpoint_ns = c.ns
+        AND v.channel = c.channel AND v.version = c.base_version
+)
+SELECT thread_id, ns, channel, head, depth, is_list, items FROM chain
+
+-- name: pending_writes
+SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.task_path, w.idx,
+    w.channel, w.is_list, w.items
+FROM json_each(:wanted) AS k
+JOIN checkpoint_writes AS w ON w.thread_id = CAST(json_extract(k.value, '$[0]') AS BLOB)
+    AND w.checkpoint_ns = CAST(json_extract(k.value, '$[1]') AS BLOB)
+    AND w.checkpoint_id = CAST(json_extract(k.value, '$[2]') AS BLOB)
+ORDER BY w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_path, w.task_id, w.idx
+
+-- name: blobs_of
+WITH RECURSIVE wanted (n, sha256) AS (
+    SELECT 1, substr(:packed, 1, 32) WHERE length(:packed) >= 32
+    UNION ALL
+    SELECT n + 1, substr(:packed, n * 32 + 1, 32) FROM wanted WHERE n * 32 < length(:packed)
+)
+SELECT b.sha256, b.type, b.data
+FROM wanted JOIN checkpoint_blobs AS b ON b.thread_id = :thread AND b.sha256 = wanted.sha256
+
+-- name: greatest_ids
+SELECT (SELECT checkpoint_id FROM checkpoints WHERE thread_id = :thread
+        ORDER BY checkpoint_id DESC LIMIT 1),
+    (SELECT checkpoint_id FROM checkpoint_writes WHERE thread_id = :thread
+        ORDER BY checkpoint_id DESC LIMIT 1)
+
+-- name: count_checkpoints
+SELECT count(*) FROM checkpoints WHERE thread_id = :thread
+
+-- name: erase_checkpoints
+DELETE FROM checkpoints WHERE thread_id = :thread
+
+-- name: erase_values
+DELETE FROM checkpoint_values WHERE thread_id = :thread
+
+-- name: erase_writes
+DELETE FROM checkpoint_writes WHERE thread_id = :thread
+
+-- name: erase_blobs
+DELETE FROM checkpoint_blobs WHERE thread_id = :thread
+
+-- name: mark_erased
+UPDATE checkpoint_threads SET erased_through = :erased WHERE thread_id = :thread
+
+-- name: copy_checkpoints
+INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+    checkpoint_type, checkpoint, metadata, channel_versions, run_id)
+SELECT :target, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint_type,
+    checkpoint, metadata, channel_versions, run_id
+FROM checkpoints WHERE thread_id = :source
+
+-- name: copy_values
+INSERT INTO checkpoint_values (thread_id, checkpoint_ns, channel, version, is_list,
+    base_version, depth, length, list_sha256, items)
+SELECT :target, checkpoint_ns, channel, version, is_list, base_version, depth, length,
+    list_sha256, items
+FROM checkpoint_values WHERE thread_id = :source
+
+-- name: copy_writes
+INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx,
+    task_path, channel, is_list, items)
+SELECT :target, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, is_list,
+    items
+FROM checkpoint_writes WHERE thread_id = :source
+
+-- name: copy_blobs
+INSERT INTO checkpoint_blobs (thread_id, sha256, type, data)
+SELECT :target, sha256, type, data FROM checkpoint_blobs WHERE thread_id = :source
+
+-- name: thread_checkpoints
+SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, channel_versions, run_id
+FROM checkpoints WHERE thread_id = :thread
+
+-- name: run_checkpoints
+SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints
+WHERE run_id IN (SELECT CAST(value AS BLOB) FROM json_each(:runs))
+
+-- name: delete_checkpoints
+-- One checkpoint per call (executemany).
+DELETE FROM checkpoints
+WHERE thread_id = :thread AND checkpoint_ns = :ns AND checkpoint_id = :checkpoint
+
+-- name: delete_checkpoint_writes
+-- One checkpoint per call (executemany).
+DELETE FROM checkpoint_writes
+WHERE thread_id = :thread AND checkpoint_ns = :ns AND checkpoint_id = :checkpoint
+
+-- name: orphan_children
+UPDATE checkpoints SET parent_checkpoint_id = NULL
+WHERE thread_id = :thread AND parent_checkpoint_id IS NOT NULL
+    AND NOT EXISTS (
+        SELECT 1 FROM checkpoints AS p
+        WHERE p.thread_id = checkpoints.thread_id AND p.checkpoint_ns = checkpoints.checkpoint_ns
+            AND p.checkpoint_id = checkpoints.parent_checkpoint_id
+    )
+
+-- name: thread_values
+SELECT checkpoint_ns, channel, version, base_version, items
+FROM checkpoint_values WHERE thread_id = :thread
+
+-- name: thread_write_items
+SELECT items FROM checkpoint_writes WHERE thread_id = :thread
+
+-- name: thread_blob_digests
+SELECT sha256 FROM checkpoint_blobs WHERE thread_id = :thread
+
+-- name: delete_values
+-- One value per call (executemany).
+DELETE FROM checkpoint_values
+WHERE thread_id = :thread AND checkpoint_ns = :ns AND channel = :channel AND version = :version
+
+-- name: delete_blobs
+-- One blob per call (executemany).
+DELETE FROM checkpoint_blobs WHERE thread_id = :thread AND sha256 = :sha256
+
+
 -- Migrations ----------------------------------------------------------------------------
 
 -- name: create_schema_migrations
