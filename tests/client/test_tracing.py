@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from agent_state.checkpoints import CheckpointService
 from agent_state.companion import CompanionService
 from agent_state.config import Settings
 from agent_state.server import tracing
@@ -57,7 +58,7 @@ async def traced_server(tmp_path: Path) -> AsyncIterator[TracedServer]:
         await store.migrate()
         service = ConversationService(store, WireCodec(), settings.limits())
         companion = CompanionService(store, CompanionCodec(), settings.limits(), messages=service)
-        server = Server(settings, service, companion, metrics=None)
+        server = Server(settings, service, companion, CheckpointService(store), metrics=None)
         # The server is started outside any span, so that no context of
         # the test's can reach its handlers except through the metadata.
         tracing.use(provider)
