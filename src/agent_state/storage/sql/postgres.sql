@@ -46,9 +46,14 @@ ON CONFLICT (id) DO NOTHING
 RETURNING version
 
 -- name: lock_conversation
--- The row a write transaction works on, locked until it ends.
+-- The row a write transaction works on, locked until it ends. FOR NO KEY
+-- UPDATE (the lock an UPDATE of the row takes) excludes the other writers,
+-- forks and erasers of the conversation, but not hold_conversations' FOR
+-- KEY SHARE: a writer of A that holds B's row for the scope conversation/B
+-- does not wait for B's writer, so two appends with state that each name
+-- the other's conversation cannot deadlock.
 SELECT message_count, updated_at, tail_position, layout_version, version
-FROM conversations WHERE id = %(conversation)s FOR UPDATE
+FROM conversations WHERE id = %(conversation)s FOR NO KEY UPDATE
 
 -- name: conversation
 SELECT message_count, updated_at, tail_position, layout_version, version
@@ -464,7 +469,9 @@ DELETE FROM snapshot_bodies WHERE conversation_id = ANY(%(erased)s::uuid[])
 -- name: erase_conversations
 -- Every other table of a conversation refers to its row ON DELETE
 -- CASCADE: messages, renumberings, snapshots, idempotency keys, labels
--- and the state of its scope go with it, in this statement.
+-- and the state of its scope go with it, in this statement. The DELETE
+-- waits for the transactions that hold the row FOR KEY SHARE
+-- (hold_conversations) to end, and then takes their state along.
 DELETE FROM conversations WHERE id = ANY(%(erased)s::uuid[])
 
 
@@ -626,9 +633,9 @@ ORDER BY created_at, id LIMIT %(limit)s
 
 -- name: hold_conversation
 -- The row of the conversation a fork copies, locked shared until the
--- transaction ends: its writers (who lock it FOR UPDATE, or update it in
--- one statement) wait, so every read of it in the transaction sees one
--- state; readers and other forks of it do not wait.
+-- transaction ends: its writers (who lock it FOR NO KEY UPDATE, or update
+-- it in one statement) wait, so every read of it in the transaction sees
+-- one state; readers and other forks of it do not wait.
 SELECT message_count, updated_at, tail_position, layout_version, version
 FROM conversations WHERE id = %(conversation)s FOR SHARE
 
