@@ -226,6 +226,22 @@ async def test_append_with_state_creates_appends_and_updates(store: Store) -> No
     assert (plain.appended.state.message_count, plain.state_versions) == (4, {})
 
 
+async def test_a_conversation_a_locked_append_creates_was_created_at_its_first_change(
+    store: Store,
+) -> None:
+    """created_at of a conversation that a write transaction creates (an
+    append with state, or an append with an idempotency key) is the
+    updated_at of its first change, as for an append in one step; it was
+    the time its row was made, after that updated_at."""
+    s = services(store)
+    with_state, keyed = str(uuid4()), str(uuid4())
+    await append_with_state(s, with_state, ["a"], [update(app(), '{"a": 1}')])
+    await s.conversations.append(keyed, messages("a"), Idempotency("first", b"request"))
+    for conversation in (with_state, keyed):
+        record = await s.companion.describe_conversation(conversation)
+        assert record.created_at == record.state.updated_at
+
+
 async def test_append_with_state_checks_the_request_first(store: Store) -> None:
     s = services(store)
     absent = str(uuid4())

@@ -60,9 +60,13 @@ SELECT message_count, updated_at, tail_position, layout_version, version
 FROM conversations WHERE id = %(conversation)s
 
 -- name: save_conversation
+-- A row at version 0 was created by this transaction (create_conversation)
+-- and gets its first change now: its created_at becomes that change's
+-- updated_at, as append_at_tail gives a conversation it creates.
 UPDATE conversations
 SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
-    layout_version = %(layout)s, version = %(version)s
+    layout_version = %(layout)s, version = %(version)s,
+    created_at = CASE WHEN version = 0 THEN %(updated_at)s ELSE created_at END
 WHERE id = %(conversation)s
 
 -- name: append_at_tail
@@ -782,7 +786,7 @@ UNION ALL
 
 -- name: append
 -- An append's two writes in one statement (insert_messages and
--- save_conversation).
+-- save_conversation, created_at as there).
 WITH inserted AS (
     INSERT INTO messages (conversation_id, id, position, role, kind, entry, body_offset,
         body_length, body_sha256, created_at)
@@ -794,6 +798,7 @@ WITH inserted AS (
 UPDATE conversations
 SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
     layout_version = %(layout)s, version = %(version)s,
+    created_at = CASE WHEN version = 0 THEN %(updated_at)s ELSE created_at END,
     largest_entry = greatest(largest_entry, %(largest)s)
 WHERE id = %(conversation)s
 

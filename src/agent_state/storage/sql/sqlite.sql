@@ -51,9 +51,13 @@ SELECT message_count, updated_at, tail_position, layout_version, version
 FROM conversations WHERE id = :conversation
 
 -- name: save_conversation
+-- A row at version 0 was created by this transaction (create_conversation)
+-- and gets its first change now: its created_at becomes that change's
+-- updated_at, as append_at_tail gives a conversation it creates.
 UPDATE conversations
 SET message_count = :count, updated_at = :updated_at, tail_position = :tail,
-    layout_version = :layout, version = :version
+    layout_version = :layout, version = :version,
+    created_at = CASE WHEN version = 0 THEN :updated_at ELSE created_at END
 WHERE id = :conversation
 
 -- name: append_at_tail
