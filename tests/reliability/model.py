@@ -109,10 +109,13 @@ class Outcome:
 
     Each allowed code maps to the field names of which the error details must
     mention one (empty: not checked, as for OK or gRPC's own size error).
+    An error's details must also hold each of ``mentions`` as a word (the
+    current version an ABORTED call names).
     """
 
     codes: Mapping[grpc.StatusCode, tuple[str, ...]]
     why: str
+    mentions: tuple[str, ...] = ()
 
     def check(self, code: grpc.StatusCode, details: str) -> None:
         names = "/".join(c.name for c in self.codes)
@@ -121,6 +124,11 @@ class Outcome:
         assert not fields or any(f in details for f in fields), (
             f"{code.name} details should name one of {list(fields)} ({self.why}): {details!r}"
         )
+        if code is not OK:
+            for word in self.mentions:
+                assert re.search(rf"(?<!\w){re.escape(word)}(?!\w)", details), (
+                    f"{code.name} details should mention {word!r} ({self.why}): {details!r}"
+                )
 
 
 def succeeds(why: str = "valid") -> Outcome:
@@ -133,6 +141,11 @@ def invalid(fields: Iterable[str], why: str) -> Outcome:
 
 def not_found(fields: Iterable[str], why: str) -> Outcome:
     return Outcome({NOT_FOUND: tuple(dict.fromkeys(fields))}, why)
+
+
+def aborted(field: str, current: int, why: str) -> Outcome:
+    """A version mismatch: it names the field and the current version."""
+    return Outcome({ABORTED: (field,)}, why, mentions=(str(current),))
 
 
 R = TypeVar("R")
@@ -192,6 +205,16 @@ class Conversation:
     changed: int = 0
     # Changes so far (COMPANION.md "Versions": 1 when created, +1 a change).
     version: int = 0
+    # What the companion API shows of it besides the ordering: the title,
+    # labels, own retention ((max_idle in microseconds, max_messages); None:
+    # the server's default), and when it was created (an append that
+    # creates it: the updated_at it gives it).
+    title: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    retention: tuple[int, int] | None = None
+    created_at: int = 0
+    # Model epoch of the last change of its labels.
+    relabelled: int = 0
 
     def detached(self) -> list[str]:
         placed = set(self.ordering)
@@ -214,6 +237,7 @@ class Snapshot:
     id: str
     conversation_id: str
     items: tuple[StoredMessage, ...]
+    created_at: int = 0
 
 
 class Rpc(enum.Enum):
@@ -319,7 +343,7 @@ class Model:
         if if_version is None or if_version == current:
             return None
         self.seen["if-version: stale"] += 1
-        return Outcome({ABORTED: ("if-version",)}, f"if-version {if_version}, at {current}")
+        return aborted("if-version", current, f"if-version {if_version}, at {current}")
 
     def _remember(self, record: TokenRecord) -> None:
         self.last_token = record
@@ -335,26 +359,8 @@ class Model:
         request_bytes: int,
         if_version: int | None = None,
     ) -> Expected[pb.AppendConversationMessagesResponse]:
-        problems: list[str] = []
+        problems = self.append_problems(raw_cid, inputs)
         cid = canonical_id(raw_cid)
-        if cid is None:
-            problems.append("conversation_id")
-        if not inputs or len(inputs) > MAX_BATCH:
-            problems.append("messages")
-        for i, item in enumerate(inputs):
-            where = f"messages[{i}]"
-            body = item.body
-            if (
-                item.role not in VALID_ROLES
-                or not item.HasField("body")
-                or body.WhichOneof("body") is None
-                or (
-                    body.WhichOneof("body") == "tool_output"
-                    and body.tool_output.WhichOneof("output") is None
-                )
-                or len(item.kind) > MAX_KIND_CODE_POINTS
-            ):
-                problems.append(where)
         if request_bytes > MAX_REQUEST_BYTES:
             # gRPC's own limit gives RESOURCE_EXHAUSTED with its own text;
             # the service's check gives INVALID_ARGUMENT.
@@ -366,6 +372,35 @@ class Model:
         assert cid is not None
         if stale := self._stale(cid, if_version):
             return Expected(stale)
+        return Expected(succeeds("append"), self._appending(cid, inputs))
+
+    def append_problems(self, raw_cid: str, inputs: Sequence[pb.AppendMessageInput]) -> list[str]:
+        """The fields of an append that the request alone shows are wrong."""
+        problems: list[str] = []
+        if canonical_id(raw_cid) is None:
+            problems.append("conversation_id")
+        if not inputs or len(inputs) > MAX_BATCH:
+            problems.append("messages")
+        for i, item in enumerate(inputs):
+            body = item.body
+            if (
+                item.role not in VALID_ROLES
+                or not item.HasField("body")
+                or body.WhichOneof("body") is None
+                or (
+                    body.WhichOneof("body") == "tool_output"
+                    and body.tool_output.WhichOneof("output") is None
+                )
+                or len(item.kind) > MAX_KIND_CODE_POINTS
+            ):
+                problems.append(f"messages[{i}]")
+        return problems
+
+    def _appending(
+        self, cid: str, inputs: Sequence[pb.AppendMessageInput]
+    ) -> Callable[[pb.AppendConversationMessagesResponse], None]:
+        """Checks and adopts the answer of an append of ``inputs`` that the
+        model expects to succeed (creating the conversation if absent)."""
         conv = self.conversations.get(cid)
         before = 0 if conv is None else len(conv.ordering)
 
@@ -387,22 +422,34 @@ class Model:
                 copy.check(message, cid, f"appended[{i}]")
                 stored.append(copy)
             self._advance(target, response.metadata, before + len(inputs))
+            if conv is None:
+                # Open in the spec: created_at of a conversation an append
+                # creates; the server gives it the append's updated_at.
+                target.created_at = target.updated_at
             for copy in stored:
                 target.messages[copy.id] = copy
                 target.ordering.append(copy.id)
             self.conversations[cid] = target
 
-        return Expected(succeeds("append"), accept)
+        return accept
 
     # --- GetConversation -------------------------------------------------------------
 
-    def get(self, raw_cid: str) -> Expected[pb.GetConversationResponse]:
+    def named(self, raw_cid: str) -> Conversation | Outcome:
+        """The conversation a call names by `conversation_id` alone, or why
+        there is none: a malformed id, or an unknown conversation."""
         cid = canonical_id(raw_cid)
         if cid is None:
-            return Expected(invalid(["conversation_id"], "malformed conversation_id"))
+            return invalid(["conversation_id"], "malformed conversation_id")
         conv = self.conversations.get(cid)
         if conv is None:
-            return Expected(not_found(["conversation_id"], "unknown conversation"))
+            return not_found(["conversation_id"], "unknown conversation")
+        return conv
+
+    def get(self, raw_cid: str) -> Expected[pb.GetConversationResponse]:
+        conv = self.named(raw_cid)
+        if isinstance(conv, Outcome):
+            return Expected(conv)
 
         def accept(response: pb.GetConversationResponse) -> None:
             self._check_read_metadata(conv, response.metadata)
@@ -591,7 +638,9 @@ class Model:
             assert snap.conversation_id == cid, f"snapshot.conversation_id {snap.conversation_id!r}"
             assert snap.HasField("created_at"), "snapshot without created_at"
             # A snapshot is no change: updated_at stays (checked by later reads).
-            self.snapshots[snap.snapshot_id] = Snapshot(snap.snapshot_id, cid, items)
+            self.snapshots[snap.snapshot_id] = Snapshot(
+                snap.snapshot_id, cid, items, micros(snap.created_at)
+            )
             placed = set(conv.ordering)
             self.seen["snapshot: of a detached message"] += any(i not in placed for i in ids)
             self.seen["snapshot: an id repeated"] += len(set(ids)) < len(ids)

@@ -199,7 +199,10 @@ class CallStats:
 # --- the state machine -------------------------------------------------------------
 
 
-class AgentStateMachine(RuleBasedStateMachine):
+class CallingMachine(RuleBasedStateMachine):
+    """No rules: calls checked against the model, and draws of ids, for
+    the machines of this file and of test_model_companion.py."""
+
     def __init__(self, client: Stub, stats: CallStats) -> None:
         super().__init__()
         self.client = client
@@ -242,7 +245,7 @@ class AgentStateMachine(RuleBasedStateMachine):
         success; after a failure, that or nothing (an error found before the
         conversation was read reports none); never a version of a
         conversation that does not exist."""
-        reported = [v for k, v in call.trailing_metadata() or () if k == "x-conversation-version"]
+        reported = reported_versions(call)
         cid = None if raw_cid is None else canonical_id(raw_cid)
         conv = None if cid is None else self.model.conversations.get(cid)
         version = None if conv is None else str(conv.version)
@@ -371,6 +374,36 @@ class AgentStateMachine(RuleBasedStateMachine):
             None,
         )
         return None if ids is None else ids.next_page_token
+
+    def _read_conversation(self, cid: str, page_size: int) -> None:
+        """The whole conversation through both lists, token after token."""
+        self._get(cid)
+        for rpc in (Rpc.MESSAGES, Rpc.IDS):
+            token: TokenChoice = ""
+            for _ in range(10_000):
+                self.model.last_token = None
+                if rpc is Rpc.MESSAGES:
+                    page = self._list_messages(cid, [], [], page_size, token)
+                    next_token = "" if page is None else page.next_page_token
+                else:
+                    ids = self._list_ids(cid, page_size, token)
+                    next_token = "" if ids is None else ids.next_page_token
+                if not next_token:
+                    break
+                assert self.model.last_token is not None
+                token = self.model.last_token
+
+    def _read_snapshot(self, sid: str) -> None:
+        """The whole snapshot through both lists: small pages unless it is long."""
+        size = 3 if len(self.model.snapshots[sid].items) <= 30 else MAX_PAGE_SIZE
+        for rpc in (Rpc.SNAPSHOT_MESSAGES, Rpc.SNAPSHOT_IDS):
+            token: TokenChoice = ""
+            for _ in range(10_000):
+                self.model.last_token = None
+                if not self._list_snapshot(rpc, sid, size, token):
+                    break
+                assert self.model.last_token is not None
+                token = self.model.last_token
 
     # --- drawing ids ---------------------------------------------------------------------
 
@@ -512,6 +545,11 @@ class AgentStateMachine(RuleBasedStateMachine):
             return self._spell(data, new_uuid())
         return self._malformed(data)
 
+
+class AgynioWrites(CallingMachine):
+    """The agynio writes as rules: appends (valid and not), replaces,
+    deletes of a range and snapshots, some with if-version."""
+
     # --- rules: changes ------------------------------------------------------------------
 
     @rule(data=st.data())
@@ -519,18 +557,6 @@ class AgentStateMachine(RuleBasedStateMachine):
         cid = data.draw(st.sampled_from(self.pool))
         inputs = data.draw(st.lists(message_inputs(), min_size=1, max_size=4))
         self._append(self._spell(data, cid), inputs)
-
-    def _can_grow(self) -> bool:
-        sizes = [len(c.ordering) for c in self.model.conversations.values()]
-        return sum(sizes) < 2500 and max(sizes, default=0) <= MAX_PAGE_SIZE
-
-    @precondition(_can_grow)
-    @rule(data=st.data())
-    def append_bulk(self, data: st.DataObject) -> None:
-        """Enough messages to see the default page size and the cap at work."""
-        cid = data.draw(st.sampled_from(self.pool))
-        count = data.draw(st.sampled_from([150, MAX_BATCH]))
-        self._append(cid, [_bulk_input(i) for i in range(count)])
 
     @rule(data=st.data())
     def append_invalid(self, data: st.DataObject) -> None:
@@ -677,6 +703,23 @@ class AgentStateMachine(RuleBasedStateMachine):
             self.model.create_snapshot(raw_cid, ids),
             raw_cid,
         )
+
+
+class AgentStateMachine(AgynioWrites):
+    """All nine RPCs: the writes, long conversations, and every read and
+    paging sequence."""
+
+    def _can_grow(self) -> bool:
+        sizes = [len(c.ordering) for c in self.model.conversations.values()]
+        return sum(sizes) < 2500 and max(sizes, default=0) <= MAX_PAGE_SIZE
+
+    @precondition(_can_grow)
+    @rule(data=st.data())
+    def append_bulk(self, data: st.DataObject) -> None:
+        """Enough messages to see the default page size and the cap at work."""
+        cid = data.draw(st.sampled_from(self.pool))
+        count = data.draw(st.sampled_from([150, MAX_BATCH]))
+        self._append(cid, [_bulk_input(i) for i in range(count)])
 
     @rule(data=st.data(), rpc=st.sampled_from([Rpc.SNAPSHOT_MESSAGES, Rpc.SNAPSHOT_IDS]))
     def list_snapshot(self, data: st.DataObject, rpc: Rpc) -> None:
@@ -851,36 +894,6 @@ class AgentStateMachine(RuleBasedStateMachine):
         sizes = [1, 7, 1000] if len(conv.ordering) < 50 else [250, 1000]
         self._read_conversation(conv.id, data.draw(st.sampled_from(sizes)))
 
-    def _read_conversation(self, cid: str, page_size: int) -> None:
-        """The whole conversation through both lists, token after token."""
-        self._get(cid)
-        for rpc in (Rpc.MESSAGES, Rpc.IDS):
-            token: TokenChoice = ""
-            for _ in range(10_000):
-                self.model.last_token = None
-                if rpc is Rpc.MESSAGES:
-                    page = self._list_messages(cid, [], [], page_size, token)
-                    next_token = "" if page is None else page.next_page_token
-                else:
-                    ids = self._list_ids(cid, page_size, token)
-                    next_token = "" if ids is None else ids.next_page_token
-                if not next_token:
-                    break
-                assert self.model.last_token is not None
-                token = self.model.last_token
-
-    def _read_snapshot(self, sid: str) -> None:
-        """The whole snapshot through both lists: small pages unless it is long."""
-        size = 3 if len(self.model.snapshots[sid].items) <= 30 else MAX_PAGE_SIZE
-        for rpc in (Rpc.SNAPSHOT_MESSAGES, Rpc.SNAPSHOT_IDS):
-            token: TokenChoice = ""
-            for _ in range(10_000):
-                self.model.last_token = None
-                if not self._list_snapshot(rpc, sid, size, token):
-                    break
-                assert self.model.last_token is not None
-                token = self.model.last_token
-
     def teardown(self) -> None:
         """Everything reads back as the model says; snapshots unchanged; the
         conversations that only saw failed appends were never created."""
@@ -892,6 +905,11 @@ class AgentStateMachine(RuleBasedStateMachine):
         for sid in self.model.snapshots:
             self._read_snapshot(sid)
         self.stats.seen.update(self.model.seen)
+
+
+def reported_versions(call: grpc.Call) -> list[str | bytes]:
+    """The x-conversation-version values of a call's trailing metadata."""
+    return [v for k, v in call.trailing_metadata() or () if k == "x-conversation-version"]
 
 
 def rarely(data: st.DataObject, percent: int) -> bool:

@@ -371,3 +371,42 @@ async def test_concurrent_appends_with_state_of_one_scope_all_land(store: Store)
     assert json.loads((await s.companion.get_state(scope)).values_json) == {
         f"k{i}": i for i in range(6)
     }
+
+
+CROSSED_ROUNDS = 20
+
+
+async def test_appends_with_state_in_crossed_orders_never_deadlock(store: Store) -> None:
+    """Pairs of appends with state at once, each writing its own
+    conversation and the other's scope (conversation/{the other}), and two
+    app scopes named in reversed orders: every one lands. PostgreSQL once
+    aborted one of most pairs as a deadlock, when a writer locked its
+    conversation FOR UPDATE, which waits for (and blocks) the FOR KEY SHARE
+    that holds the other's conversation for its scope."""
+    s = services(store)
+    a, b = str(uuid4()), str(uuid4())
+    first, second = app(), app()
+    for conversation in (a, b):
+        await append_with_state(s, conversation, ["created"], [])
+    for round_ in range(CROSSED_ROUNDS):
+        value = f'{{"round": {round_}}}'
+        await asyncio.gather(
+            append_with_state(
+                s,
+                a,
+                [f"a{round_}"],
+                [update(f"conversation/{b}", value), update(first, value), update(second, value)],
+            ),
+            append_with_state(
+                s,
+                b,
+                [f"b{round_}"],
+                [update(second, value), update(first, value), update(f"conversation/{a}", value)],
+            ),
+        )
+    last = json.dumps({"round": CROSSED_ROUNDS - 1}, separators=(",", ":"))
+    for scope, version in ((first, 2), (second, 2), (f"conversation/{a}", 1)):
+        assert await s.companion.get_state(scope) == ScopeState(last, version * CROSSED_ROUNDS)
+    for conversation, name in ((a, "a"), (b, "b")):
+        expected = ["created"] + [f"{name}{round_}" for round_ in range(CROSSED_ROUNDS)]
+        assert await listed(s, conversation) == [text_body(text) for text in expected]

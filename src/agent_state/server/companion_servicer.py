@@ -138,7 +138,10 @@ class CompanionServicer:
         """dispatch.Versions: the version of the conversation a failed call
         named, when it exists."""
         if isinstance(error, VersionMismatch):
-            return error.current
+            # 0: an append with state expected a version of a conversation
+            # that does not exist, which has none to report (as on
+            # AgentStateService).
+            return error.current or None
         if isinstance(error, ConversationNotFound | StorageUnavailable):
             return None
         return await self._service.version_of(conversation_id)

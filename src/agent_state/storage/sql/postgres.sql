@@ -46,21 +46,27 @@ ON CONFLICT (id) DO NOTHING
 RETURNING version
 
 -- name: lock_conversation
--- The row a write transaction works on, locked until it ends.
+-- The row a write transaction works on, locked until it ends. FOR NO KEY
+-- UPDATE (the lock an UPDATE of the row takes) excludes the other writers,
+-- forks and erasers of the conversation, but not hold_conversations' FOR
+-- KEY SHARE: a writer of A that holds B's row for the scope conversation/B
+-- does not wait for B's writer, so two appends with state that each name
+-- the other's conversation cannot deadlock.
 SELECT message_count, updated_at, tail_position, layout_version, version
-FROM conversations WHERE id = %(conversation)s FOR UPDATE
+FROM conversations WHERE id = %(conversation)s FOR NO KEY UPDATE
 
 -- name: conversation
 SELECT message_count, updated_at, tail_position, layout_version, version
 FROM conversations WHERE id = %(conversation)s
 
 -- name: save_conversation
--- A row this transaction created (updated_at still the epoch) takes its
--- first updated_at as created_at, as append_at_tail does.
+-- A row at version 0 was created by this transaction (create_conversation)
+-- and gets its first change now: its created_at becomes that change's
+-- updated_at, as append_at_tail gives a conversation it creates.
 UPDATE conversations
 SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
     layout_version = %(layout)s, version = %(version)s,
-    created_at = CASE WHEN updated_at = to_timestamp(0) THEN %(updated_at)s ELSE created_at END
+    created_at = CASE WHEN version = 0 THEN %(updated_at)s ELSE created_at END
 WHERE id = %(conversation)s
 
 -- name: append_at_tail
@@ -467,7 +473,9 @@ DELETE FROM snapshot_bodies WHERE conversation_id = ANY(%(erased)s::uuid[])
 -- name: erase_conversations
 -- Every other table of a conversation refers to its row ON DELETE
 -- CASCADE: messages, renumberings, snapshots, idempotency keys, labels
--- and the state of its scope go with it, in this statement.
+-- and the state of its scope go with it, in this statement. The DELETE
+-- waits for the transactions that hold the row FOR KEY SHARE
+-- (hold_conversations) to end, and then takes their state along.
 DELETE FROM conversations WHERE id = ANY(%(erased)s::uuid[])
 
 
@@ -629,9 +637,9 @@ ORDER BY created_at, id LIMIT %(limit)s
 
 -- name: hold_conversation
 -- The row of the conversation a fork copies, locked shared until the
--- transaction ends: its writers (who lock it FOR UPDATE, or update it in
--- one statement) wait, so every read of it in the transaction sees one
--- state; readers and other forks of it do not wait.
+-- transaction ends: its writers (who lock it FOR NO KEY UPDATE, or update
+-- it in one statement) wait, so every read of it in the transaction sees
+-- one state; readers and other forks of it do not wait.
 SELECT message_count, updated_at, tail_position, layout_version, version
 FROM conversations WHERE id = %(conversation)s FOR SHARE
 
@@ -1064,7 +1072,7 @@ UNION ALL
 
 -- name: append
 -- An append's two writes in one statement (insert_messages and
--- save_conversation).
+-- save_conversation, created_at as there).
 WITH inserted AS (
     INSERT INTO messages (conversation_id, id, position, role, kind, entry, body_offset,
         body_length, body_sha256, created_at)
@@ -1076,8 +1084,8 @@ WITH inserted AS (
 UPDATE conversations
 SET message_count = %(count)s, updated_at = %(updated_at)s, tail_position = %(tail)s,
     layout_version = %(layout)s, version = %(version)s,
-    largest_entry = greatest(largest_entry, %(largest)s),
-    created_at = CASE WHEN updated_at = to_timestamp(0) THEN %(updated_at)s ELSE created_at END
+    created_at = CASE WHEN version = 0 THEN %(updated_at)s ELSE created_at END,
+    largest_entry = greatest(largest_entry, %(largest)s)
 WHERE id = %(conversation)s
 
 -- name: lock_migrations

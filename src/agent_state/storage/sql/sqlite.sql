@@ -51,12 +51,13 @@ SELECT message_count, updated_at, tail_position, layout_version, version
 FROM conversations WHERE id = :conversation
 
 -- name: save_conversation
--- A row this transaction created (updated_at still 0) takes its first
--- updated_at as created_at, as append_at_tail does.
+-- A row at version 0 was created by this transaction (create_conversation)
+-- and gets its first change now: its created_at becomes that change's
+-- updated_at, as append_at_tail gives a conversation it creates.
 UPDATE conversations
 SET message_count = :count, updated_at = :updated_at, tail_position = :tail,
     layout_version = :layout, version = :version,
-    created_at = CASE WHEN updated_at = 0 THEN :updated_at ELSE created_at END
+    created_at = CASE WHEN version = 0 THEN :updated_at ELSE created_at END
 WHERE id = :conversation
 
 -- name: append_at_tail
