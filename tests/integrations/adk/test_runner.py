@@ -193,8 +193,8 @@ async def test_a_conversation_with_a_tool_survives_a_server_restart(
 def test_the_blocking_runner_works_turn_after_turn(
     start_server: Callable[[], ServerProcess], app_name: str
 ) -> None:
-    # Runner.run runs each turn in an event loop of its own; a service made
-    # from an address connects once per loop.
+    # Runner.run runs each turn in an event loop of its own; the service's
+    # one client serves each of them.
     server = start_server()
     service = AgentStateSessionService(server.address)
     model = ScriptedModel(script=[reply("One."), reply("Two.")])

@@ -45,7 +45,6 @@ import contextlib
 import hashlib
 import json
 import uuid
-import weakref
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -315,12 +314,12 @@ class _Events:
 class AgentStateSessionService(BaseSessionService):
     """ADK's session service on an agent-state server.
 
-    `client`: an `AsyncClient`, used for every call (a gRPC channel belongs
-    to the event loop of its first call: use such a service in one event
-    loop), or the server's address, for which the service makes a client
-    per event loop with `client_options` (``token=``, ``tls=``... as
-    `AsyncClient` takes them), so that ``Runner.run``, which runs each turn
-    in an event loop of its own, works too.
+    `client`: an `AsyncClient`, used for every call (the caller's to
+    close), or the server's address, for which the service makes one with
+    `client_options` (``token=``, ``tls=``... as `AsyncClient` takes them)
+    and closes it in `close`. Either serves every event loop, so
+    ``Runner.run``, which runs each turn in an event loop of its own,
+    works too.
 
     Calls: `append_event`, `delete_session` and `get_user_state` are one
     RPC each. `get_session` is two steps: the events (one
@@ -337,33 +336,15 @@ class AgentStateSessionService(BaseSessionService):
         if isinstance(client, AsyncClient):
             if client_options:
                 raise TypeError("client_options: set them on the AsyncClient given instead")
-            self._given: AsyncClient | None = client
-            self._address = ""
+            self._client, self._owns_client = client, False
         else:
-            self._given = None
-            self._address = client
-        self._client_options = client_options
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _client(self) -> AsyncClient:
-        if self._given is not None:
-            return self._given
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = AsyncClient(self._address, **self._client_options)
-            self._clients[loop] = client
-        return client
+            self._client, self._owns_client = AsyncClient(client, **client_options), True
 
     async def close(self) -> None:
-        """Close the connection the running event loop uses (a client given
-        to the constructor stays open: it is the caller's)."""
-        if self._given is None:
-            client = self._clients.pop(asyncio.get_running_loop(), None)
-            if client is not None:
-                await client.close()
+        """Close the client the service made (one given to the constructor
+        stays open: it is the caller's)."""
+        if self._owns_client:
+            await self._client.close()
 
     async def __aenter__(self) -> AgentStateSessionService:
         return self
@@ -384,7 +365,7 @@ class AgentStateSessionService(BaseSessionService):
         given = session_id.strip() if session_id else ""
         key = _SessionKey.of(app_name, user_id, given or str(uuid.uuid4()))
         deltas = _Deltas.of(state)
-        client = self._client()
+        client = self._client
         _, app_scope, user_scope = key.scopes()
         (created_at, version), app_state, user_state = await asyncio.gather(
             self._create(client, key, deltas),
@@ -444,7 +425,7 @@ class AgentStateSessionService(BaseSessionService):
         config: GetSessionConfig | None = None,
     ) -> Session | None:
         key = _SessionKey.of(app_name, user_id, session_id)
-        client = self._client()
+        client = self._client
         try:
             read = await self._events(client, key.conversation_id, config)
         except ConversationNotFound:
@@ -528,7 +509,7 @@ class AgentStateSessionService(BaseSessionService):
         if user_id is not None:
             _user_scope(app_name, user_id)  # checks the user id
             labels[USER_LABEL] = user_id
-        client = self._client()
+        client = self._client
         found = [
             conversation
             async for conversation in client.conversations(labels=labels, page_size=_TAIL_LIMIT)
@@ -573,10 +554,10 @@ class AgentStateSessionService(BaseSessionService):
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         key = _SessionKey.of(app_name, user_id, session_id)
-        await self._client().delete_conversation(key.conversation_id, allow_missing=True)
+        await self._client.delete_conversation(key.conversation_id, allow_missing=True)
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
-        state = await self._client().get_state(_user_scope(app_name, user_id))
+        state = await self._client.get_state(_user_scope(app_name, user_id))
         return state.values
 
     # --- events ------------------------------------------------------------
@@ -587,7 +568,7 @@ class AgentStateSessionService(BaseSessionService):
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
         key = _SessionKey.of(session.app_name, session.user_id, session.id)
-        client = self._client()
+        client = self._client
         expected = _version_of(session)
         if expected is None:
             expected = await self._unmarked_version(client, key, session)
