@@ -441,7 +441,8 @@ class SqliteStore(transactions.StoreOperations):
                 row = _row(db, "lock_conversation", params)
                 if row is not None or not create:
                     return row, False
-                _execute(db, "create_conversation", params | {"created_at": now_micros()})
+                # A placeholder: the transaction's save sets it.
+                _execute(db, "create_conversation", params | {"created_at": 0})
                 return _row(db, "lock_conversation", params), True
             except BaseException:
                 _execute(db, "rollback")

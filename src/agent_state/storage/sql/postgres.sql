@@ -38,10 +38,11 @@ ROLLBACK
 -- name: create_conversation
 -- An empty conversation, unless it exists; a row when this made it. A
 -- concurrent creator makes this wait for its outcome; either way the row
--- then exists.
+-- then exists. Its times are placeholders: the transaction's save gives
+-- it its first updated_at as created_at (save_conversation, save_record).
 INSERT INTO conversations
     (id, message_count, tail_position, layout_version, version, created_at, updated_at)
-VALUES (%(conversation)s, 0, 0, 0, 0, now(), to_timestamp(0))
+VALUES (%(conversation)s, 0, 0, 0, 0, to_timestamp(0), to_timestamp(0))
 ON CONFLICT (id) DO NOTHING
 RETURNING version
 

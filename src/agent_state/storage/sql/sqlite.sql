@@ -37,7 +37,9 @@ ROLLBACK
 -- Conversations ----------------------------------------------------------------
 
 -- name: create_conversation
--- An empty conversation, unless it exists.
+-- An empty conversation, unless it exists. The locked path's transaction
+-- saves its real created_at (save_conversation, save_record); the common
+-- append gives it here.
 INSERT OR IGNORE INTO conversations (id, created_at, updated_at)
 VALUES (:conversation, :created_at, 0)
 
