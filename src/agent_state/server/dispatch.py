@@ -162,7 +162,6 @@ def _behaviour(
         started = time.perf_counter()
         metadata = context.invocation_metadata()
         request_id = observe.request_id(metadata)
-        set_trailing(context, request_id, None)
         # Cancelled (the client went away) unless we get to set the outcome.
         code, text = grpc.StatusCode.CANCELLED, ""
         response: Message | bytes = b""
@@ -221,8 +220,8 @@ def _behaviour(
                 _target(route, request),
                 text or None,
             )
-        if version is not None:
-            set_trailing(context, request_id, version)
+        # Every outcome but a cancellation (the client is gone) gets here.
+        set_trailing(context, request_id, version)
         if code is grpc.StatusCode.OK:
             return response
         await context.abort(code, text)
