@@ -85,14 +85,6 @@ class Versions(Protocol):
         ...
 
 
-class InFlight:
-    """Calls whose handler is running, on every service of the server; the
-    graceful stop watches it."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
 def set_trailing(
     context: grpc.aio.ServicerContext[Any, Any], request_id: str, version: int | None
 ) -> None:
@@ -143,7 +135,6 @@ class Edge:
 
     observer: Observer
     tokens: Tokens | None
-    in_flight: InFlight
 
 
 def _behaviour(
@@ -167,7 +158,6 @@ def _behaviour(
         response: Message | bytes = b""
         version: int | None = None
         edge.observer.started()
-        edge.in_flight.count += 1
         try:
             with tracing.span(service, method, metadata) as span:
                 try:
@@ -211,7 +201,6 @@ def _behaviour(
         finally:
             # Recorded before the answer leaves, so that a client that has
             # its answer finds the call in the log and the metrics.
-            edge.in_flight.count -= 1
             edge.observer.finished(
                 method,
                 code,
