@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -29,6 +30,8 @@ from tests.support.postgres import (
     postgres_url_from_conninfo,
     random_database_name,
 )
+
+StoreT = TypeVar("StoreT", bound=Store)
 
 
 def postgres_admin_url() -> str:
@@ -137,13 +140,21 @@ async def opened_store(request: pytest.FixtureRequest, *, shared: bool) -> Async
     """An open, migrated store of the backend `request.param` names, over
     the session's shared database or a database of its own."""
     backend: str = request.param
-    opened = factory(backend, location(backend, request, "t.db", shared=shared))()
-    await opened.open()
-    try:
-        await opened.migrate()
+    async with migrated(
+        factory(backend, location(backend, request, "t.db", shared=shared))()
+    ) as opened:
         yield opened
+
+
+@asynccontextmanager
+async def migrated(store: StoreT) -> AsyncIterator[StoreT]:
+    """`store` opened and migrated, closed afterwards."""
+    await store.open()
+    try:
+        await store.migrate()
+        yield store
     finally:
-        await opened.close()
+        await store.close()
 
 
 @pytest.fixture(params=BACKENDS)

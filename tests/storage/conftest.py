@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from agent_state.storage.postgres import PostgresStore
-from tests.conftest import BACKENDS, StoreFactory, factory, location
+from tests.conftest import BACKENDS, StoreFactory, factory, location, migrated
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,5 @@ def new_database(request: pytest.FixtureRequest) -> FreshDatabase:
 async def migrated_postgres(url: str) -> AsyncIterator[PostgresStore]:
     """An open store over the PostgreSQL database at `url`, migrated;
     closed afterwards."""
-    store = PostgresStore(url)
-    await store.open()
-    try:
-        await store.migrate()
+    async with migrated(PostgresStore(url)) as store:
         yield store
-    finally:
-        await store.close()

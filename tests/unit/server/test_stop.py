@@ -28,7 +28,7 @@ from agent_state.server.wire import WireCodec
 from agent_state.service import ConversationService
 from agent_state.storage.base import Store
 from agent_state_client import AsyncClient, MessageInput
-from tests.conftest import factory
+from tests.conftest import factory, migrated
 
 # Far longer than any test may take: a stop that waits for it fails by timeout.
 LONG_GRACE_S = 3600.0
@@ -40,13 +40,8 @@ SETTINGS = Settings(grpc_address="127.0.0.1:0", shutdown_grace_seconds=LONG_GRAC
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = factory("sqlite", str(tmp_path / "stop.db"))()
-    await store.open()
-    try:
-        await store.migrate()
+    async with migrated(factory("sqlite", str(tmp_path / "stop.db"))()) as store:
         yield store
-    finally:
-        await store.close()
 
 
 def server_of(store: Store, service: ConversationService) -> Server:
