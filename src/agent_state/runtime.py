@@ -113,6 +113,7 @@ async def serve(settings: Settings) -> None:
                     tls="mtls" if settings.tls_client_ca_file else bool(settings.tls_cert_file),
                     auth="tokens" if settings.tokens() else "none",
                     metrics_port=server.metrics_port or None,
+                    event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
                 ),
             )
             await stop.wait()

@@ -404,6 +404,18 @@ def test_one_log_line_per_call_with_request_id(
     assert RW_TOKEN not in server.output()
 
 
+def test_the_server_runs_on_uvloop(serve: Callable[..., ServerProcess]) -> None:
+    """uvloop is a dependency wherever it installs, and the server's
+    startup line says which event loop it runs."""
+    server = serve("--log-format", "json")
+    started = [
+        line
+        for line in map(json.loads, server.output().splitlines())
+        if line["msg"].startswith("agent-state listening on")
+    ]
+    assert [line["event_loop"] for line in started] == ["uvloop"]
+
+
 # --- tracing ----------------------------------------------------------------------
 
 
