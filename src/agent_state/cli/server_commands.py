@@ -148,8 +148,9 @@ def _servable(flags: dict[str, Any]) -> Loaded:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (not on Windows): it takes
-    a tenth off the server CPU of a call (README, Performance)."""
+    """uvloop's event loop where it is installed (not on Windows): measured
+    0.04-0.08 ms less server CPU per call, 0.37 ms less for a page of
+    1,000 messages on PostgreSQL (README, Performance)."""
     try:
         import uvloop
     except ImportError:
