@@ -141,10 +141,10 @@ class Server:
 
         grpc.aio can accept a call in the instant it begins to stop and then
         never hand it to the server, and gRPC holds such a call open to the
-        end of the grace period (about one stop in six under the end-to-end test's
-        load). Once every call handed to the server has finished and the
-        server has stayed quiet, nothing more will be served, so the calls
-        left are cancelled then.
+        end of the grace period (about one stop in six under the end-to-end
+        test's load). Once every call handed to the server has finished and
+        the server has stayed quiet, nothing more will be served, so the
+        calls left are cancelled then.
         """
         grace = self._settings.shutdown_grace_seconds
         await self._health.enter_graceful_shutdown()
