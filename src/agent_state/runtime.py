@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from . import logs
 from .checkpoints import CheckpointService
@@ -37,6 +38,9 @@ log = logging.getLogger("agent_state.server")
 
 # How often expired idempotency keys are deleted, at most.
 _SWEEP_SECONDS = 600.0
+# How often a fresh database is checked for data its planner statistics
+# do not know of yet, until they do.
+_FRESH_STATISTICS_SECONDS = 1.0
 
 
 class NotServable(ValueError):
@@ -95,8 +99,11 @@ async def serve(settings: Settings) -> None:
         server = Server(settings, service, companion, checkpoints, metrics)
         sweeper = RetentionSweeper(store, settings.default_retention())
         async with (
-            _sweeping_expired_keys(service),
-            _sweeping_retention(sweeper, settings.retention_sweep_seconds, metrics),
+            # A key is ignored once expired anyway; deleting keys only
+            # keeps the table small.
+            _in_background(_sweep_expired_keys(service)),
+            _in_background(_sweep_retention(sweeper, settings.retention_sweep_seconds, metrics)),
+            _in_background(_analyze_fresh_tables(store)),
         ):
             await server.start()
             backend = (
@@ -136,16 +143,14 @@ async def _bring_schema_up_to_date(store: Store, *, migrate_on_start: bool) -> N
 
 
 @asynccontextmanager
-async def _sweeping_expired_keys(service: ConversationService) -> AsyncIterator[None]:
-    """Deletes idempotency keys past their window, now and then, while the
-    block runs. A key is ignored once expired anyway; this only keeps the
-    table small."""
-    task = asyncio.create_task(_sweep_expired_keys(service))
+async def _in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Runs `work` as a task while the block runs, then cancels it."""
+    task = asyncio.create_task(work)
     try:
         yield
     finally:
         task.cancel()
-        # Waited for so that the store is not closed under a sweep; wait()
+        # Waited for so that the store is not closed under it; wait()
         # never raises the task's cancellation as if it were this one's.
         await asyncio.wait({task})
 
@@ -161,19 +166,6 @@ async def _sweep_expired_keys(service: ConversationService) -> None:
             if forgotten:
                 log.info("deleted %d expired idempotency keys", forgotten)
         await asyncio.sleep(period)
-
-
-@asynccontextmanager
-async def _sweeping_retention(
-    sweeper: RetentionSweeper, period: float, metrics: Metrics | None
-) -> AsyncIterator[None]:
-    """Applies retention every `period` seconds while the block runs."""
-    task = asyncio.create_task(_sweep_retention(sweeper, period, metrics))
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.wait({task})
 
 
 async def _sweep_retention(
@@ -203,6 +195,36 @@ async def _sweep_retention(
                     ),
                 )
         await asyncio.sleep(period)
+
+
+async def _analyze_fresh_tables(store: Store) -> None:
+    """Gives the planner statistics as soon as a fresh database holds data,
+    rather than up to a minute later when autovacuum first gets to it:
+    until then PostgreSQL may scan a whole conversation once per id where
+    it should probe the primary key (storage/sql/postgres.sql,
+    tables_marked_empty). Stops once no table is left marked empty."""
+    done: list[str] = []
+    while True:
+        try:
+            analyzed, waiting = await store.analyze_tables_marked_empty()
+        except StorageUnavailable:
+            waiting = True
+        except Exception as exc:
+            log.warning("could not analyze tables marked empty: %s", exc)
+            return
+        else:
+            if set(analyzed) & set(done):
+                # ANALYZE changed nothing: a role that does not own the
+                # tables only gets a warning from PostgreSQL. Autovacuum
+                # still will, later.
+                log.warning("could not analyze %s: their statistics still say empty", analyzed)
+                return
+            if analyzed:
+                log.info("analyzed %s: their planner statistics said empty", analyzed)
+                done += analyzed
+            if not waiting:
+                return
+        await asyncio.sleep(_FRESH_STATISTICS_SECONDS)
 
 
 def _stop_signal() -> asyncio.Event:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2
@@ -18,6 +19,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.conftest import postgres_location
 from tests.e2e.helpers import UNAVAILABLE, new_id
 from tests.support.calls import Stub, all_ids, append, get, list_page, make_stub, text_message
 from tests.support.postgres import postgres_url_from_conninfo
@@ -327,3 +329,32 @@ def test_storage_outage_is_unavailable_and_leaks_nothing(
     finally:
         proxy.stop()
         process.terminate()
+
+
+@pytest.mark.postgres
+def test_a_fresh_postgres_database_is_analyzed_once_it_holds_data(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The migrations leave a fresh database's statistics saying "empty";
+    the server analyzes the tables as soon as they hold rows, instead of
+    leaving the planner with that until autovacuum's first visit."""
+    url = postgres_location("postgres", request, shared=False)
+    reltuples = (
+        "SELECT relname::text, reltuples FROM pg_class"
+        " WHERE relname IN ('messages', 'conversations') ORDER BY relname"
+    )
+    with (
+        ServerProcess(url, tmp_path / "server.log") as server,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        # Only the server may analyze them during the test.
+        conn.execute("ALTER TABLE messages SET (autovacuum_enabled = false)")
+        conn.execute("ALTER TABLE conversations SET (autovacuum_enabled = false)")
+        assert conn.execute(reltuples).fetchall() == [("conversations", 0), ("messages", 0)]
+        with grpc.insecure_channel(server.address) as channel:
+            append(make_stub(channel), new_id(), [text_message("a"), text_message("b")])
+        deadline = time.monotonic() + 30
+        while conn.execute(reltuples).fetchall() != [("conversations", 1), ("messages", 2)]:
+            assert time.monotonic() < deadline, conn.execute(reltuples).fetchall()
+            time.sleep(0.1)
+        assert "their planner statistics said empty" in server.output()

@@ -39,7 +39,7 @@ from agent_state.storage import migrations
 from agent_state.storage.base import Store
 from agent_state.storage.postgres import _MIGRATION_LOCK, PostgresStore
 from agent_state.storage.sqlite import SqliteStore
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, migrated
 
 from .conftest import FreshDatabase
 
@@ -1794,3 +1794,38 @@ async def test_postgres_largest_entry_follows_every_way_in(storage_postgres_url:
     finally:
         await admin.close()
         await store.close()
+
+
+# --- planner statistics of a fresh database ---------------------------------
+
+
+async def test_tables_marked_empty_are_analyzed_once_they_hold_rows(
+    new_database: FreshDatabase,
+) -> None:
+    """Migrations analyze messages and conversations while a fresh
+    PostgreSQL database is empty, so their statistics say "empty" until
+    autovacuum gets to them; the store analyzes them as soon as they hold
+    rows, and reports the tables it analyzed."""
+    store = new_database.make()
+    async with migrated(store):
+        if new_database.dialect == "sqlite":
+            # No statistics to go stale: nothing to do, nothing waiting.
+            assert await store.analyze_tables_marked_empty() == ([], False)
+            return
+        # Only the store may analyze them during the test.
+        new_database.execute(
+            "ALTER TABLE messages SET (autovacuum_enabled = false);"
+            " ALTER TABLE conversations SET (autovacuum_enabled = false)"
+        )
+        reltuples = (
+            "SELECT relname::text, reltuples FROM pg_class"
+            " WHERE relname IN ('messages', 'conversations') ORDER BY relname"
+        )
+        assert new_database.execute(reltuples) == [("conversations", 0), ("messages", 0)]
+        assert await store.analyze_tables_marked_empty() == ([], True)
+        conversation_id = await new_conversation(store)
+        await add(store, conversation_id, [message(), message()], [1, 2])
+        analyzed, waiting = await store.analyze_tables_marked_empty()
+        assert (sorted(analyzed), waiting) == (["conversations", "messages"], False)
+        assert new_database.execute(reltuples) == [("conversations", 1), ("messages", 2)]
+        assert await store.analyze_tables_marked_empty() == ([], False)

@@ -521,6 +521,14 @@ class Store(ABC):
         checks as migrate), without applying anything."""
 
     @abstractmethod
+    async def analyze_tables_marked_empty(self) -> tuple[list[str], bool]:
+        """Analyzes the tables that hold rows while the planner's
+        statistics still say they are empty, as a fresh PostgreSQL
+        database's do until autovacuum first analyzes them. Returns the
+        tables analyzed and whether any is still marked empty (it holds no
+        rows yet). SQLite keeps no such statistics: nothing to do."""
+
+    @abstractmethod
     async def append_at_tail(
         self,
         conversation_id: UUID,

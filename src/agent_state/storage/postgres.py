@@ -450,6 +450,14 @@ class PostgresStore(transactions.StoreOperations):
             session = _PostgresMigrations(conn)
             return await migrations.pending_versions("postgres", session)
 
+    async def analyze_tables_marked_empty(self) -> tuple[list[str], bool]:
+        async with self._connection() as conn:
+            marked = await _rows(conn, "tables_marked_empty", {})
+            analyzed = [str(table) for table, holds_rows in marked if holds_rows]
+            for table in analyzed:
+                await conn.execute(_QUERIES[f"analyze_{table}"], prepare=False)
+        return analyzed, len(analyzed) < len(marked)
+
     async def _append_at_tail(
         self, params: dict[str, Any], messages: Sequence[NewMessage]
     ) -> Row | None:

@@ -347,6 +347,9 @@ class SqliteStore(transactions.StoreOperations):
     async def pending_migrations(self) -> list[int]:
         return await migrations.pending_versions("sqlite", self._migrations())
 
+    async def analyze_tables_marked_empty(self) -> tuple[list[str], bool]:
+        return [], False
+
     def _migrations(self) -> _SqliteMigrations:
         return _SqliteMigrations(self._writer, self._write_lock)
 
