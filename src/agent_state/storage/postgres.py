@@ -54,6 +54,8 @@ _BEGIN_WRITE = _QUERIES["begin_write"].encode()
 _BEGIN_READ = _QUERIES["begin_read"].encode()
 _COMMIT = _QUERIES["commit"].encode()
 _ROLLBACK = _QUERIES["rollback"].encode()
+# The statement that analyzes each table tables_marked_empty may name.
+_ANALYZE = {"messages": "analyze_messages", "conversations": "analyze_conversations"}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Binary timestamptz is int64 microseconds since 2000-01-01 UTC.
@@ -455,7 +457,7 @@ class PostgresStore(transactions.StoreOperations):
             marked = await _rows(conn, "tables_marked_empty", {})
             analyzed = [str(table) for table, holds_rows in marked if holds_rows]
             for table in analyzed:
-                await conn.execute(_QUERIES[f"analyze_{table}"], prepare=False)
+                await conn.execute(_QUERIES[_ANALYZE[table]], prepare=False)
         return analyzed, len(analyzed) < len(marked)
 
     async def _append_at_tail(
