@@ -35,6 +35,7 @@ from tests.reliability.model import (
     INVALID_ARGUMENT,
     NOT_FOUND,
     OK,
+    UNKNOWN_CONVERSATION,
     VALID_ROLES,
     Conversation,
     Expected,
@@ -405,7 +406,7 @@ class CompanionModel(Model):
         assert cid is not None
         conv = self.conversations.get(cid)
         if conv is None:
-            return Expected(not_found(["conversation_id"], "unknown conversation"))
+            return Expected(UNKNOWN_CONVERSATION)
         if stale := self._mismatch(expected_version, conv.version, "update"):
             return Expected(stale)
         title = given.title if "title" in fields else conv.title
@@ -436,7 +437,7 @@ class CompanionModel(Model):
         conv = self.conversations.get(cid)
         if conv is None:
             if not allow_missing:
-                return Expected(not_found(["conversation_id"], "unknown conversation"))
+                return Expected(UNKNOWN_CONVERSATION)
 
             def nothing(response: cpb.DeleteConversationResponse) -> None:
                 # The proto: zero counts, whatever expected_version is.
@@ -612,7 +613,7 @@ class CompanionModel(Model):
             return Expected(invalid(problems, "the request alone is invalid"))
         conv = self.conversations.get(cid or "")
         if conv is None:
-            return Expected(not_found(["conversation_id"], "unknown conversation"))
+            return Expected(UNKNOWN_CONVERSATION)
         expected = conv.filtered(frozenset(roles), frozenset(kinds))[-count:]
 
         def accept(response: cpb.TailConversationMessagesResponse) -> None:
@@ -638,7 +639,7 @@ class CompanionModel(Model):
             return Expected(invalid(problems, "the request alone is invalid"))
         conv = self.conversations.get(cid or "")
         if conv is None:
-            return Expected(not_found(["conversation_id"], "unknown conversation"))
+            return Expected(UNKNOWN_CONVERSATION)
         placed = set(conv.ordering)
         absent = [f"message_ids[{i}]" for i, value in enumerate(ids) if value not in placed]
         if absent:
@@ -679,7 +680,7 @@ class CompanionModel(Model):
             if loose:
                 why = "altered token, target unknown"
                 return Expected(Outcome({INVALID_ARGUMENT: ("page_token",), NOT_FOUND: ()}, why))
-            return Expected(not_found(["conversation_id"], "unknown conversation"))
+            return Expected(UNKNOWN_CONVERSATION)
         snaps = sorted(
             (snap.created_at, snap.id)
             for snap in self.snapshots.values()

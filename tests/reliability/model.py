@@ -143,6 +143,10 @@ def not_found(fields: Iterable[str], why: str) -> Outcome:
     return Outcome({NOT_FOUND: tuple(dict.fromkeys(fields))}, why)
 
 
+# The answer to any call naming a conversation that does not exist.
+UNKNOWN_CONVERSATION = not_found(["conversation_id"], "unknown conversation")
+
+
 def aborted(field: str, current: int, why: str) -> Outcome:
     """A version mismatch: it names the field and the current version."""
     return Outcome({ABORTED: (field,)}, why, mentions=(str(current),))
@@ -443,7 +447,7 @@ class Model:
             return invalid(["conversation_id"], "malformed conversation_id")
         conv = self.conversations.get(cid)
         if conv is None:
-            return not_found(["conversation_id"], "unknown conversation")
+            return UNKNOWN_CONVERSATION
         return conv
 
     def get(self, raw_cid: str) -> Expected[pb.GetConversationResponse]:
@@ -512,7 +516,7 @@ class Model:
             return stale, None, []
         conv = self.conversations.get(cid)
         if conv is None:
-            return not_found(["conversation_id"], "unknown conversation"), None, []
+            return UNKNOWN_CONVERSATION, None, []
         missing = [
             name
             for name, value in (("from_message_id", from_id), ("to_message_id", to_id))
@@ -626,7 +630,7 @@ class Model:
         assert cid is not None
         conv = self.conversations.get(cid)
         if conv is None:
-            return Expected(not_found(["conversation_id"], "unknown conversation"))
+            return Expected(UNKNOWN_CONVERSATION)
         absent = [f"message_ids[{i}]" for i, value in enumerate(ids) if value not in conv.messages]
         if absent:
             return Expected(not_found(absent, "id is no message of the conversation"))
@@ -757,7 +761,7 @@ class Model:
         if token_outcome is not None and OK not in token_outcome.codes:
             return token_outcome, None
         if conv is None:
-            return not_found(["conversation_id"], "unknown conversation"), None
+            return UNKNOWN_CONVERSATION, None
         size = effective_page_size(page_size)
         order = conv.filtered(roles, kinds)
         since = self.epoch if cursor is None else cursor.since
