@@ -1,9 +1,12 @@
 """`new_database`: a brand-new empty database of each backend, for the
 tests of migrate(); `migrated_postgres`, a store over a PostgreSQL
-database of a test's own. (`store` lives in tests/conftest.py.)"""
+database of a test's own; `executed_plan` and `scans_of`, for the tests
+of what PostgreSQL's plans of the named queries read. (`store` lives in
+tests/conftest.py.)"""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from agent_state.storage import sql
 from agent_state.storage.postgres import PostgresStore
 from tests.conftest import BACKENDS, StoreFactory, factory, location, migrated
 
@@ -54,3 +58,31 @@ async def migrated_postgres(url: str) -> AsyncIterator[PostgresStore]:
     closed afterwards."""
     async with migrated(PostgresStore(url)) as store:
         yield store
+
+
+_POSTGRES_QUERIES = sql.load("postgres")
+
+
+def executed_plan(url: str, query: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The executed plan of a named PostgreSQL query (EXPLAIN ANALYZE, as
+    JSON), in a transaction rolled back afterwards: a write changes nothing."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction(force_rollback=True):
+        explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {_POSTGRES_QUERIES[query]}"
+        row = conn.execute(explain, params).fetchone()
+    assert row is not None
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    top: dict[str, Any] = plan[0]["Plan"]
+    return top
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of a plan, its top first."""
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found += plan_nodes(child)
+    return found
+
+
+def scans_of(plan: dict[str, Any], relation: str) -> list[dict[str, Any]]:
+    """The plan's scans of a table."""
+    return [node for node in plan_nodes(plan) if node.get("Relation Name") == relation]

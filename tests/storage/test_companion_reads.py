@@ -30,10 +30,9 @@ from agent_state.model import (
     Snapshot,
 )
 from agent_state.positions import GAP, MAX_POSITION
-from agent_state.storage import sql
 from agent_state.storage.base import Store
 
-from .conftest import migrated_postgres
+from .conftest import executed_plan, migrated_postgres, scans_of
 from .test_store_contract import (
     BIG,
     FRAME,
@@ -375,29 +374,6 @@ async def test_a_held_conversation_does_not_change_until_the_fork_ends(store: St
 
 # --- PostgreSQL: what the plans read -------------------------------------------------------
 
-_QUERIES = sql.load("postgres")
-
-
-def _analyze(url: str, query: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The executed plan of a named query (EXPLAIN ANALYZE, as JSON)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {_QUERIES[query]}", params).fetchone()
-    assert row is not None
-    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
-    top: dict[str, Any] = plan[0]["Plan"]
-    return top
-
-
-def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    found = [plan]
-    for child in plan.get("Plans", []):
-        found += _nodes(child)
-    return found
-
-
-def _scans_of(plan: dict[str, Any], relation: str) -> list[dict[str, Any]]:
-    return [node for node in _nodes(plan) if node.get("Relation Name") == relation]
-
 
 @pytest.mark.postgres
 async def test_postgres_tail_is_a_backward_index_scan_of_what_it_returns(
@@ -431,14 +407,14 @@ async def test_postgres_tail_is_a_backward_index_scan_of_what_it_returns(
             "filtered": {"budget": 3 << 20, "roles": [2], "kinds": [b""]},
         }
         for name, params in cases.items():
-            plan = _analyze(
+            plan = executed_plan(
                 url,
                 "conversation_and_tail_page",
                 everything | {"conversation": conversation_id, "limit": 5} | params,
             )
             text = json.dumps(plan)
             assert "Sort" not in text, f"{name}: {text}"
-            scans = _scans_of(plan, "messages")
+            scans = scans_of(plan, "messages")
             assert scans, f"{name}: {text}"
             for scan in scans:
                 assert scan["Node Type"] == "Index Scan", f"{name}: {text}"
@@ -488,9 +464,9 @@ async def test_postgres_snapshot_list_is_a_range_scan_of_its_index(
             "after_id": NIL,
             "limit": 11,
         }
-        plan = _analyze(url, "snapshots_after", params)
+        plan = executed_plan(url, "snapshots_after", params)
         text = json.dumps(plan)
         assert "Sort" not in text, text
-        (scan,) = _scans_of(plan, "snapshots")
+        (scan,) = scans_of(plan, "snapshots")
         assert scan["Index Name"] == "snapshots_by_creation", text
         assert scan["Actual Rows"] == 11, text

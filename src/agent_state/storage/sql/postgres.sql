@@ -6,10 +6,17 @@
 -- there, with the same names in both.
 --
 -- Joins that look rows up one by one are written as LATERAL subqueries with
--- OFFSET 0. The planner cannot flatten those, so each lookup is a probe of
--- the full primary key, whatever the statistics say. Without that, a
--- conversation younger than its table's last ANALYZE looks like one row to
--- the planner, which then scans the whole conversation once per row.
+-- OFFSET 0, which the planner cannot flatten into a join of its choosing.
+-- A lookup of messages by id names its conversation through a scalar
+-- subquery, (SELECT %(conversation)s::uuid): the planner then estimates an
+-- average conversation. Given the id as a constant, it looks it up in the
+-- statistics, and a conversation younger than the last ANALYZE of
+-- messages may look empty there (in a small database, every conversation
+-- is on the list of most common values, and one not on it has no rows);
+-- scanning such a conversation in messages_ordering, which includes id,
+-- then costs as little as a probe of the primary key, and the planner
+-- scanned the whole conversation once per id
+-- (tests/storage/test_lookup_plans.py).
 --
 -- A statement over many rows takes one array per column, under the name
 -- sqlite.sql binds one value of per row (executemany there). Lists of ids
@@ -135,7 +142,7 @@ FROM (
 ) AS wanted
 CROSS JOIN LATERAL (
     SELECT id, position FROM messages
-    WHERE conversation_id = %(conversation)s AND id = wanted.id
+    WHERE conversation_id = (SELECT %(conversation)s::uuid) AND id = wanted.id
     OFFSET 0
 ) AS m
 
@@ -177,14 +184,14 @@ WHERE id = %(conversation)s
 -- name: place
 UPDATE messages AS m SET position = placed.position
 FROM unnest(%(position)s::bigint[], %(placed)s::uuid[]) AS placed(position, id)
-WHERE m.conversation_id = %(conversation)s AND m.id = placed.id
+WHERE m.conversation_id = (SELECT %(conversation)s::uuid) AND m.id = placed.id
 
 -- name: unplace
 UPDATE messages SET position = NULL
-WHERE conversation_id = %(conversation)s AND id = ANY(%(id)s::uuid[])
+WHERE conversation_id = (SELECT %(conversation)s::uuid) AND id = ANY(%(id)s::uuid[])
 
 -- name: delete_messages
-DELETE FROM messages WHERE conversation_id = %(conversation)s AND id = ANY(%(id)s::uuid[])
+DELETE FROM messages WHERE conversation_id = (SELECT %(conversation)s::uuid) AND id = ANY(%(id)s::uuid[])
 
 -- Renumberings -------------------------------------------------------------------
 
@@ -255,7 +262,7 @@ WITH frozen AS (
     CROSS JOIN LATERAL (
         SELECT id, role, kind, body_sha256, created_at, entry, body_offset, body_length
         FROM messages
-        WHERE conversation_id = %(conversation)s AND id = wanted.id
+        WHERE conversation_id = (SELECT %(conversation)s::uuid) AND id = wanted.id
         OFFSET 0
     ) AS m
     -- Most messages were frozen by an earlier snapshot (of the same
@@ -274,7 +281,7 @@ SELECT %(conversation)s, m.body_sha256, substring(m.entry FROM m.body_offset + 1
 FROM frozen
 CROSS JOIN LATERAL (
     SELECT body_sha256, entry, body_offset, body_length FROM messages
-    WHERE conversation_id = %(conversation)s AND id = frozen.message_id
+    WHERE conversation_id = (SELECT %(conversation)s::uuid) AND id = frozen.message_id
     OFFSET 0
 ) AS m
 ON CONFLICT DO NOTHING
@@ -286,7 +293,7 @@ SELECT count(*) FROM (
     FROM generate_series(1, length(%(packed)s) / 16) AS n
 ) AS wanted
 CROSS JOIN LATERAL (
-    SELECT 1 FROM messages WHERE conversation_id = %(conversation)s AND id = wanted.id
+    SELECT 1 FROM messages WHERE conversation_id = (SELECT %(conversation)s::uuid) AND id = wanted.id
     OFFSET 0
 ) AS found
 
@@ -610,7 +617,7 @@ FROM (
 ) AS wanted
 CROSS JOIN LATERAL (
     SELECT id, octet_length(entry) AS size FROM messages
-    WHERE conversation_id = %(conversation)s AND id = wanted.id AND position IS NOT NULL
+    WHERE conversation_id = (SELECT %(conversation)s::uuid) AND id = wanted.id AND position IS NOT NULL
     OFFSET 0
 ) AS m
 
@@ -624,7 +631,7 @@ FROM (
 ) AS wanted
 CROSS JOIN LATERAL (
     SELECT id, entry FROM messages
-    WHERE conversation_id = %(conversation)s AND id = wanted.id AND position IS NOT NULL
+    WHERE conversation_id = (SELECT %(conversation)s::uuid) AND id = wanted.id AND position IS NOT NULL
     OFFSET 0
 ) AS m
 
@@ -668,7 +675,7 @@ WITH inserted AS (
         %(head)s::bytea[], %(tail)s::bytea[]) AS copy(original, id, position, head, tail)
     CROSS JOIN LATERAL (
         SELECT role, kind, entry, body_offset, body_length, body_sha256, created_at
-        FROM messages WHERE conversation_id = %(source)s AND id = copy.original
+        FROM messages WHERE conversation_id = (SELECT %(source)s::uuid) AND id = copy.original
         OFFSET 0
     ) AS m
     RETURNING octet_length(entry) AS size
