@@ -158,7 +158,8 @@ def limited_page(rows: Sequence[T], limit: int) -> Page[T]:
 def budgeted_page(
     rows: Iterable[Sequence[Any]], limit: int, budget: int
 ) -> Page[tuple[int, bytes]]:
-    """The page of (key, encoding) rows under a byte budget.
+    """The page of (key, encoding) rows under a byte budget, from rows
+    whose first two columns are those.
 
     Rows are taken in order while fewer than `limit` are on the page and
     the encodings taken add up to less than `budget`; the first row is
@@ -171,7 +172,8 @@ def budgeted_page(
     """
     page: list[tuple[int, bytes]] = []
     spent = 0
-    for key, entry in rows:
+    for row in rows:
+        key, entry = row[0], row[1]
         if entry is None or len(page) == limit or (page and spent >= budget):
             return Page(page, more=True)
         page.append((key, entry))

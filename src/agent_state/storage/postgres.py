@@ -244,8 +244,9 @@ class _PostgresExecutor(Executor):
         rows = await _rows(self._conn, _WITH_CONVERSATION[page], {**params, **arrays})
         if not rows or rows[0][0] is not None:
             return None, Page([], more=False)
-        entries = (row[:2] for row in rows[1:])
-        return rows[0][2:], common.budgeted_page(entries, limit, budget)
+        # Each entry row is (position, entry, NULL, ...): budgeted_page reads
+        # the first two columns.
+        return rows[0][2:], common.budgeted_page(rows[1:], limit, budget)
 
     @_translated
     async def labelled_rows(
