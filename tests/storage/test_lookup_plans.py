@@ -10,18 +10,26 @@ found scanning the whole conversation in messages_ordering (which
 includes id) as cheap as probing the key, and picked the scan, once per
 id: CreateSnapshot of 2,000 ids took seconds instead of milliseconds.
 The queries name the conversation through a scalar subquery, which
-PostgreSQL estimates as an average conversation instead.
+PostgreSQL estimates as an average conversation instead. SQLite, which
+keeps no statistics here, searches its key for the same queries.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+
+from agent_state.storage import sql
+from agent_state.storage.sqlite import SqliteStore
+from tests.conftest import migrated
 
 from .conftest import executed_plan, migrated_postgres, plan_nodes
 
@@ -61,9 +69,23 @@ def _estimated_rows(conn: psycopg.Connection[Any], conversation: UUID) -> float:
     return rows
 
 
+PROBES = (
+    "lookup",
+    "count_existing",
+    "entry_sizes",
+    "entries_of",
+    "freeze_messages",
+    "unplace",
+    "delete_messages",
+    "place",
+    "copy_messages",
+)
+"""Every named query that finds messages by id."""
+
+
 def _probes(conversation: UUID, ids: list[UUID]) -> dict[str, dict[str, Any]]:
-    """Every named query that finds messages by id, with parameters that
-    name `ids` of `conversation` (50 of them where the call names a few)."""
+    """The PROBES with parameters that name `ids` of `conversation` (50 of
+    them where the call names a few)."""
     packed = b"".join(message_id.bytes for message_id in ids)
     some = ids[500:550]
     return {
@@ -112,7 +134,9 @@ async def test_lookups_by_id_probe_the_key_in_a_conversation_the_statistics_do_n
                 )
             ]
     assert len(ids) == NEW_LENGTH
-    for name, params in _probes(new, ids).items():
+    probes = _probes(new, ids)
+    assert set(probes) == set(PROBES)
+    for name, params in probes.items():
         plan = executed_plan(url, name, params)
         text = json.dumps(plan)
         indexes = {
@@ -126,3 +150,19 @@ async def test_lookups_by_id_probe_the_key_in_a_conversation_the_statistics_do_n
         for node in plan_nodes(plan):
             if node.get("Relation Name") == "messages":
                 assert node.get("Rows Removed by Filter", 0) == 0, f"{name}: {text}"
+
+
+async def test_sqlite_lookups_by_id_search_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "plans.db"
+    async with migrated(SqliteStore(str(path), busy_timeout_ms=1000)):
+        pass
+    queries = sql.load("sqlite")
+    with sqlite3.connect(path) as db:
+        for name in PROBES:
+            query = queries[name]
+            params = dict.fromkeys(re.findall(r":(\w+)", query))
+            plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {query}", params)]
+            of_messages = [step for step in plan if re.search(r"\bmessages\b| m ", step)]
+            assert of_messages, f"{name}: {plan}"
+            for step in of_messages:
+                assert "(conversation_id=? AND id=?)" in step, f"{name}: {plan}"
