@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from agent_state_client._gen import agent_state_pb2 as pb
 from agent_state_client._gen import conversations_pb2 as cpb
@@ -165,20 +166,39 @@ def test_default_max_messages_trims_the_oldest(
             timeout=TIMEOUT,
         )
         calls.append(stub, own, [text_message(str(n)) for n in range(5)])
+        # Exempt from the default (a retention of its own) until the first
+        # page below has been read: the sweeper runs every 0.1 s.
+        companion.CreateConversation(
+            cpb.CreateConversationRequest(
+                conversation_id=trimmed, retention=cpb.Retention(max_idle=Duration(seconds=86400))
+            ),
+            timeout=TIMEOUT,
+        )
         ids = calls.seed(stub, trimmed, 10)
         snapshot = calls.snapshot(stub, trimmed, ids[:2])
         first_page = stub.ListConversationMessages(
             pb.ListConversationMessagesRequest(conversation_id=trimmed, page_size=2),
             timeout=TIMEOUT,
         )
-        before = calls.get(stub, trimmed)
+        assert texts(first_page.messages) == ["m0", "m1"]
+        # Back to the server's default: the sweeper trims it.
+        companion.UpdateConversation(
+            cpb.UpdateConversationRequest(
+                conversation=cpb.Conversation(conversation_id=trimmed),
+                update_mask=FieldMask(paths=["retention"]),
+            ),
+            timeout=TIMEOUT,
+        )
+        before = companion.DescribeConversation(
+            cpb.DescribeConversationRequest(conversation_id=trimmed), timeout=TIMEOUT
+        )
         eventually(lambda: calls.get(stub, trimmed).message_count == 3, "the trim")
         after = companion.DescribeConversation(
             cpb.DescribeConversationRequest(conversation_id=trimmed), timeout=TIMEOUT
         )
         assert calls.all_ids(stub, trimmed) == ids[7:]
         # One change to the ordering, no update: updated_at stays.
-        assert after.version == 2
+        assert after.version == before.version + 1
         assert after.updated_at == before.updated_at
         assert texts(calls.snapshot_messages(stub, snapshot.snapshot_id)) == ["m0", "m1"]
         assert calls.get(stub, own).message_count == 5
