@@ -402,7 +402,7 @@ class CompanionService:
             state, page = await rx.tail_page(conversation, wanted, role_set, kind_set, budget)
         newest_first = [entry for _, entry in page.rows]
         room = budget - self._codec.tail_header_size(state)
-        kept = rules.fitting(map(len, newest_first), room)
+        kept = rules.fitting([len(entry) for entry in newest_first], room)
         oldest_first = [EncodedMessage(entry) for entry in reversed(newest_first[:kept])]
         return TailMessages(state, oldest_first, page.more or kept < len(newest_first))
 

@@ -10,7 +10,7 @@ of the range ends, then the other named ids.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -98,10 +98,13 @@ def page_size(requested: int, limits: Limits) -> int:
     return min(requested, limits.max_page_size)
 
 
-def fitting(sizes: Iterable[int], room: int) -> int:
+def fitting(sizes: Sequence[int], room: int) -> int:
     """How many of the leading entries of these sizes fit in `room` bytes
     of a response: at least one, as a message larger than the whole limit
     still goes out alone."""
+    # Usually all of them: one sum, not a step per entry (a page of 1,000).
+    if sum(sizes) <= room:
+        return len(sizes)
     taken = 0
     for size in sizes:
         room -= size

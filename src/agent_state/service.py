@@ -576,10 +576,7 @@ class ConversationService:
         """The leading rows whose encoding, with `header` bytes and a page
         token, stays within the response limit (at least one row)."""
         room = self._limits.max_response_bytes - header - self._token_field_size
-        sizes = [len(entry) for _, entry in page.rows]
-        if sum(sizes) <= room:
-            return page.rows, page.more
-        kept = rules.fitting(sizes, room)
+        kept = rules.fitting([len(entry) for _, entry in page.rows], room)
         if kept < len(page.rows):
             return page.rows[:kept], True
         return page.rows, page.more
