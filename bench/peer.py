@@ -2,13 +2,18 @@
 same PostgreSQL, doing the agent turn (add 1 item, read all items, add 2
 items) in a process of its own, as an agent using that SDK would.
 
-    python -m bench.peer URL --lengths 10,1000 --turns 30 --long-turns 10
+    python -m bench.peer URL
 
 URL is the ``postgresql://`` URL of the benchmark's database; the session
-creates its own tables there (``agent_sessions``, ``agent_messages``). It
-prints one JSON object: for each length, the turn's samples in seconds.
-`measure` runs it from the benchmark. Only the benchmark needs the SDK,
-SQLAlchemy and asyncpg (dev dependencies); the server never imports them.
+creates its own tables there (``agent_sessions``, ``agent_messages``). The
+process takes requests on stdin, one per line, and answers each with one
+JSON line on stdout: ``session L`` makes a session of L items (its id),
+``turns ID N`` runs N turns on it, one after another (their seconds),
+``quit`` ends it. `Peer` drives it from the benchmark, which alternates
+blocks of the peer's turns with blocks of the service's, so that the
+machine's drift during a run falls on both alike. Only the benchmark needs
+the SDK, SQLAlchemy and asyncpg (dev dependencies); the server never
+imports them.
 """
 
 from __future__ import annotations
@@ -20,9 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any
-
-from bench.harness import settle
+from typing import IO, Any
 
 BODY_TEXT = "x" * 200  # the same typical message as the service's turn
 
@@ -32,69 +35,95 @@ def asyncpg_url(url: str) -> str:
     return "postgresql+asyncpg://" + url.split("://", 1)[1].split("?", 1)[0]
 
 
-async def _measure(url: str, lengths: list[int], turns: int, long_turns: int) -> dict[str, Any]:
-    # Imported here: `python -m bench.run` imports this module for `measure`.
+async def _serve(url: str) -> None:
+    # Imported here: `python -m bench.run` imports this module for `Peer`.
     from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(asyncpg_url(url))
     item: Any = {"role": "user", "content": BODY_TEXT}
-    samples: dict[str, list[float]] = {}
+    sessions: dict[str, tuple[SQLAlchemySession, int]] = {}
     try:
-        sessions = {}
-        for length in lengths:
-            session = SQLAlchemySession(str(uuid.uuid4()), engine=engine, create_tables=True)
-            for start in range(0, length, 1000):
-                await session.add_items([item] * min(1000, length - start))
-            sessions[length] = session
-        settle(url)
-        for length, session in sessions.items():
-            reps = long_turns if length >= 10_000 else turns
-            got: list[float] = []
-            for _ in range(reps):
-                started = time.perf_counter()
-                await session.add_items([item])
-                history = await session.get_items()
-                await session.add_items([item, item])
-                got.append(time.perf_counter() - started)
-                assert len(history) >= length + 1
-            samples[str(length)] = got
+        for line in sys.stdin:
+            command, *arguments = line.split()
+            if command == "quit":
+                break
+            if command == "session":
+                length = int(arguments[0])
+                session = SQLAlchemySession(str(uuid.uuid4()), engine=engine, create_tables=True)
+                for start in range(0, length, 1000):
+                    await session.add_items([item] * min(1000, length - start))
+                sessions[session.session_id] = (session, length)
+                answer: Any = session.session_id
+            elif command == "turns":
+                session, length = sessions[arguments[0]]
+                answer = []
+                for _ in range(int(arguments[1])):
+                    started = time.perf_counter()
+                    await session.add_items([item])
+                    history = await session.get_items()
+                    await session.add_items([item, item])
+                    answer.append(time.perf_counter() - started)
+                    assert len(history) >= length + 1
+            else:
+                raise ValueError(f"unknown request {line!r}")
+            print(json.dumps(answer), flush=True)
     finally:
         await engine.dispose()
-    return samples
 
 
-def measure(url: str, lengths: list[int], turns: int, long_turns: int) -> dict[int, list[float]]:
-    """Run the peer in its own process; its turn samples (seconds) by length."""
-    command = [
-        sys.executable,
-        "-m",
-        "bench.peer",
-        url,
-        "--lengths",
-        ",".join(map(str, lengths)),
-        "--turns",
-        str(turns),
-        "--long-turns",
-        str(long_turns),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"the peer failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    result: dict[str, list[float]] = json.loads(done.stdout)
-    return {int(length): samples for length, samples in result.items()}
+class Peer:
+    """The peer's process (`python -m bench.peer URL`), for ``with``."""
+
+    def __init__(self, url: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.peer", url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _ask(self, request: str) -> Any:
+        stdin, stdout = self._pipes()
+        stdin.write(request + "\n")
+        stdin.flush()
+        answer = stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the peer exited ({self._process.wait()}) on {request!r}")
+        return json.loads(answer)
+
+    def _pipes(self) -> tuple[IO[str], IO[str]]:
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        return self._process.stdin, self._process.stdout
+
+    def session(self, length: int) -> str:
+        """A new session holding `length` items; its id."""
+        session_id: str = self._ask(f"session {length}")
+        return session_id
+
+    def turns(self, session_id: str, count: int) -> list[float]:
+        """`count` turns on the session, one after another; their seconds."""
+        samples: list[float] = self._ask(f"turns {session_id} {count}")
+        return samples
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        stdin, _stdout = self._pipes()
+        try:
+            stdin.write("quit\n")
+            stdin.close()
+            self._process.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self._process.kill()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
-    parser.add_argument("--lengths", required=True)
-    parser.add_argument("--turns", type=int, default=30)
-    parser.add_argument("--long-turns", type=int, default=10)
-    args = parser.parse_args()
-    lengths = [int(length) for length in args.lengths.split(",")]
-    samples = asyncio.run(_measure(args.url, lengths, args.turns, args.long_turns))
-    print(json.dumps(samples))
+    asyncio.run(_serve(parser.parse_args().url))
     return 0
 
 

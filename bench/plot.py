@@ -27,6 +27,8 @@ def turn_latency(turns: dict[str, list[TurnFigures]], path: Path) -> None:
     sqlite = turns.get("sqlite", [])
     if postgres:
         line(postgres, [f.p50 for f in postgres], "agent-state on PostgreSQL", "o-C0")
+        in_blocks = [f.block_p50 for f in postgres]
+        line(postgres, in_blocks, "agent-state on PostgreSQL, in blocks beside the peer's", "o:C0")
     if sqlite:
         line(sqlite, [f.p50 for f in sqlite], "agent-state on SQLite", "s-C1")
     if bounced := turns.get("postgresql via pgbouncer", []):
@@ -42,7 +44,7 @@ def turn_latency(turns: dict[str, list[TurnFigures]], path: Path) -> None:
     with_peer = [f for f in postgres if f.peer_p50 is not None]
     if with_peer:
         peer = [f.peer_p50 or 0.0 for f in with_peer]
-        line(with_peer, peer, "peer: SQLAlchemySession (asyncpg)", "D-C3")
+        line(with_peer, peer, "peer: SQLAlchemySession (asyncpg), in blocks", "D-C3")
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("conversation length L (messages before the turn)")

@@ -102,6 +102,10 @@ ISSUE_TARGETS = {
 }
 
 
+PEER_BLOCK = 5
+"""Turns per block when the service's turns alternate with the peer's."""
+
+
 @dataclass
 class TurnFigures:
     """The agent turn at one length, on one backend (milliseconds)."""
@@ -113,6 +117,7 @@ class TurnFigures:
     concurrent_p99: float
     floor_p50: float  # the SQL floor (PostgreSQL) or the SQLite floor
     call_floor: float  # health check p50, same client and server, between the turns
+    block_p50: float  # the same turns in blocks, alternating with the peer's blocks
     peer_p50: float | None = None
     peer_p99: float | None = None
 
@@ -348,12 +353,13 @@ def agent_turn(
     base: Floor,
     url: str | None,
     sizes: Sizes,
-    peer_turns: dict[int, list[float]] | None,
+    peer_process: peer.Peer | None,
 ) -> None:
     """The turn (append 1, read everything in pages of 1000, append 2) at
     each length: p50 and p99 from one client, p99 from `sizes.clients`
     concurrent clients, against the floor plus the calls' own floor (health
-    checks on the same channel, between the turns)."""
+    checks on the same channel, between the turns); then the same turns in
+    blocks of PEER_BLOCK, one after another, alternating with the peer's."""
     conn = channel(server.address)
     client = calls.make_stub(conn)
     for length in sizes.turn_lengths:
@@ -370,6 +376,7 @@ def agent_turn(
 
         floor_id = uuid.uuid4()
         load_floor(base, floor_id, length)
+        peer_session = None if peer_process is None else peer_process.session(length)
         settle(url)
         # Interleaved, so that whatever else the machine does lands on all three.
         samples: list[float] = []
@@ -379,6 +386,16 @@ def agent_turn(
             samples.append(timed(turn))
             floor_samples.append(timed(partial(floor_turn, base, floor_id)))
             health_samples += [timed(partial(health, conn)) for _ in range(5)]
+        # T2: the service's turns and the peer's under the same conditions:
+        # each one after another, as an agent runs them, in alternating
+        # blocks, so that the machine's drift over the run lands on both.
+        block_samples: list[float] = []
+        peer_samples: list[float] = []
+        for start in range(0, reps, PEER_BLOCK):
+            block = min(PEER_BLOCK, reps - start)
+            block_samples += [timed(turn) for _ in range(block)]
+            if peer_process is not None and peer_session is not None:
+                peer_samples += peer_process.turns(peer_session, block)
         concurrent = concurrent_turns(server.address, length, sizes, url)
         figures = TurnFigures(
             length=length,
@@ -388,10 +405,11 @@ def agent_turn(
             concurrent_p99=p99_ms(concurrent),
             floor_p50=median_ms(floor_samples),
             call_floor=median_ms(health_samples),
+            block_p50=median_ms(block_samples),
         )
-        if peer_turns is not None:
-            figures.peer_p50 = median_ms(peer_turns[length])
-            figures.peer_p99 = p99_ms(peer_turns[length])
+        if peer_samples:
+            figures.peer_p50 = median_ms(peer_samples)
+            figures.peer_p99 = p99_ms(peer_samples)
         report.turns.append(figures)
         report_turn(report, figures, sizes)
     conn.close()
@@ -404,7 +422,8 @@ def report_turn(report: Report, turn: TurnFigures, sizes: Sizes) -> None:
         f"p50 {turn.p50:.2f} ms, p99 {turn.p99:.2f} ms, p99 with {sizes.clients} clients"
         f" {turn.concurrent_p99:.2f} ms; {report.floor_name} {turn.floor_p50:.2f} ms"
         f" ({turn.p50 / turn.floor_p50:.1f}x); {turn.calls} calls x {turn.call_floor:.2f} ms;"
-        f" overhead {turn.overhead:.2f} ms ({turn.overhead / turn.p50:.0%})",
+        f" overhead {turn.overhead:.2f} ms ({turn.overhead / turn.p50:.0%});"
+        f" p50 in blocks {turn.block_p50:.2f} ms",
     )
     report.add(
         f"{name}: p50 vs {report.floor_name} + {turn.calls} x call floor",
@@ -416,10 +435,10 @@ def report_turn(report: Report, turn: TurnFigures, sizes: Sizes) -> None:
     )
     if turn.peer_p50 is not None:
         report.add(
-            f"{name}: p50 vs SQLAlchemySession peer (its p99 {turn.peer_p99:.2f} ms)",
-            f"{turn.p50:.2f} ms",
+            f"{name}: p50 in blocks vs SQLAlchemySession peer's (its p99 {turn.peer_p99:.2f} ms)",
+            f"{turn.block_p50:.2f} ms",
             f"{turn.peer_p50:.2f} ms",
-            turn.p50 / turn.peer_p50,
+            turn.block_p50 / turn.peer_p50,
             "<1",
             issue=2,
         )
@@ -757,18 +776,14 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> list[Report]:
     with contextlib.ExitStack() as cleanup:
         floor_url: str | None = None
         base: Floor
-        peer_turns: dict[int, list[float]] | None = None
+        peer_process: peer.Peer | None = None
         if backend == "postgresql":
             url = floor_url = cleanup.enter_context(
                 throwaway_database(ADMIN_URL, "agent_state_bench")
             )
             floor.setup(floor_url)
             base = Floor(floor, psycopg.connect(floor_url, autocommit=True))
-            started = time.perf_counter()
-            peer_turns = peer.measure(
-                floor_url, list(sizes.turn_lengths), sizes.turns, sizes.long_turns
-            )
-            print(f"[{backend}] peer: {time.perf_counter() - started:.1f} s", flush=True)
+            peer_process = cleanup.enter_context(peer.Peer(floor_url))
         else:
             url = sqlite_url(tmp / f"bench-{uuid.uuid4().hex[:6]}.db")
             floor_path = tmp / f"floor-{uuid.uuid4().hex[:6]}.db"
@@ -781,7 +796,7 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> list[Report]:
                 ("call costs", lambda: call_costs(report, server, base, floor_url, sizes)),
                 (
                     "agent turn",
-                    lambda: agent_turn(report, server, base, floor_url, sizes, peer_turns),
+                    lambda: agent_turn(report, server, base, floor_url, sizes, peer_process),
                 ),
                 (
                     "range operations",
@@ -801,7 +816,7 @@ def run_backend(backend: str, sizes: Sizes, tmp: Path) -> list[Report]:
         print(f"[{backend}] both cores: {time.perf_counter() - started:.1f} s", flush=True)
         if floor_url is not None:
             started = time.perf_counter()
-            reports.append(turn_through_pgbouncer(floor_url, base, sizes, tmp, peer_turns))
+            reports.append(turn_through_pgbouncer(floor_url, base, sizes, tmp, peer_process))
             print(f"[{backend}] turn via pgbouncer: {time.perf_counter() - started:.1f} s")
     return reports
 
@@ -811,7 +826,7 @@ def turn_through_pgbouncer(
     base: Floor,
     sizes: Sizes,
     tmp: Path,
-    peer_turns: dict[int, list[float]] | None,
+    peer_process: peer.Peer | None,
 ) -> Report:
     """The agent turn with the server reaching the same database through a
     PgBouncer in transaction mode (prepared statements off, as the README
@@ -823,7 +838,7 @@ def turn_through_pgbouncer(
             bouncer.url_for(url), tmp / "server-pgbouncer.log", extra=["--no-prepared-statements"]
         ) as server,
     ):
-        agent_turn(report, server, base, url, sizes, peer_turns)
+        agent_turn(report, server, base, url, sizes, peer_process)
     return report
 
 
@@ -832,19 +847,19 @@ def print_turn_summary(reports: list[Report], clients: int) -> None:
     print("\n## agent turn (ms)\n")
     print(
         f"| backend | L | p50 | p99 | p99, {clients} clients | floor | floor + calls x call floor"
-        " | p50 / that (T1) | peer p50 | p50 / peer (T2) | overhead |"
+        " | p50 / that (T1) | p50 in blocks | peer p50 | in blocks / peer (T2) | overhead |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for report in reports:
         for turn in report.turns:
             peer_p50 = "" if turn.peer_p50 is None else f"{turn.peer_p50:.1f}"
-            peer_ratio = "" if turn.peer_p50 is None else f"{turn.p50 / turn.peer_p50:.2f}"
+            peer_ratio = "" if turn.peer_p50 is None else f"{turn.block_p50 / turn.peer_p50:.2f}"
             print(
                 f"| {report.backend} | {turn.length:,} | {turn.p50:.1f} | {turn.p99:.1f}"
                 f" | {turn.concurrent_p99:.0f} | {turn.floor_p50:.1f}"
                 f" | {turn.floor_p50:.1f} + {turn.calls} x {turn.call_floor:.2f}"
                 f" = {turn.adjusted_floor:.1f} | {turn.p50 / turn.adjusted_floor:.2f}"
-                f" | {peer_p50} | {peer_ratio}"
+                f" | {turn.block_p50:.1f} | {peer_p50} | {peer_ratio}"
                 f" | {turn.overhead:.1f} ({turn.overhead / turn.p50:.0%}) |"
             )
 
