@@ -228,7 +228,8 @@ class CompanionService:
         update = rules.conversation_update(paths, given)
         expected = rules.expected_version(expected_version)
         now = self._clock()
-        async with self._store.write(conversation) as tx:
+        key = idempotency_keys.key_of(idempotency)
+        async with self._store.write(conversation, recall=key) as tx:
             if replay := await self._recall(tx, idempotency, now):
                 return replay
             _check_version(tx.state, expected)
@@ -546,7 +547,8 @@ class CompanionService:
         changes = rules.state_updates(updates)
         expected = rules.expected_version(expected_version)
         now = self._clock()
-        async with self._store.write(conversation, create=True) as tx:
+        key = idempotency_keys.key_of(idempotency)
+        async with self._store.write(conversation, create=True, recall=key) as tx:
             if replay := await self._recall(tx, idempotency, now):
                 return replay
             await _hold_conversations(tx, changes)

@@ -23,6 +23,11 @@ class Idempotency:
     fingerprint: bytes
 
 
+def key_of(idempotency: Idempotency | None) -> str | None:
+    """The key to read with the conversation's lock (Store.write's recall)."""
+    return None if idempotency is None else idempotency.key
+
+
 async def recall(
     tx: WriteTransaction, idempotency: Idempotency | None, now: int, window_us: int
 ) -> EncodedResponse | None:

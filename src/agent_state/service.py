@@ -241,7 +241,7 @@ class ConversationService:
             return Appended(fast, messages)
         # Created here (at version 0) if absent, and gone again with the
         # rollback if the call fails.
-        async with self._writing(conversation, expected, create=True) as tx:
+        async with self._writing(conversation, expected, idempotency, create=True) as tx:
             if replay := await self._admit(tx, idempotency, expected, now):
                 return replay
             result = await self.append_locked(tx, inputs, digests, now)
@@ -292,7 +292,7 @@ class ConversationService:
     ) -> Replaced | Replay:
         request = rules.parse_range(conversation_id, from_id, to_id, new_ids)
         now = self._clock()
-        async with self._writing(request.conversation_id, expected) as tx:
+        async with self._writing(request.conversation_id, expected, idempotency) as tx:
             if replay := await self._admit(tx, idempotency, expected, now):
                 return replay
             state = tx.state
@@ -346,7 +346,7 @@ class ConversationService:
     ) -> Deleted | Replay:
         request = rules.parse_range(conversation_id, from_id, to_id, None)
         now = self._clock()
-        async with self._writing(request.conversation_id, expected) as tx:
+        async with self._writing(request.conversation_id, expected, idempotency) as tx:
             if replay := await self._admit(tx, idempotency, expected, now):
                 return replay
             state = tx.state
@@ -377,7 +377,7 @@ class ConversationService:
         if not ids:
             raise InvalidArgument("message_ids", "must name at least one message")
         now = self._clock()
-        async with self._writing(conversation, expected) as tx:
+        async with self._writing(conversation, expected, idempotency) as tx:
             if replay := await self._admit(tx, idempotency, expected, now):
                 return replay
             snapshot = Snapshot(new_id(), conversation, now, len(ids))
@@ -398,15 +398,22 @@ class ConversationService:
 
     @asynccontextmanager
     async def _writing(
-        self, conversation: UUID, expected: ExpectedVersion | None, *, create: bool = False
+        self,
+        conversation: UUID,
+        expected: ExpectedVersion | None,
+        idempotency: Idempotency | None,
+        *,
+        create: bool = False,
     ) -> AsyncIterator[WriteTransaction]:
         """The conversation's write transaction (Store.write), whose errors
-        carry the conversation's version. An absent conversation fails a
+        carry the conversation's version; it reads the idempotency key's
+        earlier call with the lock. An absent conversation fails a
         precondition on a version above 0 with ABORTED rather than
         NOT_FOUND: the caller's view of it is out of date."""
         opened = False
+        key = idempotency_keys.key_of(idempotency)
         try:
-            async with self._store.write(conversation, create=create) as tx:
+            async with self._store.write(conversation, create=create, recall=key) as tx:
                 opened = True
                 with _naming_version(tx.state):
                     yield tx

@@ -364,9 +364,9 @@ async def test_a_conditional_append_at_the_version_takes_the_one_step_path(
     transactions: list[UUID] = []
     write = store.write
 
-    def counted(conversation_id: UUID, *, create: bool = False) -> Any:
+    def counted(conversation_id: UUID, *, create: bool = False, recall: str | None = None) -> Any:
         transactions.append(conversation_id)
-        return write(conversation_id, create=create)
+        return write(conversation_id, create=create, recall=recall)
 
     monkeypatch.setattr(store, "write", counted)
     fresh = str(uuid4())

@@ -1711,6 +1711,49 @@ async def test_remember_and_recall_a_call(store: Store) -> None:
         assert await tx.recall("key-1") is None
 
 
+async def test_write_reads_the_recalled_key_with_the_lock(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    call = RememberedCall(sha256(b"request"), b"response", T0)
+    async with store.write(conversation_id, recall="key") as tx:
+        assert await tx.recall("key") is None
+        await tx.remember("key", call)
+    async with store.write(conversation_id, recall="key") as tx:
+        assert await tx.recall("key") == call
+        # Another key is read when asked for.
+        assert await tx.recall("other") is None
+        await tx.remember("other", call)
+        assert await tx.recall("other") == call
+    with pytest.raises(ConversationNotFound):
+        async with store.write(uuid4(), recall="key"):
+            pass
+
+
+@pytest.mark.parametrize("create", [False, True], ids=["existing", "created"])
+async def test_concurrent_duplicates_recall_the_key_the_first_kept(
+    store: Store, create: bool
+) -> None:
+    """Eight writes with one key, all at once: each reads the key with the
+    lock, so exactly one finds it unused and keeps it; the others, waiting
+    for the lock meanwhile, find what it kept. Also when the first of them
+    creates the conversation."""
+    conversation_id = uuid4() if create else await new_conversation(store)
+    call = RememberedCall(sha256(b"request"), b"response", T0)
+    found: list[RememberedCall | None] = []
+
+    async def duplicate() -> None:
+        async with store.write(conversation_id, create=create, recall="key") as tx:
+            earlier = await tx.recall("key")
+            found.append(earlier)
+            if earlier is None:
+                # Holding the lock a while lets the others queue behind it.
+                await asyncio.sleep(0.05)
+                await tx.remember("key", call)
+
+    await asyncio.gather(*(duplicate() for _ in range(8)))
+    assert found.count(None) == 1
+    assert found.count(call) == 7
+
+
 async def test_remember_replaces_and_rolls_back(store: Store) -> None:
     conversation_id = await new_conversation(store)
     first = RememberedCall(sha256(b"one"), b"first", T0)

@@ -571,7 +571,7 @@ class Store(ABC):
 
     @abstractmethod
     def write(
-        self, conversation_id: UUID, *, create: bool = False
+        self, conversation_id: UUID, *, create: bool = False, recall: str | None = None
     ) -> AbstractAsyncContextManager[WriteTransaction]:
         """A transaction that locks the conversation.
 
@@ -582,6 +582,10 @@ class Store(ABC):
         With `create`, an absent conversation is created empty (and vanishes
         again if the transaction rolls back); without, an absent one raises
         ConversationNotFound.
+
+        With `recall`, an idempotency key, the transaction reads what the
+        key keeps together with the lock (PostgreSQL: in the same round
+        trip), and WriteTransaction.recall of that key answers from it.
         """
 
     # -- the companion API: scoped state and retention

@@ -23,6 +23,7 @@ from ..model import (
     Item,
     NewMessage,
     Page,
+    RememberedCall,
     Renumbering,
     Retention,
     Snapshot,
@@ -98,6 +99,11 @@ def id_slice(after: int, count: int) -> dict[str, int]:
 
 
 # --- Rows to values ------------------------------------------------------------
+
+
+def remembered(row: Sequence[Any] | None) -> RememberedCall | None:
+    """What an idempotency key keeps, from recall's row (None: no row)."""
+    return None if row is None else RememberedCall(bytes(row[0]), bytes(row[1]), row[2])
 
 
 def conversation_state(conversation_id: UUID, row: Sequence[Any]) -> ConversationState:

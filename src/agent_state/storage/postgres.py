@@ -612,11 +612,11 @@ class PostgresStore(transactions.StoreOperations):
 
     @asynccontextmanager
     async def write(
-        self, conversation_id: UUID, *, create: bool = False
+        self, conversation_id: UUID, *, create: bool = False, recall: str | None = None
     ) -> AsyncIterator[WriteTransaction]:
         async with self._transaction(_BEGIN_WRITE) as conn:
-            state, created = await self._lock(conn, conversation_id, create)
-            yield transactions.Write(_PostgresExecutor(conn), state, created)
+            state, created, recalled = await self._lock(conn, conversation_id, create, recall)
+            yield transactions.Write(_PostgresExecutor(conn), state, created, recalled)
 
     @asynccontextmanager
     async def _unlocked(self) -> AsyncIterator[Executor]:
@@ -644,18 +644,34 @@ class PostgresStore(transactions.StoreOperations):
 
     @staticmethod
     async def _lock(
-        conn: _Connection, conversation_id: UUID, create: bool
-    ) -> tuple[ConversationState, bool]:
-        """The conversation's row, locked, and whether this created it."""
+        conn: _Connection, conversation_id: UUID, create: bool, recall: str | None
+    ) -> tuple[ConversationState, bool, transactions.Recalled | None]:
+        """The conversation's row, locked, whether this created it, and
+        what the idempotency key `recall` keeps."""
         params = {"conversation": conversation_id}
-        row = await _row(conn, "lock_conversation", params)
+        locking = await conn.execute(_QUERIES["lock_conversation"], params, binary=True)
+        # Queued behind the lock in the pipeline: the server runs it once the
+        # lock is taken, in a snapshot of its own, so it sees the key of a
+        # duplicate call that held the lock before; one round trip for both.
+        recalling = None
+        if recall is not None:
+            recall_params = params | {"key": recall}
+            cursor = await conn.execute(_QUERIES["recall"], recall_params, binary=True)
+            recalling = recall, cursor
+        row = await locking.fetchone()
+        recalled = None
+        if recalling is not None:
+            key, cursor = recalling
+            recalled = transactions.Recalled(key, common.remembered(await cursor.fetchone()))
         created = False
         if row is None and create:
             # A concurrent creator makes the INSERT wait for its outcome
             # (then it inserts nothing, and returns no row); either way the
-            # row exists for the second SELECT to lock.
+            # row exists for the second SELECT to lock. Its key may have
+            # been kept since the read above: recall reads it again.
             created = await _row(conn, "create_conversation", params) is not None
             row = await _row(conn, "lock_conversation", params)
+            recalled = None
         if row is None:
             raise common.conversation_not_found(conversation_id)
-        return common.conversation_state(conversation_id, row), created
+        return common.conversation_state(conversation_id, row), created, recalled

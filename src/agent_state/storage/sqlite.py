@@ -432,30 +432,36 @@ class SqliteStore(transactions.StoreOperations):
 
     @asynccontextmanager
     async def write(
-        self, conversation_id: UUID, *, create: bool = False
+        self, conversation_id: UUID, *, create: bool = False, recall: str | None = None
     ) -> AsyncIterator[WriteTransaction]:
         params = {"conversation": conversation_id}
 
-        def begin(db: sqlite3.Connection) -> tuple[Any, bool]:
-            """The conversation's row and whether this created it (the
-            write lock keeps other creators out in between)."""
+        def begin(db: sqlite3.Connection) -> tuple[Any, bool, transactions.Recalled | None]:
+            """The conversation's row, whether this created it (the write
+            lock keeps other creators out in between) and what `recall`
+            keeps, in one hop."""
             _begin_write(db)
             try:
                 row = _row(db, "lock_conversation", params)
-                if row is not None or not create:
-                    return row, False
-                # A placeholder: the transaction's save sets it.
-                _execute(db, "create_conversation", params | {"created_at": 0})
-                return _row(db, "lock_conversation", params), True
+                created = False
+                if row is None and create:
+                    # A placeholder: the transaction's save sets it.
+                    _execute(db, "create_conversation", params | {"created_at": 0})
+                    row, created = _row(db, "lock_conversation", params), True
+                recalled = None
+                if row is not None and recall is not None:
+                    kept = _row(db, "recall", params | {"key": recall})
+                    recalled = transactions.Recalled(recall, common.remembered(kept))
+                return row, created, recalled
             except BaseException:
                 _execute(db, "rollback")
                 raise
 
-        async with self._writing(begin) as (row, created):
+        async with self._writing(begin) as (row, created, recalled):
             if row is None:
                 raise common.conversation_not_found(conversation_id)
             state = common.conversation_state(conversation_id, row)
-            yield transactions.Write(_SqliteExecutor(self._writer), state, created)
+            yield transactions.Write(_SqliteExecutor(self._writer), state, created, recalled)
 
     @asynccontextmanager
     async def _unlocked(self) -> AsyncIterator[Executor]:

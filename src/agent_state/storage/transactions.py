@@ -454,14 +454,29 @@ class StateWrite(StateWriter):
             await self._x.run(Statement("save_states", {}, columns))
 
 
-class Write(StateWrite, WriteTransaction):
-    __slots__ = ("_created", "_id", "_state")
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """What an idempotency key kept, read once the conversation was locked."""
 
-    def __init__(self, executor: Executor, state: ConversationState, created: bool) -> None:
+    key: str
+    call: RememberedCall | None
+
+
+class Write(StateWrite, WriteTransaction):
+    __slots__ = ("_created", "_id", "_recalled", "_state")
+
+    def __init__(
+        self,
+        executor: Executor,
+        state: ConversationState,
+        created: bool,
+        recalled: Recalled | None = None,
+    ) -> None:
         super().__init__(executor)
         self._id = state.id
         self._state = state
         self._created = created
+        self._recalled = recalled
 
     @property
     def state(self) -> ConversationState:
@@ -593,8 +608,11 @@ class Write(StateWrite, WriteTransaction):
         await self._x.run(_save(state))
 
     async def recall(self, key: str) -> RememberedCall | None:
-        row = await self._x.row("recall", {"conversation": self._id, "key": key})
-        return None if row is None else RememberedCall(bytes(row[0]), bytes(row[1]), row[2])
+        if self._recalled is not None and self._recalled.key == key:
+            return self._recalled.call
+        return common.remembered(
+            await self._x.row("recall", {"conversation": self._id, "key": key})
+        )
 
     async def remember(self, key: str, call: RememberedCall) -> None:
         params = {
