@@ -45,6 +45,15 @@ def turn_latency(turns: dict[str, list[TurnFigures]], path: Path) -> None:
     if with_peer:
         peer = [f.peer_p50 or 0.0 for f in with_peer]
         line(with_peer, peer, "peer: SQLAlchemySession (asyncpg), in blocks", "D-C3")
+    with_adapter = [f for f in postgres if f.adapter_p50 is not None]
+    if with_adapter:
+        adapter = [f.adapter_p50 or 0.0 for f in with_adapter]
+        line(
+            with_adapter,
+            adapter,
+            "agent-state via AgentStateSession (SDK adapter), in blocks",
+            "x-.C0",
+        )
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("conversation length L (messages before the turn)")

@@ -29,6 +29,7 @@ import psycopg
 from agent_state_client._gen import agent_state_pb2 as pb
 from agent_state_client._gen import agent_state_pb2_grpc as pb_grpc
 from bench import floor, floor_sqlite, peer, plot
+from bench.adapter import AdapterTurns
 from bench.harness import (
     ADMIN_URL,
     aio_client,
@@ -120,6 +121,7 @@ class TurnFigures:
     block_p50: float  # the same turns in blocks, alternating with the peer's blocks
     peer_p50: float | None = None
     peer_p99: float | None = None
+    adapter_p50: float | None = None  # AgentStateSession's turns, in the same blocks
 
     @property
     def adjusted_floor(self) -> float:
@@ -359,59 +361,71 @@ def agent_turn(
     each length: p50 and p99 from one client, p99 from `sizes.clients`
     concurrent clients, against the floor plus the calls' own floor (health
     checks on the same channel, between the turns); then the same turns in
-    blocks of PEER_BLOCK, one after another, alternating with the peer's."""
+    blocks of PEER_BLOCK, one after another, alternating with the peer's
+    and with the same turn through the SDK adapter (AgentStateSession)."""
     conn = channel(server.address)
     client = calls.make_stub(conn)
-    for length in sizes.turn_lengths:
-        conversation = str(uuid.uuid4())
-        append(client, conversation, length)
-        reps = sizes.long_turns if length >= 10_000 else sizes.turns
-        turn_calls: list[int] = []
-
-        def turn(conversation: str = conversation, turn_calls: list[int] = turn_calls) -> None:
-            append(client, conversation, 1)
-            pages = read_all(client, conversation)
-            append(client, conversation, 2)
-            turn_calls.append(2 + pages)
-
-        floor_id = uuid.uuid4()
-        load_floor(base, floor_id, length)
-        peer_session = None if peer_process is None else peer_process.session(length)
-        settle(url)
-        # Interleaved, so that whatever else the machine does lands on all three.
-        samples: list[float] = []
-        floor_samples: list[float] = []
-        health_samples: list[float] = []
-        for _ in range(reps):
-            samples.append(timed(turn))
-            floor_samples.append(timed(partial(floor_turn, base, floor_id)))
-            health_samples += [timed(partial(health, conn)) for _ in range(5)]
-        # T2: the service's turns and the peer's under the same conditions:
-        # each one after another, as an agent runs them, in alternating
-        # blocks, so that the machine's drift over the run lands on both.
-        block_samples: list[float] = []
-        peer_samples: list[float] = []
-        for start in range(0, reps, PEER_BLOCK):
-            block = min(PEER_BLOCK, reps - start)
-            block_samples += [timed(turn) for _ in range(block)]
-            if peer_process is not None and peer_session is not None:
-                peer_samples += peer_process.turns(peer_session, block)
-        concurrent = concurrent_turns(server.address, length, sizes, url)
-        figures = TurnFigures(
-            length=length,
-            calls=round(statistics.mean(turn_calls)),
-            p50=median_ms(samples),
-            p99=p99_ms(samples),
-            concurrent_p99=p99_ms(concurrent),
-            floor_p50=median_ms(floor_samples),
-            call_floor=median_ms(health_samples),
-            block_p50=median_ms(block_samples),
+    with contextlib.ExitStack() as resources:
+        # The SDK adapter's turns run in the blocks beside the peer's.
+        adapter = (
+            None if peer_process is None else resources.enter_context(AdapterTurns(server.address))
         )
-        if peer_samples:
-            figures.peer_p50 = median_ms(peer_samples)
-            figures.peer_p99 = p99_ms(peer_samples)
-        report.turns.append(figures)
-        report_turn(report, figures, sizes)
+        for length in sizes.turn_lengths:
+            conversation = str(uuid.uuid4())
+            append(client, conversation, length)
+            reps = sizes.long_turns if length >= 10_000 else sizes.turns
+            turn_calls: list[int] = []
+
+            def turn(conversation: str = conversation, turn_calls: list[int] = turn_calls) -> None:
+                append(client, conversation, 1)
+                pages = read_all(client, conversation)
+                append(client, conversation, 2)
+                turn_calls.append(2 + pages)
+
+            floor_id = uuid.uuid4()
+            load_floor(base, floor_id, length)
+            peer_session = None if peer_process is None else peer_process.session(length)
+            adapter_session = None if adapter is None else adapter.session(length)
+            settle(url)
+            # Interleaved, so that whatever else the machine does lands on all three.
+            samples: list[float] = []
+            floor_samples: list[float] = []
+            health_samples: list[float] = []
+            for _ in range(reps):
+                samples.append(timed(turn))
+                floor_samples.append(timed(partial(floor_turn, base, floor_id)))
+                health_samples += [timed(partial(health, conn)) for _ in range(5)]
+            # T2: the service's turns and the peer's under the same conditions:
+            # each one after another, as an agent runs them, in alternating
+            # blocks, so that the machine's drift over the run lands on both.
+            block_samples: list[float] = []
+            peer_samples: list[float] = []
+            adapter_samples: list[float] = []
+            for start in range(0, reps, PEER_BLOCK):
+                block = min(PEER_BLOCK, reps - start)
+                block_samples += [timed(turn) for _ in range(block)]
+                if peer_process is not None and peer_session is not None:
+                    peer_samples += peer_process.turns(peer_session, block)
+                if adapter is not None and adapter_session is not None:
+                    adapter_samples += adapter.turns(adapter_session, block)
+            concurrent = concurrent_turns(server.address, length, sizes, url)
+            figures = TurnFigures(
+                length=length,
+                calls=round(statistics.mean(turn_calls)),
+                p50=median_ms(samples),
+                p99=p99_ms(samples),
+                concurrent_p99=p99_ms(concurrent),
+                floor_p50=median_ms(floor_samples),
+                call_floor=median_ms(health_samples),
+                block_p50=median_ms(block_samples),
+            )
+            if peer_samples:
+                figures.peer_p50 = median_ms(peer_samples)
+                figures.peer_p99 = p99_ms(peer_samples)
+            if adapter_samples:
+                figures.adapter_p50 = median_ms(adapter_samples)
+            report.turns.append(figures)
+            report_turn(report, figures, sizes)
     conn.close()
 
 
@@ -442,6 +456,15 @@ def report_turn(report: Report, turn: TurnFigures, sizes: Sizes) -> None:
             "<1",
             issue=2,
         )
+        if turn.adapter_p50 is not None:
+            # Reported: what an SDK user gets, appends keyed, no target.
+            report.add(
+                f"{name}: SDK adapter (AgentStateSession) p50 in blocks vs the peer's",
+                f"{turn.adapter_p50:.2f} ms",
+                f"{turn.peer_p50:.2f} ms",
+                turn.adapter_p50 / turn.peer_p50,
+                "",
+            )
 
 
 def floor_turn(base: Floor, conversation: uuid.UUID) -> None:
@@ -847,19 +870,21 @@ def print_turn_summary(reports: list[Report], clients: int) -> None:
     print("\n## agent turn (ms)\n")
     print(
         f"| backend | L | p50 | p99 | p99, {clients} clients | floor | floor + calls x call floor"
-        " | p50 / that (T1) | p50 in blocks | peer p50 | in blocks / peer (T2) | overhead |"
+        " | p50 / that (T1) | p50 in blocks | peer p50 | in blocks / peer (T2) | SDK adapter p50"
+        " | overhead |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for report in reports:
         for turn in report.turns:
             peer_p50 = "" if turn.peer_p50 is None else f"{turn.peer_p50:.1f}"
+            adapter_p50 = "" if turn.adapter_p50 is None else f"{turn.adapter_p50:.1f}"
             peer_ratio = "" if turn.peer_p50 is None else f"{turn.block_p50 / turn.peer_p50:.2f}"
             print(
                 f"| {report.backend} | {turn.length:,} | {turn.p50:.1f} | {turn.p99:.1f}"
                 f" | {turn.concurrent_p99:.0f} | {turn.floor_p50:.1f}"
                 f" | {turn.floor_p50:.1f} + {turn.calls} x {turn.call_floor:.2f}"
                 f" = {turn.adjusted_floor:.1f} | {turn.p50 / turn.adjusted_floor:.2f}"
-                f" | {turn.block_p50:.1f} | {peer_p50} | {peer_ratio}"
+                f" | {turn.block_p50:.1f} | {peer_p50} | {peer_ratio} | {adapter_p50}"
                 f" | {turn.overhead:.1f} ({turn.overhead / turn.p50:.0%}) |"
             )
 

@@ -28,6 +28,9 @@ from agent_state_client import (
     MessageInput,
     RetryPolicy,
     Role,
+    Text,
+    ToolOutput,
+    ToolText,
 )
 from agent_state_client.integrations.openai_agents import (
     SESSION_LABEL,
@@ -150,13 +153,34 @@ async def test_text_round_trips_exactly(make_session: MakeSession) -> None:
     assert await make_session().get_items() == items
 
 
+@pytest.mark.parametrize(
+    "body",
+    [Text("plain text"), Text('["a JSON list"]'), ToolOutput("tool", "c1", ToolText("plain"))],
+    ids=["text", "json-list", "tool-output"],
+)
 async def test_a_message_that_is_not_an_item_is_named(
-    make_session: MakeSession, client: AsyncClient
+    make_session: MakeSession, client: AsyncClient, body: Text | ToolOutput
 ) -> None:
     session = make_session()
-    written = await client.append(session.conversation_id, MessageInput.user("plain text"))
-    with pytest.raises(ValueError, match=f"message {written.message_ids[0]} .* not an OpenAI"):
+    written = await client.append(session.conversation_id, MessageInput(Role.USER, body))
+    named = f"message {written.message_ids[0]} .* not an OpenAI"
+    # The whole history and a tail read each name it.
+    with pytest.raises(ValueError, match=named):
         await session.get_items()
+    with pytest.raises(ValueError, match=named):
+        await session.get_items(limit=1)
+
+
+async def test_a_tool_output_holding_an_item_is_read_as_one(
+    make_session: MakeSession, client: AsyncClient
+) -> None:
+    # As Message.text reads it: a tool's text output is the message's text.
+    session = make_session()
+    item = {"type": "function_call_output", "call_id": "c1", "output": "42"}
+    body = ToolOutput("tool", "c1", ToolText(json.dumps(item)))
+    await client.append(session.conversation_id, MessageInput(Role.TOOL, body))
+    assert await session.get_items() == [item]
+    assert await session.get_items(limit=1) == [item]
 
 
 # --- isolation, limits, empty sessions --------------------------------------------

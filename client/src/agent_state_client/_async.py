@@ -76,6 +76,22 @@ PageT = TypeVar("PageT", bound=_Paged)
 ItemT = TypeVar("ItemT")
 
 
+def _list_request(
+    conversation_id: str,
+    roles: Iterable[Role],
+    kinds: Iterable[str],
+    page_size: int,
+    page_token: str,
+) -> pb.ListConversationMessagesRequest:
+    return pb.ListConversationMessagesRequest(
+        conversation_id=conversation_id,
+        roles=_convert.roles(roles),
+        kinds=list(kinds),
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
 async def _pages(fetch: Callable[[str], Awaitable[PageT]]) -> AsyncIterator[PageT]:
     """Every page of a list, from the first, following next_page_token to
     its empty end."""
@@ -247,13 +263,7 @@ class AsyncClient(Configured):
     ) -> MessagePage:
         """One page of the ordering, oldest first, keeping only `roles` and
         `kinds` when given (page_size 0: the server's default, 100)."""
-        request = pb.ListConversationMessagesRequest(
-            conversation_id=conversation_id,
-            roles=_convert.roles(roles),
-            kinds=list(kinds),
-            page_size=page_size,
-            page_token=page_token,
-        )
+        request = _list_request(conversation_id, roles, kinds, page_size, page_token)
         reply = await self._call(_call.LIST_MESSAGES, request)
         return _convert.message_page(reply.response, reply.version)
 
@@ -288,26 +298,38 @@ class AsyncClient(Configured):
         state: when the conversation changes between two pages, the read
         starts over (up to `attempts` times, then `ContextChanged`). A
         context of up to 1,000 messages under 3 MiB is one call."""
+        pages, version = await self._context_pages(conversation_id, roles, kinds, attempts)
+        messages = tuple(_convert.message(message) for page in pages for message in page.messages)
+        return Context(_convert.metadata(pages[-1].metadata, version), messages)
+
+    async def _context_pages(
+        self,
+        conversation_id: str,
+        roles: Iterable[Role] = (),
+        kinds: Iterable[str] = (),
+        attempts: int = 5,
+    ) -> tuple[list[pb.ListConversationMessagesResponse], int | None]:
+        """`context`'s pages as they came, with the version the last one
+        reported: for the framework integrations, which convert each
+        message straight to what they hand out (a Message of its own costs
+        several microseconds, a long context's reading time)."""
         roles, kinds = tuple(roles), tuple(kinds)
+        versions: list[int | None] = []
+
+        async def fetch(token: str) -> pb.ListConversationMessagesResponse:
+            request = _list_request(conversation_id, roles, kinds, _LARGEST_PAGE, token)
+            reply = await self._call(_call.LIST_MESSAGES, request)
+            versions.append(reply.version)
+            return reply.response
+
         for _ in range(attempts):
-            pages: list[MessagePage] = []
-
-            def fetch(token: str) -> Awaitable[MessagePage]:
-                return self.list_messages(
-                    conversation_id,
-                    roles=roles,
-                    kinds=kinds,
-                    page_size=_LARGEST_PAGE,
-                    page_token=token,
-                )
-
+            pages: list[pb.ListConversationMessagesResponse] = []
             async for page in _pages(fetch):
                 if pages and page.metadata.updated_at != pages[0].metadata.updated_at:
                     break
                 pages.append(page)
             else:
-                messages = tuple(message for page in pages for message in page.messages)
-                return Context(pages[-1].metadata, messages)
+                return pages, versions[-1]
         raise ContextChanged(
             f"conversation {conversation_id} changed during each of {attempts} reads"
         )
