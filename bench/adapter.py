@@ -1,21 +1,18 @@
 """The agent turn through the client library's OpenAI Agents SDK session,
 `AgentStateSession` over `AsyncClient`: what an agent using the SDK with
 agent-state runs, beside the same turn on the SDK's `SQLAlchemySession`
-(bench/peer.py). Its appends carry the client's idempotency keys, so they
-take the server's locked path; its read is the client's consistent
-`context`, one call per 1,000 messages."""
+(bench/peer.py; both run bench/sdk_turn.py). Its appends carry the
+client's idempotency keys, so they take the server's locked path; its read
+is the client's consistent `context`, one call per 1,000 messages."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from typing import Any
 
 from agent_state_client import AsyncClient
 from agent_state_client.integrations.openai_agents import AgentStateSession
-
-BODY_TEXT = "x" * 200  # the same typical message as the other turns
+from bench import sdk_turn
 
 
 class AdapterTurns:
@@ -34,32 +31,13 @@ class AdapterTurns:
     def session(self, length: int) -> AgentStateSession:
         """A new session holding `length` items."""
         session = AgentStateSession(str(uuid.uuid4()), self._client)
-        item: Any = {"role": "user", "content": BODY_TEXT}
-
-        async def load() -> None:
-            for start in range(0, length, 1000):
-                await session.add_items([item] * min(1000, length - start))
-
-        self._loop.run_until_complete(load())
+        self._loop.run_until_complete(sdk_turn.load(session, length))
         return session
 
-    def turns(self, session: AgentStateSession, count: int) -> list[float]:
-        """`count` turns, one after another: add 1 item, read them all, add 2;
-        their seconds."""
-        item: Any = {"role": "user", "content": BODY_TEXT}
-
-        async def run() -> list[float]:
-            samples: list[float] = []
-            for _ in range(count):
-                started = time.perf_counter()
-                await session.add_items([item])
-                history = await session.get_items()
-                await session.add_items([item, item])
-                samples.append(time.perf_counter() - started)
-                assert history
-            return samples
-
-        return self._loop.run_until_complete(run())
+    def turns(self, session: AgentStateSession, length: int, count: int) -> list[float]:
+        """`count` turns, one after another, on a session made with
+        `length` items; their seconds."""
+        return self._loop.run_until_complete(sdk_turn.turns(session, count, length))
 
     def __enter__(self) -> AdapterTurns:
         return self

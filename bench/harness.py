@@ -23,6 +23,7 @@ from tests.support.postgres import DEFAULT_ADMIN_URL
 from tests.support.server import ServerProcess, health_check
 
 ADMIN_URL = os.environ.get("AGENT_STATE_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL)
+BODY_TEXT = "x" * 200  # the typical short chat message of every turn
 
 
 def serve(

@@ -23,11 +23,10 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 import uuid
 from typing import IO, Any
 
-BODY_TEXT = "x" * 200  # the same typical message as the service's turn
+from bench import sdk_turn
 
 
 def asyncpg_url(url: str) -> str:
@@ -41,7 +40,6 @@ async def _serve(url: str) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(asyncpg_url(url))
-    item: Any = {"role": "user", "content": BODY_TEXT}
     sessions: dict[str, tuple[SQLAlchemySession, int]] = {}
     try:
         for line in sys.stdin:
@@ -51,20 +49,12 @@ async def _serve(url: str) -> None:
             if command == "session":
                 length = int(arguments[0])
                 session = SQLAlchemySession(str(uuid.uuid4()), engine=engine, create_tables=True)
-                for start in range(0, length, 1000):
-                    await session.add_items([item] * min(1000, length - start))
+                await sdk_turn.load(session, length)
                 sessions[session.session_id] = (session, length)
                 answer: Any = session.session_id
             elif command == "turns":
                 session, length = sessions[arguments[0]]
-                answer = []
-                for _ in range(int(arguments[1])):
-                    started = time.perf_counter()
-                    await session.add_items([item])
-                    history = await session.get_items()
-                    await session.add_items([item, item])
-                    answer.append(time.perf_counter() - started)
-                    assert len(history) >= length + 1
+                answer = await sdk_turn.turns(session, int(arguments[1]), length)
             else:
                 raise ValueError(f"unknown request {line!r}")
             print(json.dumps(answer), flush=True)

@@ -32,6 +32,7 @@ from bench import floor, floor_sqlite, peer, plot
 from bench.adapter import AdapterTurns
 from bench.harness import (
     ADMIN_URL,
+    BODY_TEXT,
     aio_client,
     channel,
     health,
@@ -51,7 +52,6 @@ from tests.support.pgbouncer import running_pgbouncer
 from tests.support.postgres import postgres_url_from_conninfo, throwaway_database
 from tests.support.server import ServerProcess, sqlite_url
 
-BODY_TEXT = "x" * 200  # a typical short chat message
 ONE = [text_message(BODY_TEXT)]
 TWO = [text_message(BODY_TEXT)] * 2
 ENCODED_BODY = pb.MessageBody(text=pb.TextBody(text=BODY_TEXT)).SerializeToString()
@@ -384,8 +384,15 @@ def agent_turn(
 
             floor_id = uuid.uuid4()
             load_floor(base, floor_id, length)
-            peer_session = None if peer_process is None else peer_process.session(length)
-            adapter_session = None if adapter is None else adapter.session(length)
+            # Each takes a block's number of turns and returns their seconds.
+            peer_turns = (
+                None
+                if peer_process is None
+                else partial(peer_process.turns, peer_process.session(length))
+            )
+            adapter_turns = (
+                None if adapter is None else partial(adapter.turns, adapter.session(length), length)
+            )
             settle(url)
             # Interleaved, so that whatever else the machine does lands on all three.
             samples: list[float] = []
@@ -404,10 +411,10 @@ def agent_turn(
             for start in range(0, reps, PEER_BLOCK):
                 block = min(PEER_BLOCK, reps - start)
                 block_samples += [timed(turn) for _ in range(block)]
-                if peer_process is not None and peer_session is not None:
-                    peer_samples += peer_process.turns(peer_session, block)
-                if adapter is not None and adapter_session is not None:
-                    adapter_samples += adapter.turns(adapter_session, block)
+                if peer_turns is not None:
+                    peer_samples += peer_turns(block)
+                if adapter_turns is not None:
+                    adapter_samples += adapter_turns(block)
             concurrent = concurrent_turns(server.address, length, sizes, url)
             figures = TurnFigures(
                 length=length,

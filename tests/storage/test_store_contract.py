@@ -1717,6 +1717,8 @@ async def test_write_reads_the_recalled_key_with_the_lock(store: Store) -> None:
     async with store.write(conversation_id, recall="key") as tx:
         assert await tx.recall("key") is None
         await tx.remember("key", call)
+        # Not the read the lock made: what the transaction has kept since.
+        assert await tx.recall("key") == call
     async with store.write(conversation_id, recall="key") as tx:
         assert await tx.recall("key") == call
         # Another key is read when asked for.

@@ -108,6 +108,18 @@ class UnknownBody:
 
 
 Body = Text | ToolOutput | UnknownBody
+
+
+def body_text(body: Body) -> str | None:
+    """The text of a text body or of a tool's text output; None for other
+    bodies (Message.text)."""
+    if isinstance(body, Text):
+        return body.text
+    if isinstance(body, ToolOutput) and isinstance(body.output, ToolText):
+        return body.output.text
+    return None
+
+
 """A message body: one of the contract's variants."""
 
 
@@ -162,11 +174,7 @@ class Message:
     def text(self) -> str | None:
         """The text of a text body or of a tool's text output; None for
         other bodies."""
-        if isinstance(self.body, Text):
-            return self.body.text
-        if isinstance(self.body, ToolOutput) and isinstance(self.body.output, ToolText):
-            return self.body.output.text
-        return None
+        return body_text(self.body)
 
     def as_input(self) -> MessageInput:
         """The same role, kind and body, to append (elsewhere) as a new message."""

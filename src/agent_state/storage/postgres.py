@@ -27,7 +27,6 @@ import struct
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
@@ -58,7 +57,6 @@ _ROLLBACK = _QUERIES["rollback"].encode()
 # The statement that analyzes each table tables_marked_empty may name.
 _ANALYZE = {"messages": "analyze_messages", "conversations": "analyze_conversations"}
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Binary timestamptz is int64 microseconds since 2000-01-01 UTC.
 _POSTGRES_EPOCH_US = 946_684_800_000_000
 _INT8 = struct.Struct(">q")
@@ -91,17 +89,6 @@ class _MicrosecondsDumper(Dumper):
     def dump(self, obj: Any) -> Buffer:
         micros: int = obj.value
         return _INT8.pack(micros - _POSTGRES_EPOCH_US)
-
-
-class _MicrosecondsTextDumper(Dumper):
-    """Dumps common.Micros as text timestamptz, as the elements of an array:
-    psycopg dumps lists (%s) as text arrays."""
-
-    format = pq.Format.TEXT
-    oid = psycopg.adapters.types["timestamptz"].oid
-
-    def dump(self, obj: Any) -> Buffer:
-        return (_EPOCH + timedelta(microseconds=obj.value)).isoformat().encode()
 
 
 # --- Column arrays ----------------------------------------------------------------
@@ -220,8 +207,7 @@ def _columns(columns: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
 
 _ADAPTERS = AdaptersMap(psycopg.adapters)
 _ADAPTERS.register_loader("timestamptz", _MicrosecondsLoader)
-# The last one registered serves %s placeholders of single values.
-_ADAPTERS.register_dumper(common.Micros, _MicrosecondsTextDumper)
+# Every list of times goes out as a _Column, so no text dumper is needed.
 _ADAPTERS.register_dumper(common.Micros, _MicrosecondsDumper)
 for _column_type in _COLUMNS.values():
     _ADAPTERS.register_dumper(_column_type, _ColumnDumper)

@@ -623,6 +623,9 @@ class Write(StateWrite, WriteTransaction):
             "created_at": common.Micros(call.created_at),
         }
         await self._x.run(Statement("remember", params))
+        if self._recalled is not None and self._recalled.key == key:
+            # What the lock's read found is replaced: a later recall sees this.
+            self._recalled = Recalled(key, call)
 
     async def create_snapshot(self, snapshot: Snapshot, message_ids: Sequence[UUID]) -> int:
         common.check_snapshot_owner(snapshot, self._id)

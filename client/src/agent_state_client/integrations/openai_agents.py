@@ -44,10 +44,11 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from .. import _convert
 from .._async import AsyncClient
 from .._gen import agent_state_pb2 as pb
 from ..errors import ConversationNotFound, NotFound, VersionConflict
-from ..types import AppendResult, Message, MessageInput, Role, Text
+from ..types import AppendResult, Message, MessageInput, Role, Text, body_text
 
 try:
     from agents.items import TResponseInputItem
@@ -159,31 +160,23 @@ def _message_input(item: TResponseInputItem) -> MessageInput:
 
 
 def _item(message: Message) -> TResponseInputItem:
-    return _decoded(message.text, message.id, message.conversation_id)
+    return _decoded(message.text, message)
 
 
 def _wire_item(message: pb.Message) -> TResponseInputItem:
     """_item of a message as it came: the whole history is read this way,
-    without a Message for each item (a third of the time of a long one).
-    The text is Message.text's: a text body's, or a tool's text output."""
-    body = message.body
-    variant = body.WhichOneof("body")
-    text = None
-    if variant == "text":
-        text = body.text.text
-    elif variant == "tool_output" and body.tool_output.WhichOneof("output") == "text":
-        text = body.tool_output.text.text
-    return _decoded(text, message.id, message.conversation_id)
+    without a Message for each item (a third of the time of a long one)."""
+    return _decoded(body_text(_convert.body(message.body)), message)
 
 
-def _decoded(text: str | None, message_id: str, conversation_id: str) -> TResponseInputItem:
+def _decoded(text: str | None, message: Message | pb.Message) -> TResponseInputItem:
     try:
         decoded = json.loads(text or "")
     except ValueError:
         decoded = None
     if not isinstance(decoded, dict):
         raise ValueError(
-            f"message {message_id} of conversation {conversation_id} is not an "
+            f"message {message.id} of conversation {message.conversation_id} is not an "
             "OpenAI Agents item (a JSON object in a text body)"
         )
     return cast(TResponseInputItem, decoded)
