@@ -24,6 +24,7 @@ from agent_state_client import (
 )
 from agent_state_client import _convert as convert
 from agent_state_client._gen import agent_state_pb2 as pb
+from agent_state_client.types import body_text
 
 
 def test_enums_keep_numbers_they_have_no_name_for() -> None:
@@ -76,6 +77,12 @@ def test_bodies_round_trip_through_the_wire_form(body: object) -> None:
     wire = convert.body_message(body)  # type: ignore[arg-type]
     again = convert.body(pb.MessageBody.FromString(wire.SerializeToString()))
     assert again == body
+
+
+@pytest.mark.parametrize("body", [*EVERY_BODY, UnknownBody(b"")])
+def test_a_bodys_text_reads_the_same_off_the_wire(body: object) -> None:
+    wire = pb.MessageBody.FromString(convert.body_message(body).SerializeToString())  # type: ignore[arg-type]
+    assert convert.body_text_of(wire) == body_text(convert.body(wire))
 
 
 def test_a_tool_output_of_an_unknown_kind_is_kept_whole() -> None:
