@@ -467,8 +467,13 @@ class CompanionService:
         self, tx: WriteTransaction, idempotency: Idempotency | None, now: int
     ) -> Replayed | None:
         window = self._limits.idempotency_window_us
-        response = await idempotency_keys.recall(tx, idempotency, now, window)
-        return None if response is None else Replayed(response, tx.state.version)
+        call = await idempotency_keys.recall(tx, idempotency, now, window)
+        if call is None:
+            return None
+        # Only AppendConversationMessages keeps its key in one step (with a
+        # partial response), and a key's fingerprint names its method: a
+        # call that gets here was remembered whole.
+        return Replayed(EncodedResponse(call.response), tx.state.version)
 
     async def _refuse_existing(
         self, tx: WriteTransaction, field: str, idempotency: Idempotency | None, now: int

@@ -30,11 +30,11 @@ def key_of(idempotency: Idempotency | None) -> str | None:
 
 async def recall(
     tx: WriteTransaction, idempotency: Idempotency | None, now: int, window_us: int
-) -> EncodedResponse | None:
-    """The response an earlier call with this key sent, if it is recent
-    enough. Runs under the conversation's lock, so concurrent duplicates
-    see each other: the first applies, the rest replay it. The same key
-    with another request is FAILED_PRECONDITION."""
+) -> RememberedCall | None:
+    """The earlier call with this key, if it is recent enough. Runs under
+    the conversation's lock, so concurrent duplicates see each other: the
+    first applies, the rest replay it. The same key with another request is
+    FAILED_PRECONDITION."""
     if idempotency is None:
         return None
     earlier = await tx.recall(idempotency.key)
@@ -45,7 +45,7 @@ async def recall(
             "idempotency-key",
             "was already used with a different request on this conversation",
         )
-    return EncodedResponse(earlier.response)
+    return earlier
 
 
 async def remember(

@@ -173,6 +173,24 @@ class RememberedCall:
     fingerprint: bytes
     response: bytes
     created_at: int
+    message_count: int | None = None
+    """Set for an append whose key was kept in its one step (AppendKey):
+    `response` then holds the appended messages only, and the response's
+    metadata is the conversation, this message count and created_at as its
+    updated_at."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendKey:
+    """An append's idempotency key, for append_at_tail to keep in the same
+    step as the messages (a retried append then costs one round trip like
+    any other): the request's fingerprint and the response's appended
+    messages, encoded. The step adds what it alone knows, the
+    conversation's new message count (RememberedCall.message_count)."""
+
+    key: str
+    fingerprint: bytes
+    appended: bytes
 
 
 @dataclass(frozen=True, slots=True)

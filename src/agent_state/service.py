@@ -32,6 +32,7 @@ from .errors import (
 from .idempotency import Idempotency as Idempotency  # re-exported: the edge names it here
 from .ids import new_id, parse_uuid
 from .model import (
+    AppendKey,
     ConversationState,
     EncodedMessage,
     EncodedResponse,
@@ -41,6 +42,7 @@ from .model import (
     MessageInput,
     NewMessage,
     Page,
+    RememberedCall,
     Snapshot,
     StoredMessage,
 )
@@ -147,7 +149,21 @@ class Codec(Protocol):
 
     # The responses of the mutating calls, kept for their idempotency keys.
 
-    def appended(self, result: Appended) -> EncodedResponse: ...
+    def appended(self, result: Appended) -> EncodedResponse:
+        """appended_again of the result's parts."""
+        ...
+
+    def appended_messages(self, messages: Sequence[NewMessage]) -> bytes:
+        """The appended messages' part of an append's response: what an
+        append that keeps its key in its one step stores (AppendKey)."""
+        ...
+
+    def appended_again(
+        self, conversation_id: UUID, message_count: int, updated_at: int, appended: bytes
+    ) -> EncodedResponse:
+        """An append's response from its parts: the conversation's metadata
+        and `appended_messages`."""
+        ...
 
     def replaced(self, result: Replaced) -> EncodedResponse: ...
 
@@ -225,17 +241,23 @@ class ConversationService:
             self._new_message(conversation, message, digest, now)
             for message, digest in zip(inputs, digests, strict=True)
         ]
-        fast = (
+        # A keyed append keeps its key in the same step; a retry finds the
+        # key there, and the locked path below replays it.
+        key = (
             None
-            if idempotency is not None
-            else await self._store.append_at_tail(
-                conversation,
-                messages,
-                updated_at=now,
-                gap=positions.GAP,
-                max_position=positions.MAX_POSITION,
-                if_version=None if expected is None else expected.version,
+            if idempotency is None
+            else AppendKey(
+                idempotency.key, idempotency.fingerprint, self._codec.appended_messages(messages)
             )
+        )
+        fast = await self._store.append_at_tail(
+            conversation,
+            messages,
+            updated_at=now,
+            gap=positions.GAP,
+            max_position=positions.MAX_POSITION,
+            if_version=None if expected is None else expected.version,
+            key=key,
         )
         if fast is not None:
             return Appended(fast, messages)
@@ -444,10 +466,22 @@ class ConversationService:
         self, tx: WriteTransaction, idempotency: Idempotency | None, now: int
     ) -> Replay | None:
         """The earlier response for this key, if it is recent enough."""
-        response = await idempotency_keys.recall(
+        call = await idempotency_keys.recall(
             tx, idempotency, now, self._limits.idempotency_window_us
         )
-        return None if response is None else Replay(response, tx.state.version)
+        if call is None:
+            return None
+        return Replay(self._response_of(tx.state.id, call), tx.state.version)
+
+    def _response_of(self, conversation: UUID, call: RememberedCall) -> EncodedResponse:
+        """The response a remembered call sent: kept whole, or, for an
+        append that kept its key in one step, rebuilt from its parts (its
+        updated_at is when the key was kept)."""
+        if call.message_count is None:
+            return EncodedResponse(call.response)
+        return self._codec.appended_again(
+            conversation, call.message_count, call.created_at, call.response
+        )
 
     async def _remember(
         self,

@@ -35,6 +35,12 @@ FRAMED = 3
 COMPANION = 4
 """The migration that added the companion API's schema."""
 
+KEEP_A_KEY = (
+    "INSERT INTO idempotency_keys (conversation_id, key, fingerprint, response, created_at)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+"""An idempotency key as releases before migration 6 kept it."""
+
 
 _load = migrations.load
 
@@ -200,7 +206,9 @@ async def test_conversations_keep_their_version_and_data_through_the_companion_m
             async with store.write(conversation_id) as tx:
                 await tx.save(replace(tx.state, updated_at=T0 + 7, version=5))
                 assert await tx.create_snapshot(snapshot, [detached.id, placed[0].id]) == 2
-                await tx.remember("key", RememberedCall(b"f", b"response", T0))
+            # A key as that release kept it (today's remember names a later column).
+            key_row = [conversation_id, "key", b"f", b"response", _time(new_database, T0)]
+            _run(new_database, [(KEEP_A_KEY, key_row)])
             async with store.read() as read:
                 before = await read.conversation(conversation_id)
 

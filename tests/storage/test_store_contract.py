@@ -24,6 +24,7 @@ import pytest
 
 from agent_state.errors import ConversationNotFound, SnapshotNotFound, StorageUnavailable
 from agent_state.model import (
+    AppendKey,
     ConversationState,
     Item,
     NewMessage,
@@ -1507,6 +1508,7 @@ async def _append_at_tail(
     messages: Sequence[StoredMessage],
     updated_at: int,
     if_version: int | None = None,
+    key: AppendKey | None = None,
 ) -> ConversationState | None:
     return await store.append_at_tail(
         conversation_id,
@@ -1515,7 +1517,110 @@ async def _append_at_tail(
         gap=GAP,
         max_position=MAX_POSITION,
         if_version=if_version,
+        key=key,
     )
+
+
+async def _recalled(store: Store, conversation_id: UUID, key: str) -> RememberedCall | None:
+    async with store.write(conversation_id) as tx:
+        return await tx.recall(key)
+
+
+@pytest.mark.parametrize("create", [False, True], ids=["existing", "created"])
+async def test_append_at_tail_keeps_the_key_in_its_step(store: Store, create: bool) -> None:
+    """The key keeps the appended messages' part of the response, and the
+    new message count and updated_at the rest of it is built from."""
+    conversation_id = uuid4() if create else await new_conversation(store)
+    key = AppendKey("key", sha256(b"request"), b"\x00appended\xff")
+    state = await _append_at_tail(store, conversation_id, [message(), message()], T0, key=key)
+    assert state is not None
+    assert state.message_count == 2
+    kept = RememberedCall(key.fingerprint, key.appended, T0, message_count=2)
+    assert await _recalled(store, conversation_id, "key") == kept
+    # The same key in another conversation is another key.
+    other = await new_conversation(store)
+    assert await _append_at_tail(store, other, [message()], T0 + 1, key=key) is not None
+
+
+@pytest.mark.parametrize("earlier", ["one step", "remembered", "expired"])
+async def test_append_at_tail_writes_nothing_for_a_key_already_kept(
+    store: Store, earlier: str
+) -> None:
+    """A key the conversation has, however it was kept and however old,
+    stops the step: nothing is written (write() then replays or replaces it)."""
+    conversation_id = await new_conversation(store)
+    first = message(b"first")
+    key = AppendKey("key", sha256(b"request"), b"appended")
+    if earlier == "one step":
+        await _append_at_tail(store, conversation_id, [first], T0, key=key)
+    else:
+        await _append_at_tail(store, conversation_id, [first], T0)
+        # Long expired by any window (yet newer than forget_calls' test keys).
+        kept_at = T0 if earlier == "remembered" else T0 - 10**11
+        async with store.write(conversation_id) as tx:
+            await tx.remember("key", RememberedCall(b"f", b"whole", kept_at))
+    before = await read_page(store, conversation_id, limit=10)
+    kept = await _recalled(store, conversation_id, "key")
+    assert await _append_at_tail(store, conversation_id, [message()], T0 + 1, key=key) is None
+    assert await read_page(store, conversation_id, limit=10) == before
+    assert await _recalled(store, conversation_id, "key") == kept
+
+
+async def test_remember_makes_a_one_step_key_whole(store: Store) -> None:
+    """An expired one-step key replaced under the lock holds a whole response."""
+    conversation_id = await new_conversation(store)
+    key = AppendKey("key", sha256(b"request"), b"appended")
+    await _append_at_tail(store, conversation_id, [message()], T0, key=key)
+    whole = RememberedCall(sha256(b"later"), b"whole response", T0 + 5)
+    async with store.write(conversation_id) as tx:
+        await tx.remember("key", whole)
+    assert await _recalled(store, conversation_id, "key") == whole
+
+
+async def test_append_at_tail_waits_for_a_duplicate_that_holds_the_lock(store: Store) -> None:
+    """A duplicate that holds the conversation's lock and keeps the key
+    (the locked path) stops the step queued behind it: it writes nothing,
+    though the key was not there when it began."""
+    conversation_id = await new_conversation(store)
+    key = AppendKey("key", sha256(b"request"), b"appended")
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with store.write(conversation_id) as tx:
+            started.set()
+            await release.wait()
+            await tx.remember("key", RememberedCall(key.fingerprint, b"whole", T0))
+
+    holder = asyncio.create_task(hold())
+    await started.wait()
+    racer = asyncio.create_task(_append_at_tail(store, conversation_id, [message()], T0, key=key))
+    await asyncio.sleep(0.05)
+    assert not racer.done()
+    release.set()
+    await holder
+    assert await racer is None
+    read_state, page = await read_page(store, conversation_id, limit=10)
+    assert read_state.message_count == 0
+    assert page.rows == []
+
+
+@pytest.mark.parametrize("create", [False, True], ids=["existing", "created"])
+async def test_concurrent_one_step_duplicates_append_once(store: Store, create: bool) -> None:
+    """Eight appends with one key, all at once: one appends and keeps the
+    key; the others write nothing (the service then replays the key). Each
+    comes at a later time, so that only the key can stop one that waited."""
+    conversation_id = uuid4() if create else await new_conversation(store)
+    key = AppendKey("key", sha256(b"request"), b"appended")
+    results = await asyncio.gather(
+        *(_append_at_tail(store, conversation_id, [message()], T0 + n, key=key) for n in range(8))
+    )
+    landed = [state for state in results if state is not None]
+    assert len(landed) == 1
+    assert landed[0].message_count == 1
+    read_state, page = await read_page(store, conversation_id, limit=10)
+    assert read_state == landed[0]
+    assert len(page.rows) == 1
 
 
 async def test_append_at_tail_creates_and_appends(store: Store) -> None:

@@ -71,6 +71,10 @@ class PgBouncer:
             "pool_mode = transaction\n"
             f"default_pool_size = {self.pool_size}\n"
             "max_client_conn = 500\n"
+            # Idle server connections go soon: the suite makes a database
+            # per server under test, and pgbouncer's default (10 minutes)
+            # kept enough of them open to reach PostgreSQL's 100 connections.
+            "server_idle_timeout = 5\n"
             "server_reset_query =\n"
             "logfile =\n"
             "pidfile =\n",

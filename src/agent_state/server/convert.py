@@ -42,10 +42,16 @@ def message_input(message: pb.AppendMessageInput) -> MessageInput:
 
 
 def metadata(state: ConversationState) -> pb.ConversationMetadata:
+    return metadata_of(state.id, state.message_count, state.updated_at)
+
+
+def metadata_of(
+    conversation_id: UUID, message_count: int, updated_at: int
+) -> pb.ConversationMetadata:
     return pb.ConversationMetadata(
-        conversation_id=str(state.id),
-        message_count=state.message_count,
-        updated_at=timestamp(state.updated_at),
+        conversation_id=str(conversation_id),
+        message_count=message_count,
+        updated_at=timestamp(updated_at),
     )
 
 

@@ -15,12 +15,13 @@ idempotency key that may replay them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 from agent_state_client._gen import agent_state_pb2 as pb
 
 from ..companion import MessagesById, TailMessages
-from ..model import ConversationState, EncodedResponse, MessageHeader
+from ..model import ConversationState, EncodedResponse, MessageHeader, NewMessage
 from ..service import (
     Appended,
     Deleted,
@@ -136,7 +137,13 @@ def string_field(tag: int, value: str) -> bytes:
 
 def metadata_field(state: ConversationState) -> bytes:
     """``metadata`` as field 1 of a response."""
-    return field(0x0A, convert.metadata(state).SerializeToString())
+    return metadata_field_of(state.id, state.message_count, state.updated_at)
+
+
+def metadata_field_of(conversation_id: UUID, message_count: int, updated_at: int) -> bytes:
+    """metadata_field of a conversation's parts."""
+    metadata = convert.metadata_of(conversation_id, message_count, updated_at)
+    return field(0x0A, metadata.SerializeToString())
 
 
 # -- responses ----------------------------------------------------------------
@@ -195,10 +202,20 @@ class WireCodec:
     # idempotency key replays.
 
     def appended(self, result: Appended) -> EncodedResponse:
-        # AppendConversationMessagesResponse: metadata = 1, appended = 2.
-        return EncodedResponse(
-            metadata_field(result.state) + b"".join(message.entry for message in result.messages)
+        state = result.state
+        return self.appended_again(
+            state.id, state.message_count, state.updated_at, self.appended_messages(result.messages)
         )
+
+    def appended_messages(self, messages: Sequence[NewMessage]) -> bytes:
+        return b"".join(message.entry for message in messages)
+
+    def appended_again(
+        self, conversation_id: UUID, message_count: int, updated_at: int, appended: bytes
+    ) -> EncodedResponse:
+        # AppendConversationMessagesResponse: metadata = 1, appended = 2.
+        metadata = metadata_field_of(conversation_id, message_count, updated_at)
+        return EncodedResponse(metadata + appended)
 
     def replaced(self, result: Replaced) -> EncodedResponse:
         response = pb.ReplaceConversationMessagesRangeResponse(

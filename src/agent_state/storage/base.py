@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from ..model import (
+    AppendKey,
     Blob,
     CheckpointKey,
     CheckpointRange,
@@ -538,6 +539,7 @@ class Store(ABC):
         gap: int,
         max_position: int,
         if_version: int | None = None,
+        key: AppendKey | None = None,
     ) -> ConversationState | None:
         """The common append as one step, whose arithmetic the caller chose.
 
@@ -551,6 +553,11 @@ class Store(ABC):
         version, and returns the new state. Otherwise it writes nothing, not
         even the conversation, and returns None (the caller then appends, or
         finds out why not, through `write`).
+
+        With `key`, the same step keeps it (created_at: `updated_at`,
+        message_count: the new one), unless the conversation already has
+        that key, recent or expired: then nothing is written and it returns
+        None (`write` then replays or replaces the key under the lock).
         """
 
     @abstractmethod

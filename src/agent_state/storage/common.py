@@ -103,7 +103,10 @@ def id_slice(after: int, count: int) -> dict[str, int]:
 
 def remembered(row: Sequence[Any] | None) -> RememberedCall | None:
     """What an idempotency key keeps, from recall's row (None: no row)."""
-    return None if row is None else RememberedCall(bytes(row[0]), bytes(row[1]), row[2])
+    if row is None:
+        return None
+    fingerprint, response, created_at, message_count = row
+    return RememberedCall(bytes(fingerprint), bytes(response), created_at, message_count)
 
 
 def conversation_state(conversation_id: UUID, row: Sequence[Any]) -> ConversationState:

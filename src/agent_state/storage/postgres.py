@@ -34,7 +34,7 @@ import psycopg
 from psycopg import AsyncConnection, AsyncPipeline, pq
 from psycopg.abc import Buffer
 from psycopg.adapt import AdaptersMap, Dumper, Loader
-from psycopg.errors import PipelineAborted
+from psycopg.errors import PipelineAborted, UniqueViolation
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -291,6 +291,9 @@ async def _abandon(conn: _Connection, pipeline: AsyncPipeline) -> None:
 
 
 # --- The executor ----------------------------------------------------------------
+
+_IDEMPOTENCY_KEY = "idempotency_keys_pkey"
+"""The constraint a key kept twice in one conversation breaks."""
 
 _WITH_CONVERSATION = {
     "message_page": "conversation_and_message_page",
@@ -572,7 +575,13 @@ class PostgresStore(transactions.StoreOperations):
         params |= _columns(transactions.message_columns(messages))
         # An autocommit connection outside a pipeline: one round trip.
         async with self._connection() as conn:
-            return await _row(conn, "append_at_tail", params)
+            try:
+                return await _row(conn, "append_at_tail", params)
+            except UniqueViolation as exc:
+                if exc.diag.constraint_name != _IDEMPOTENCY_KEY:
+                    raise
+                # The call's key was there already; the statement wrote nothing.
+                return None
 
     async def _forget_calls(self, params: Params) -> int:
         async with self._connection() as conn:

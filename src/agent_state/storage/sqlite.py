@@ -90,6 +90,18 @@ def _execute(db: sqlite3.Connection, query: str, params: Params | None = None) -
     return db.execute(_QUERIES[query], {} if params is None else params)
 
 
+def _key_kept(db: sqlite3.Connection, params: Params, *, message_count: int) -> bool:
+    """Keep append_at_tail's idempotency key, if the call sent one; False
+    when the conversation has that key already (recent or expired)."""
+    if params["key"] is None:
+        return True
+    try:
+        _execute(db, "keep_append_key", {**params, "message_count": message_count})
+    except sqlite3.IntegrityError:
+        return False
+    return True
+
+
 def _row(db: sqlite3.Connection, query: str, params: Params) -> Any:
     return _execute(db, query, params).fetchone()
 
@@ -382,6 +394,8 @@ class SqliteStore(transactions.StoreOperations):
                 created = {"created_at": params["updated_at"]}
                 _execute(db, "create_conversation", conversation | created)
                 row: Row | None = _row(db, "append_at_tail", params)
+                if row is not None and not _key_kept(db, params, message_count=row[0]):
+                    row = None
                 if row is not None:
                     state = common.conversation_state(params["conversation"], row)
                     items = common.appended_items(state.tail_position, params["gap"], messages)

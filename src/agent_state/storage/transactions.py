@@ -44,6 +44,7 @@ from uuid import UUID
 
 from ..model import (
     EMPTY_STATE,
+    AppendKey,
     Blob,
     CheckpointKey,
     CheckpointRange,
@@ -730,6 +731,7 @@ class StoreOperations(Store):
         gap: int,
         max_position: int,
         if_version: int | None = None,
+        key: AppendKey | None = None,
     ) -> ConversationState | None:
         params = {
             "conversation": conversation_id,
@@ -738,6 +740,9 @@ class StoreOperations(Store):
             "gap": gap,
             "max_position": max_position,
             "if_version": if_version,
+            "key": None if key is None else key.key,
+            "fingerprint": None if key is None else key.fingerprint,
+            "response": None if key is None else key.appended,
         } | largest_entry(messages)
         row = await self._append_at_tail(params, messages)
         return None if row is None else common.conversation_state(conversation_id, row)
@@ -752,7 +757,9 @@ class StoreOperations(Store):
         self, params: dict[str, Any], messages: Sequence[NewMessage]
     ) -> Row | None:
         """Run append_at_tail (`params`: its parameters but the messages'
-        columns, message_columns); its row, or None when nothing was written."""
+        columns, message_columns), keeping the key when `params` has one;
+        its row, or None when nothing was written (also when the key was
+        already there)."""
 
     @abstractmethod
     async def _forget_calls(self, params: Params) -> int:

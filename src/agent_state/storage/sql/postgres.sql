@@ -89,7 +89,14 @@ WHERE id = %(conversation)s
 -- waited for another writer, checks its condition again on the row that
 -- writer left. A conversation created by another writer since this
 -- statement began is seen by neither: no row, and the caller takes the
--- locked path.
+-- locked path. A keyed append keeps its key in the same step (kept), and
+-- a key the conversation already has (recent or expired) leaves the
+-- statement without a row, so the caller takes the locked path, which
+-- replays or replaces it: a committed key stops the UPDATE, and one a
+-- concurrent duplicate kept since this statement began fails it on the
+-- key's primary key, with nothing written (the store then returns None
+-- too). The key is inserted after the row lock is taken, as the locked
+-- path does, so the two never wait on each other in opposite orders.
 WITH created AS (
     INSERT INTO conversations
         (id, message_count, tail_position, layout_version, version, created_at, updated_at,
@@ -110,6 +117,10 @@ WITH created AS (
         AND (%(if_version)s::bigint IS NULL OR c.version = %(if_version)s::bigint)
         AND c.updated_at < %(updated_at)s
         AND c.tail_position <= %(max_position)s - %(count)s * %(gap)s
+        AND NOT EXISTS (
+            SELECT FROM idempotency_keys AS k
+            WHERE k.conversation_id = %(conversation)s AND k.key = %(key)s::text
+        )
     RETURNING message_count, updated_at, tail_position, layout_version, version
 ), conversation AS (
     SELECT * FROM created UNION ALL SELECT * FROM moved
@@ -126,6 +137,13 @@ WITH created AS (
         %(created_at)s::timestamptz[]
     ) WITH ORDINALITY
         AS new(id, role, kind, entry, body_offset, body_length, digest, created_at, n)
+), kept AS (
+    INSERT INTO idempotency_keys
+        (conversation_id, key, fingerprint, response, created_at, message_count)
+    SELECT %(conversation)s, %(key)s, %(fingerprint)s, %(response)s, %(updated_at)s,
+        c.message_count
+    FROM conversation AS c
+    WHERE %(key)s::text IS NOT NULL
 )
 SELECT * FROM conversation
 
@@ -222,15 +240,16 @@ ORDER BY layout_version
 -- Idempotency keys -----------------------------------------------------------------
 
 -- name: recall
-SELECT fingerprint, response, created_at FROM idempotency_keys
+SELECT fingerprint, response, created_at, message_count FROM idempotency_keys
 WHERE conversation_id = %(conversation)s AND key = %(key)s
 
 -- name: remember
+-- A whole response (message_count NULL), over an expired key if any.
 INSERT INTO idempotency_keys (conversation_id, key, fingerprint, response, created_at)
 VALUES (%(conversation)s, %(key)s, %(fingerprint)s, %(response)s, %(created_at)s)
 ON CONFLICT (conversation_id, key) DO UPDATE
 SET fingerprint = excluded.fingerprint, response = excluded.response,
-    created_at = excluded.created_at
+    created_at = excluded.created_at, message_count = NULL
 
 -- name: forget_calls
 DELETE FROM idempotency_keys

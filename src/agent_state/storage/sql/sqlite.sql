@@ -167,15 +167,16 @@ ORDER BY layout_version
 -- Idempotency keys -----------------------------------------------------------------
 
 -- name: recall
-SELECT fingerprint, response, created_at FROM idempotency_keys
+SELECT fingerprint, response, created_at, message_count FROM idempotency_keys
 WHERE conversation_id = :conversation AND key = :key
 
 -- name: remember
+-- A whole response (message_count NULL), over an expired key if any.
 INSERT INTO idempotency_keys (conversation_id, key, fingerprint, response, created_at)
 VALUES (:conversation, :key, :fingerprint, :response, :created_at)
 ON CONFLICT (conversation_id, key) DO UPDATE
 SET fingerprint = excluded.fingerprint, response = excluded.response,
-    created_at = excluded.created_at
+    created_at = excluded.created_at, message_count = NULL
 
 -- name: forget_calls
 DELETE FROM idempotency_keys
@@ -802,6 +803,15 @@ VALUES (:version, :name, :checksum, :applied_at)
 
 
 -- only in this dialect
+
+-- name: keep_append_key
+-- A keyed append's key, kept in append_at_tail's transaction (PostgreSQL
+-- keeps it in append_at_tail's one statement). It fails on a key the
+-- conversation already has (recent or expired): the caller rolls back and
+-- takes the locked path, which replays or replaces it.
+INSERT INTO idempotency_keys
+    (conversation_id, key, fingerprint, response, created_at, message_count)
+VALUES (:conversation, :key, :fingerprint, :response, :updated_at, :message_count)
 
 -- name: message_page
 -- (PostgreSQL: conversation_and_message_page.) Ordered entries after a
