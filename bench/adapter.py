@@ -2,7 +2,7 @@
 `AgentStateSession` over `AsyncClient`: what an agent using the SDK with
 agent-state runs, beside the same turn on the SDK's `SQLAlchemySession`
 (bench/peer.py; both run bench/sdk_turn.py). Its appends carry the
-client's idempotency keys, so they take the server's locked path; its read
+client's idempotency keys (kept in the append's one statement); its read
 is the client's consistent `context`, one call per 1,000 messages."""
 
 from __future__ import annotations
