@@ -183,8 +183,8 @@ class RememberedCall:
 @dataclass(frozen=True, slots=True)
 class AppendKey:
     """An append's idempotency key, for append_at_tail to keep in the same
-    step as the messages (a retried append then costs one round trip like
-    any other): the request's fingerprint and the response's appended
+    step as the messages (a keyed append then costs one round trip, as a
+    plain one does): the request's fingerprint and the response's appended
     messages, encoded. The step adds what it alone knows, the
     conversation's new message count (RememberedCall.message_count)."""
 
