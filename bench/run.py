@@ -402,19 +402,9 @@ def agent_turn(
                 samples.append(timed(turn))
                 floor_samples.append(timed(partial(floor_turn, base, floor_id)))
                 health_samples += [timed(partial(health, conn)) for _ in range(5)]
-            # T2: the service's turns and the peer's under the same conditions:
-            # each one after another, as an agent runs them, in alternating
-            # blocks, so that the machine's drift over the run lands on both.
-            block_samples: list[float] = []
-            peer_samples: list[float] = []
-            adapter_samples: list[float] = []
-            for start in range(0, reps, PEER_BLOCK):
-                block = min(PEER_BLOCK, reps - start)
-                block_samples += [timed(turn) for _ in range(block)]
-                if peer_turns is not None:
-                    peer_samples += peer_turns(block)
-                if adapter_turns is not None:
-                    adapter_samples += adapter_turns(block)
+            block_samples, peer_samples, adapter_samples = in_blocks(
+                turn, reps, peer_turns, adapter_turns
+            )
             concurrent = concurrent_turns(server.address, length, sizes, url)
             figures = TurnFigures(
                 length=length,
@@ -434,6 +424,29 @@ def agent_turn(
             report.turns.append(figures)
             report_turn(report, figures, sizes)
     conn.close()
+
+
+def in_blocks(
+    turn: Callable[[], None],
+    reps: int,
+    peer_turns: Callable[[int], list[float]] | None,
+    adapter_turns: Callable[[int], list[float]] | None,
+) -> tuple[list[float], list[float], list[float]]:
+    """T2's samples (seconds): `reps` of the service's turns, of the peer's
+    and of the SDK adapter's, each one after another as an agent runs them,
+    in alternating blocks of PEER_BLOCK, so that the machine's drift over
+    the run lands on all of them alike."""
+    ours: list[float] = []
+    peers: list[float] = []
+    adapters: list[float] = []
+    for start in range(0, reps, PEER_BLOCK):
+        block = min(PEER_BLOCK, reps - start)
+        ours += [timed(turn) for _ in range(block)]
+        if peer_turns is not None:
+            peers += peer_turns(block)
+        if adapter_turns is not None:
+            adapters += adapter_turns(block)
+    return ours, peers, adapters
 
 
 def report_turn(report: Report, turn: TurnFigures, sizes: Sizes) -> None:

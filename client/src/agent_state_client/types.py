@@ -108,6 +108,7 @@ class UnknownBody:
 
 
 Body = Text | ToolOutput | UnknownBody
+"""A message body: one of the contract's variants."""
 
 
 def body_text(body: Body) -> str | None:
@@ -118,9 +119,6 @@ def body_text(body: Body) -> str | None:
     if isinstance(body, ToolOutput) and isinstance(body.output, ToolText):
         return body.output.text
     return None
-
-
-"""A message body: one of the contract's variants."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,9 @@ _ROLLBACK = _QUERIES["rollback"].encode()
 # The statement that analyzes each table tables_marked_empty may name.
 _ANALYZE = {"messages": "analyze_messages", "conversations": "analyze_conversations"}
 
+# The constraint that a key kept twice in one conversation breaks.
+_IDEMPOTENCY_KEY = "idempotency_keys_pkey"
+
 # Binary timestamptz is int64 microseconds since 2000-01-01 UTC.
 _POSTGRES_EPOCH_US = 946_684_800_000_000
 _INT8 = struct.Struct(">q")
@@ -291,9 +294,6 @@ async def _abandon(conn: _Connection, pipeline: AsyncPipeline) -> None:
 
 
 # --- The executor ----------------------------------------------------------------
-
-_IDEMPOTENCY_KEY = "idempotency_keys_pkey"
-"""The constraint a key kept twice in one conversation breaks."""
 
 _WITH_CONVERSATION = {
     "message_page": "conversation_and_message_page",

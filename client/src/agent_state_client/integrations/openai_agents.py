@@ -170,17 +170,20 @@ def _wire_item(message: pb.Message) -> TResponseInputItem:
     return _decoded(_convert.body_text_of(message.body), message)
 
 
+def _parsed(text: str) -> Any:
+    """The JSON value of `text`, or None where it is not JSON. pydantic's
+    parser (the SDK's own dependency) reads an item in a fifth of
+    json.loads' time; what it refuses (a lone surrogate escape), json.loads
+    reads as the item was written."""
+    with contextlib.suppress(ValueError):
+        return from_json(text)
+    with contextlib.suppress(ValueError):
+        return json.loads(text)
+    return None
+
+
 def _decoded(text: str | None, message: Message | pb.Message) -> TResponseInputItem:
-    try:
-        # pydantic's parser (the SDK's own dependency) reads an item in a
-        # fifth of json.loads' time; what it refuses (a lone surrogate
-        # escape), json.loads reads as the item was written.
-        decoded = from_json(text or "")
-    except ValueError:
-        try:
-            decoded = json.loads(text or "")
-        except ValueError:
-            decoded = None
+    decoded = _parsed(text or "")
     if not isinstance(decoded, dict):
         raise ValueError(
             f"message {message.id} of conversation {message.conversation_id} is not an "
