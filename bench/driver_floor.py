@@ -19,7 +19,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measure(pid: int, port: int, calls: int, rounds: int) -> None:
+def _calls(port: int) -> tuple[grpc.Channel, dict[str, Callable[[], object]]]:
+    """A channel to the bare server and each of its calls, the health check first."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     work: dict[str, Callable[[], object]] = {"health check": partial(health, channel)}
     for name in _HANDLERS:
@@ -88,18 +90,57 @@ def _measure(pid: int, port: int, calls: int, rounds: int) -> None:
             f"/bench.Floor/{name}"
         )
         work[name] = partial(method, b"")
-    print("| round | " + " | ".join(work) + " |")
-    print("|---:|" + "---:|" * len(work))
-    for round_ in range(1, rounds + 1):
-        cells = []
-        for call in work.values():
-            for _ in range(200):
-                call()
-            before = _cpu_seconds(pid)
-            for _ in range(calls):
-                call()
-            cells.append(f"{(_cpu_seconds(pid) - before) / calls * 1000:.3f} ms")
-        print(f"| {round_} | " + " | ".join(cells) + " |", flush=True)
+    return channel, work
+
+
+def _round(pid: int, work: dict[str, Callable[[], object]], calls: int) -> dict[str, float]:
+    """Server CPU per call (ms) of each call, `calls` of it one after another."""
+    figures: dict[str, float] = {}
+    for name, call in work.items():
+        for _ in range(200):
+            call()
+        before = _cpu_seconds(pid)
+        for _ in range(calls):
+            call()
+        figures[name] = (_cpu_seconds(pid) - before) / calls * 1000
+    return figures
+
+
+@contextmanager
+def bare_server(url: str) -> Iterator[tuple[int, int]]:
+    """The bare server on `url` (its one-row table created), for ``with``:
+    its pid and port."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS row_by_key"
+            " (id uuid PRIMARY KEY, count bigint, version bigint)"
+        )
+        conn.execute("INSERT INTO row_by_key VALUES (%s, 5, 3) ON CONFLICT DO NOTHING", (_ROW_ID,))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.driver_floor", "--serve", url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline()
+        if not port:
+            raise RuntimeError(f"the server exited ({server.wait()})")
+        yield server.pid, int(port)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def one_row_read(url: str, calls: int) -> tuple[float, float]:
+    """Server CPU per call (ms) of the bare server's health check and of its
+    handler that reads one row by key through a psycopg pool (as the
+    service reads), `calls` of each: issue 12's T3 floor, for bench.run."""
+    with bare_server(url) as (pid, port):
+        channel, work = _calls(port)
+        with channel:
+            figures = _round(pid, {n: work[n] for n in ("health check", "psycopg")}, calls)
+    return figures["health check"], figures["psycopg"]
 
 
 def main() -> int:
@@ -113,26 +154,14 @@ def main() -> int:
 
         uvloop.run(_serve(args.serve))
         return 0
-    with throwaway_database(ADMIN_URL, "agent_state_bench") as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE row_by_key (id uuid PRIMARY KEY, count bigint, version bigint)"
-            )
-            conn.execute("INSERT INTO row_by_key VALUES (%s, 5, 3)", (_ROW_ID,))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bench.driver_floor", "--serve", url],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            port = server.stdout.readline()
-            if not port:
-                raise RuntimeError(f"the server exited ({server.wait()})")
-            _measure(server.pid, int(port), args.calls, args.rounds)
-        finally:
-            server.kill()
-            server.wait()
+    with throwaway_database(ADMIN_URL, "agent_state_bench") as url, bare_server(url) as (pid, port):
+        channel, work = _calls(port)
+        print("| round | " + " | ".join(work) + " |")
+        print("|---:|" + "---:|" * len(work))
+        for round_ in range(1, args.rounds + 1):
+            cells = [f"{ms:.3f} ms" for ms in _round(pid, work, args.calls).values()]
+            print(f"| {round_} | " + " | ".join(cells) + " |", flush=True)
+        channel.close()
     return 0
 
 

@@ -28,7 +28,7 @@ import psycopg
 
 from agent_state_client._gen import agent_state_pb2 as pb
 from agent_state_client._gen import agent_state_pb2_grpc as pb_grpc
-from bench import floor, floor_sqlite, peer, plot
+from bench import driver_floor, floor, floor_sqlite, peer, plot
 from bench.adapter import AdapterTurns
 from bench.harness import (
     ADMIN_URL,
@@ -344,6 +344,18 @@ def call_costs(
                 f"{cpu:.3f} ms ({cpu / health_cpu:.2f} x health check)",
             )
     conn.close()
+    if url is not None:
+        # T3's floor in this run: what one database round trip costs a
+        # grpc.aio server on its own, with none of the service in it.
+        bare_health, bare_read = driver_floor.one_row_read(url, sizes.health_calls)
+        report.add(
+            "server CPU per call of a bare grpc.aio server: a handler reading one row"
+            " by key (psycopg pool) vs its health check (T3's floor)",
+            f"{bare_read:.3f} ms",
+            f"{bare_health:.3f} ms",
+            bare_read / bare_health,
+            "",
+        )
 
 
 # -- 1. agent turn -------------------------------------------------------------
