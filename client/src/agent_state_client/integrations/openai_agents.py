@@ -174,12 +174,17 @@ def _parsed(text: str) -> Any:
     """The JSON value of `text`, or None where it is not JSON. pydantic's
     parser (the SDK's own dependency) reads an item in a fifth of
     json.loads' time; what it refuses (a lone surrogate escape), json.loads
-    reads as the item was written."""
-    with contextlib.suppress(ValueError):
+    reads as the item was written. (try, not contextlib.suppress: entered
+    once per item, suppress made converting 1,000 items 1.2 ms of client
+    CPU instead of 0.8.)"""
+    try:
         return from_json(text)
-    with contextlib.suppress(ValueError):
+    except ValueError:
+        pass
+    try:
         return json.loads(text)
-    return None
+    except ValueError:
+        return None
 
 
 def _decoded(text: str | None, message: Message | pb.Message) -> TResponseInputItem:
