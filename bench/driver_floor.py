@@ -10,6 +10,8 @@ runs, in a process of its own; the client calls it from this process, one
 call after another. Server CPU is utime + stime from /proc, divided by the
 calls. It bounds what any handler that reads the database once can cost
 (issue 12's T3 asks for 1.6x a health check). Nothing is asserted.
+`bench.run` measures the psycopg handler against the health check in
+every run (`one_row_read`), as T3's floor.
 """
 
 from __future__ import annotations
@@ -156,12 +158,12 @@ def main() -> int:
         return 0
     with throwaway_database(ADMIN_URL, "agent_state_bench") as url, bare_server(url) as (pid, port):
         channel, work = _calls(port)
-        print("| round | " + " | ".join(work) + " |")
-        print("|---:|" + "---:|" * len(work))
-        for round_ in range(1, args.rounds + 1):
-            cells = [f"{ms:.3f} ms" for ms in _round(pid, work, args.calls).values()]
-            print(f"| {round_} | " + " | ".join(cells) + " |", flush=True)
-        channel.close()
+        with channel:
+            print("| round | " + " | ".join(work) + " |")
+            print("|---:|" + "---:|" * len(work))
+            for round_ in range(1, args.rounds + 1):
+                cells = [f"{ms:.3f} ms" for ms in _round(pid, work, args.calls).values()]
+                print(f"| {round_} | " + " | ".join(cells) + " |", flush=True)
     return 0
 
 
