@@ -13,14 +13,12 @@ append's behaviour is tested in tests/storage and tests/e2e.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from agent_state_client._gen import agent_state_pb2 as pb
-from bench.harness import ADMIN_URL, BODY_TEXT, serve, server_cpu_seconds, stub
+from bench.harness import ADMIN_URL, BODY_TEXT, per_call, serve, stub
 from tests.support.calls import Stub
 from tests.support.postgres import throwaway_database
 from tests.support.server import ServerProcess, sqlite_url
@@ -36,15 +34,16 @@ def _appends(server: ServerProcess, client: Stub, calls: int, keyed: bool) -> tu
     """Wall p50 and server CPU per call, in ms, of `calls` appends."""
     conversation = str(uuid.uuid4())
     client.AppendConversationMessages(_request(conversation))
-    walls: list[float] = []
-    cpu_before = server_cpu_seconds(server)
-    for _ in range(calls):
-        metadata = (("idempotency-key", uuid.uuid4().hex),) if keyed else ()
-        started = time.perf_counter()
-        client.AppendConversationMessages(_request(conversation), metadata=metadata)
-        walls.append(time.perf_counter() - started)
-    cpu = server_cpu_seconds(server) - cpu_before
-    return statistics.median(walls) * 1000, cpu / calls * 1000
+    # A fresh key for each call (warm-up calls included), made beforehand.
+    keys = iter([uuid.uuid4().hex for _ in range(calls + 20)] if keyed else [])
+    request = _request(conversation)
+
+    def append() -> None:
+        key = next(keys, None)
+        metadata = () if key is None else (("idempotency-key", key),)
+        client.AppendConversationMessages(request, metadata=metadata)
+
+    return per_call(server, append, calls)
 
 
 def _measure(url: str, log: Path, calls: int, rounds: int) -> None:

@@ -39,8 +39,8 @@ from bench.harness import (
     machine,
     median_ms,
     p99_ms,
+    per_call,
     serve,
-    server_cpu_seconds,
     settle,
     stub,
     timed,
@@ -245,19 +245,6 @@ def load_floor(base: Floor, conversation: uuid.UUID, length: int) -> None:
 
 
 # -- 0. the call floor and server CPU per call ---------------------------------
-
-
-def per_call(
-    server: ServerProcess, operation: Callable[[], object], count: int
-) -> tuple[float, float]:
-    """`count` calls of `operation` one after another (after a few to warm
-    up): their wall p50 and the server's CPU per call, in milliseconds."""
-    for _ in range(min(20, count)):
-        operation()
-    cpu_before = server_cpu_seconds(server)
-    samples = [timed(operation) for _ in range(count)]
-    cpu = server_cpu_seconds(server) - cpu_before
-    return median_ms(samples), cpu / count * 1000
 
 
 def call_costs(
