@@ -118,10 +118,15 @@ def test_every_call_naming_a_conversation_reports_its_version_after_it(stub: Stu
     assert _call(stub.ListSnapshotMessageIds, listed_ids)[1] is None
 
 
-def test_errors_report_the_version_once_the_conversation_is_known(stub: Stub) -> None:
+def test_errors_report_the_version_while_the_conversation_exists(stub: Stub) -> None:
     cid = new_id()
     a, b = calls.seed(stub, cid, 2)
     unknown = new_id()
+    list_bad_token = pb.ListConversationMessagesRequest(conversation_id=cid, page_token="zz")
+    ids_bad_token = pb.ListConversationMessageIdsRequest(conversation_id=cid, page_token="zz")
+    unspecified_role = pb.ListConversationMessagesRequest(
+        conversation_id=cid, roles=[pb.ROLE_UNSPECIFIED]
+    )
     known: list[tuple[grpc.StatusCode, Any, Message, Metadata]] = [
         (NOT_FOUND, stub.ReplaceConversationMessagesRange, _replace(cid, unknown, unknown), ()),
         (NOT_FOUND, stub.DeleteConversationMessagesRange, _delete(cid, a, unknown), ()),
@@ -129,15 +134,25 @@ def test_errors_report_the_version_once_the_conversation_is_known(stub: Stub) ->
         # Found after the conversation was read: the range's ends are reversed.
         (INVALID_ARGUMENT, stub.DeleteConversationMessagesRange, _delete(cid, b, a), ()),
         (ABORTED, stub.AppendConversationMessages, _append(cid, "late"), _if(7)),
+        # Wrong in the request alone, on a conversation that exists.
+        (INVALID_ARGUMENT, stub.AppendConversationMessages, _append(cid), ()),
+        (INVALID_ARGUMENT, stub.ListConversationMessages, list_bad_token, ()),
+        (INVALID_ARGUMENT, stub.ListConversationMessages, unspecified_role, ()),
+        (INVALID_ARGUMENT, stub.ListConversationMessageIds, ids_bad_token, ()),
+        (INVALID_ARGUMENT, stub.ReplaceConversationMessagesRange, _replace(cid, "", ""), ()),
+        (INVALID_ARGUMENT, stub.DeleteConversationMessagesRange, _delete(cid, "x", a), ()),
+        (INVALID_ARGUMENT, stub.CreateSnapshot, _snapshot(cid, []), ()),
+        (INVALID_ARGUMENT, stub.AppendConversationMessages, _append(cid, "x"), _if("x")),
     ]
     for code, method, request, metadata in known:
-        assert _failure(code, method, request, metadata)[1] == 1, method
+        assert _failure(code, method, request, metadata)[1] == 1, (method, request)
     absent = new_id()
     unknown_ones: list[tuple[grpc.StatusCode, Any, Message]] = [
         (NOT_FOUND, stub.GetConversation, pb.GetConversationRequest(conversation_id=absent)),
         (NOT_FOUND, stub.ReplaceConversationMessagesRange, _replace(absent, a, a)),
         (INVALID_ARGUMENT, stub.GetConversation, pb.GetConversationRequest(conversation_id="x")),
-        (INVALID_ARGUMENT, stub.DeleteConversationMessagesRange, _delete(cid, "x", a)),
+        (INVALID_ARGUMENT, stub.AppendConversationMessages, _append(absent)),
+        (INVALID_ARGUMENT, stub.CreateSnapshot, _snapshot(absent, [])),
     ]
     for code, method, request in unknown_ones:
         assert _failure(code, method, request)[1] is None, method
@@ -231,7 +246,8 @@ def test_a_malformed_if_version_is_invalid_and_changes_nothing(
     _, reported = _failure(
         INVALID_ARGUMENT, stub.AppendConversationMessages, request, metadata, IF_VERSION
     )
-    assert reported is None
+    # The conversation exists, so the failure reports its version.
+    assert reported == 1
     assert _state(stub, cid) == before
 
 

@@ -25,6 +25,7 @@ from . import checkpoints_servicer, companion_servicer, servicer
 from .auth import ReadAuthInterceptor, Tokens
 from .dispatch import Edge
 from .observe import Metrics, Observer
+from .versions import VersionsAfterErrors
 
 log = logging.getLogger("agent_state.server")
 
@@ -81,9 +82,11 @@ class Server:
     async def start(self) -> None:
         try:
             edge = Edge(Observer(self._metrics), self._tokens)
-            servicer.register(self._grpc, servicer.AgentStateServicer(self._service), edge)
+            versions = VersionsAfterErrors(self._companion.version_of)
+            agynio = servicer.AgentStateServicer(self._service)
+            servicer.register(self._grpc, agynio, edge, versions)
             companion = companion_servicer.CompanionServicer(self._companion)
-            companion_servicer.register(self._grpc, companion, edge)
+            companion_servicer.register(self._grpc, companion, edge, versions)
             checkpoints = checkpoints_servicer.CheckpointsServicer(self._checkpoints)
             checkpoints_servicer.register(self._grpc, checkpoints, edge)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)

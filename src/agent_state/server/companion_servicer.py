@@ -23,7 +23,6 @@ import grpc
 from agent_state_client._gen import conversations_pb2 as cpb
 
 from ..companion import AppendedWithState, CompanionService, Replayed, ScopeState
-from ..errors import ConversationNotFound, StorageUnavailable, VersionMismatch
 from ..idempotency import Idempotency
 from ..model import ConversationRecord, ConversationState, EncodedResponse, MessageHeader
 from . import convert, dispatch, wire
@@ -133,18 +132,6 @@ class CompanionServicer:
                 self.append_with_state, write=True, conversation=_conversation_id
             ),
         }
-
-    async def after_error(self, conversation_id: str, error: Exception) -> int | None:
-        """dispatch.Versions: the version of the conversation a failed call
-        named, when it exists."""
-        if isinstance(error, VersionMismatch):
-            # 0: an append with state expected a version of a conversation
-            # that does not exist, which has none to report (as on
-            # AgentStateService).
-            return error.current or None
-        if isinstance(error, ConversationNotFound | StorageUnavailable):
-            return None
-        return await self._service.version_of(conversation_id)
 
     async def create_conversation(
         self, request: cpb.CreateConversationRequest, key: Idempotency | None
@@ -282,6 +269,12 @@ class CompanionServicer:
         return dispatch.Versioned(bytes(response), result.appended.state.version)
 
 
-def register(server: grpc.aio.Server, servicer: CompanionServicer, edge: dispatch.Edge) -> None:
-    """Serve ConversationsService's methods that `servicer` routes on `server`."""
-    dispatch.register(server, SERVICE, servicer.routes(), edge, versions=servicer)
+def register(
+    server: grpc.aio.Server,
+    servicer: CompanionServicer,
+    edge: dispatch.Edge,
+    versions: dispatch.Versions,
+) -> None:
+    """Serve ConversationsService's methods that `servicer` routes on
+    `server`; `versions` gives failed calls their conversation's version."""
+    dispatch.register(server, SERVICE, servicer.routes(), edge, versions)

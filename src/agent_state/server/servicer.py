@@ -51,9 +51,15 @@ class AgentStateServicer:
             "ListSnapshotMessageIds": self.list_snapshot_message_ids,
             "CreateSnapshot": self.create_snapshot,
         }
-        # The writes take an idempotency key and if-version.
+        # The writes take an idempotency key and if-version; every method
+        # but the snapshot lists names one conversation.
         return {
-            name: dispatch.Route(handler, write=name in WRITES, if_version=name in WRITES)
+            name: dispatch.Route(
+                handler,
+                write=name in WRITES,
+                if_version=name in WRITES,
+                conversation=None if name in _SNAPSHOT_READS else _conversation_id,
+            )
             for name, handler in handlers.items()
         }
 
@@ -170,11 +176,24 @@ WRITES = frozenset(
 """The methods that change data: a read-only token may not call them, and
 they take an idempotency key."""
 
+_SNAPSHOT_READS = frozenset({"ListSnapshotMessages", "ListSnapshotMessageIds"})
+"""The methods that name a snapshot, not a conversation."""
 
-def register(server: grpc.aio.Server, servicer: AgentStateServicer, edge: dispatch.Edge) -> None:
-    """Serve every method of the contract's AgentStateService on `server`."""
+
+def _conversation_id(request: pb.GetConversationRequest) -> str:
+    return request.conversation_id
+
+
+def register(
+    server: grpc.aio.Server,
+    servicer: AgentStateServicer,
+    edge: dispatch.Edge,
+    versions: dispatch.Versions,
+) -> None:
+    """Serve every method of the contract's AgentStateService on `server`;
+    `versions` gives failed calls their conversation's version."""
     routes = servicer.routes()
     missing = {method.name for method in SERVICE.methods} ^ set(routes)
     if missing:
         raise RuntimeError(f"servicer and contract disagree on methods: {sorted(missing)}")
-    dispatch.register(server, SERVICE, routes, edge)
+    dispatch.register(server, SERVICE, routes, edge, versions)

@@ -5,18 +5,25 @@ A write may send request metadata ``if-version: N``: it goes ahead only
 while the conversation is at version N (0: while it does not exist). Every
 call that names one conversation answers with trailing metadata
 ``x-conversation-version: N``, the conversation's version after the call;
-also when it fails, if the error was found once the conversation had been
-read (the service then sets `AgentStateError.version`). Handlers answer
-with that version (dispatch.Versioned), and dispatch.py's one call path
-sends it.
+also when it fails, while the conversation exists: the service sets
+`AgentStateError.version` where it had read the conversation, and
+`VersionsAfterErrors` reads it otherwise (a request wrong in itself never
+got that far). Handlers answer with that version (dispatch.Versioned), and
+dispatch.py's one call path sends it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from ..errors import AgentStateError, InvalidArgument
+from ..errors import (
+    AgentStateError,
+    ConversationNotFound,
+    InvalidArgument,
+    StorageUnavailable,
+    VersionMismatch,
+)
 from ..model import ExpectedVersion
 
 IF_VERSION = "if-version"
@@ -45,3 +52,22 @@ def if_version(metadata: Iterable[tuple[str, Any]] | None) -> ExpectedVersion | 
 def version_of(error: BaseException) -> int | None:
     """The conversation's version a failed call reports (None: none)."""
     return error.version if isinstance(error, AgentStateError) else None
+
+
+class VersionsAfterErrors:
+    """dispatch.Versions for every service: a failed call's conversation
+    version, read after the failure where the error does not carry it."""
+
+    def __init__(self, version_of: Callable[[str], Awaitable[int | None]]) -> None:
+        # The conversation's version now; None when the id is malformed or
+        # the conversation absent.
+        self._version_of = version_of
+
+    async def after_error(self, conversation_id: str, error: Exception) -> int | None:
+        if isinstance(error, VersionMismatch):
+            # 0: a write expected a version of a conversation that does not
+            # exist, which has none to report.
+            return error.current or None
+        if isinstance(error, ConversationNotFound | StorageUnavailable):
+            return None
+        return await self._version_of(conversation_id)
