@@ -281,7 +281,7 @@ class CompanionService:
             await tx.save_record(record)
             message_ids = [item.message_id for item in items]
             response = self._codec.forked(record, message_ids)
-            if len(response) > self._limits.max_response_bytes:
+            if len(response) >= self._limits.max_response_bytes:
                 raise _too_large_to_fork(len(message_ids))
             await idempotency_keys.remember(tx, idempotency, now, response)
             return Forked(record, message_ids, response)
@@ -420,11 +420,11 @@ class CompanionService:
             rules.check_in_ordering(conversation, wanted, sizes)
             # GetMessagesResponse is its entries alone, each as large as stored.
             total = sum(sizes[message_id] for message_id in wanted)
-            if total > budget:
+            if total >= budget:
                 raise InvalidArgument(
                     "message_ids",
-                    f"the {len(wanted)} messages take {total} bytes, past the response limit"
-                    f" of {budget}; ask for fewer",
+                    f"the {len(wanted)} messages take {total} bytes; a response stays under"
+                    f" {budget}; ask for fewer",
                 )
             found = await rx.entries(conversation, distinct)
         return MessagesById(state, [EncodedMessage(found[message_id]) for message_id in wanted])

@@ -220,10 +220,7 @@ def decode_checkpoints(token: str, fingerprint: bytes) -> tuple[str, str, str] |
     if not token:
         return None
     malformed = InvalidArgument(_FIELD, "is not a page token issued by this service")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        raise malformed from None
+    raw = _decoded(token, malformed)
     record, check = raw[:-_CHECK_SIZE], raw[-_CHECK_SIZE:]
     if len(record) < _TEXTS_HEADER.size or check != _check(record):
         raise malformed
@@ -273,15 +270,25 @@ def token_length() -> int:
 
 def _unpack(token: str) -> tuple[int, int, bytes, bytes, int, int]:
     malformed = InvalidArgument(_FIELD, "is not a page token issued by this service")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        raise malformed from None
+    raw = _decoded(token, malformed)
     record, check = raw[: _FORMAT.size], raw[_FORMAT.size :]
     if len(raw) != _FORMAT.size + _CHECK_SIZE or check != _check(record):
         raise malformed
     unpacked: tuple[int, int, bytes, bytes, int, int] = _FORMAT.unpack(record)
     return unpacked
+
+
+def _decoded(token: str, malformed: InvalidArgument) -> bytes:
+    """The bytes of a token, which must be spelled exactly as the service
+    spells them: base64 decoders also take padding, the other alphabet and
+    set unused bits, and a token is one string, not any that decodes alike."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise malformed from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != token.encode("ascii", "replace"):
+        raise malformed
+    return raw
 
 
 def _check(record: bytes) -> bytes:

@@ -99,16 +99,17 @@ def page_size(requested: int, limits: Limits) -> int:
 
 
 def fitting(sizes: Sequence[int], room: int) -> int:
-    """How many of the leading entries of these sizes fit in `room` bytes
-    of a response: at least one, as a message larger than the whole limit
-    still goes out alone."""
+    """How many of the leading entries of these sizes a response can hold
+    while it stays under `room` bytes (responses stay under the limit, never
+    reach it): at least one, as a message larger than the whole limit still
+    goes out alone."""
     # Usually all of them: one sum, not a step per entry (a page of 1,000).
-    if sum(sizes) <= room:
+    if sum(sizes) < room:
         return len(sizes)
     taken = 0
     for size in sizes:
         room -= size
-        if taken and room < 0:
+        if taken and room <= 0:
             break
         taken += 1
     return taken

@@ -180,6 +180,39 @@ def test_conversation_pages_stop_before_3_mib(stub: Stub) -> None:
     assert_pages_packed(pages, 100)
 
 
+def test_a_page_stays_under_3_mib_and_never_reaches_it(stub: Stub) -> None:
+    """Pages of two messages that would encode to 3 MiB - 1, 3 MiB and
+    3 MiB + 1 bytes: only the first holds both ("stays under 3 MiB").
+    Snapshot pages, whose size the test can tell exactly in advance: they
+    carry no metadata, and the pages of both lists are cut by one rule."""
+    cid = new_id()
+    first = calls.append(stub, cid, [text_message("a" * (2 * MIB))]).appended[0]
+    last = calls.append(stub, cid, [text_message("c")]).appended[0]
+    token = calls.snapshot_page(
+        stub, calls.snapshot(stub, cid, [first.id, last.id]).snapshot_id, page_size=1
+    ).next_page_token
+
+    def page_of_both(second: pb.Message) -> int:
+        both = pb.ListSnapshotMessagesResponse(messages=[first, second], next_page_token=token)
+        return both.ByteSize() - MAX_PAGE_BYTES
+
+    held = {}
+    for past in (-1, 0, 1):
+        length = MIB
+        for _ in range(5):
+            second = calls.append(stub, cid, [text_message("b" * length)]).appended[0]
+            if page_of_both(second) == past:
+                break
+            # Its id and created_at encode to a few bytes more or less.
+            length += past - page_of_both(second)
+        assert page_of_both(second) == past
+        snapshot = calls.snapshot(stub, cid, [first.id, second.id, last.id])
+        page = calls.snapshot_page(stub, snapshot.snapshot_id, page_size=2)
+        assert len(page.next_page_token) == len(token)
+        held[past] = len(page.messages)
+    assert held == {-1: 2, 0: 1, 1: 1}
+
+
 def test_message_near_the_limit_is_returned_alone(stub: Stub) -> None:
     cid = new_id()
     big = text_for_request_size(cid, MAX_REQUEST_BYTES, "B")

@@ -236,15 +236,17 @@ async def test_get_messages_refuses_bad_requests(
 
 async def test_get_messages_past_the_response_limit_is_refused(store: Store) -> None:
     entry = 16 + len(text_body("y" * 50))
-    s = limited(store, 3 * entry)
+    s = limited(store, 3 * entry + 1)
     conversation = await conversation_of(s, ["y" * 50] * 2)
     first, second = (str(i) for i in await ids_of(s, conversation))
-    # Exactly the limit: sent.
+    # A byte under the limit: sent.
     assert len((await s.companion.get_messages(conversation, [first, second, first])).entries) == 3
-    with pytest.raises(InvalidArgument) as raised:
-        await s.companion.get_messages(conversation, [first, second, first, second])
-    assert raised.value.field == "message_ids"
-    assert f"{4 * entry} bytes" in raised.value.reason
+    # Exactly the limit, and past it: refused (a response stays under it).
+    for asked in ([first, second, first], [first, second, first, second]):
+        with pytest.raises(InvalidArgument) as raised:
+            await limited(store, 3 * entry).companion.get_messages(conversation, asked)
+        assert raised.value.field == "message_ids"
+        assert f"{len(asked) * entry} bytes" in raised.value.reason
     # Found before measured.
     with pytest.raises(MessageNotFound):
         await s.companion.get_messages(conversation, [first] * 4 + [str(uuid4())])

@@ -217,9 +217,11 @@ def test_label_filters_follow_the_label_rules() -> None:
     ("sizes", "room", "kept"),
     [
         ([], 10, 0),
-        ([5, 5], 10, 2),
-        ([5, 5, 1], 10, 2),
-        ([4, 5, 1], 10, 3),
+        ([5, 4], 10, 2),
+        # Under the room, never at it.
+        ([5, 5], 10, 1),
+        ([4, 5, 1], 10, 2),
+        ([4, 4, 1], 10, 3),
         # The first always goes, however large.
         ([50, 1], 10, 1),
         ([50], -3, 1),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import uuid
 
 import pytest
@@ -81,6 +82,44 @@ def _flipped(token: str, index: int) -> str:
 def test_malformed_tokens_are_invalid(token: str) -> None:
     with pytest.raises(InvalidArgument, match="not a page token"):
         paging.decode(token, PagedList.CONVERSATION_MESSAGES, CONVERSATION, NO_FILTER)
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _respelled(token: str) -> list[str]:
+    """Spellings of the token's bytes other than the service's own."""
+    last = _ALPHABET.index(token[-1])
+    # 50 bytes in 67 characters: the last one carries 2 bits no byte uses.
+    assert len(token) * 6 - len(_token_bytes(token)) * 8 == 2
+    other_bits = token[:-1] + _ALPHABET[last ^ 1]
+    other_alphabet = token.replace("-", "+").replace("_", "/")
+    assert other_alphabet != token
+    return [token + "=", token + "==", token + "===", other_bits, other_alphabet]
+
+
+def _token_bytes(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+def test_only_the_services_spelling_of_a_token_is_taken() -> None:
+    # A cursor whose token has both characters that base64's alphabets spell apart.
+    token = next(
+        t
+        for t in (
+            paging.encode(PagedList.CONVERSATION_MESSAGES, CONVERSATION, NO_FILTER, Cursor(n))
+            for n in range(10_000)
+        )
+        if "-" in t or "_" in t
+    )
+    for spelling in _respelled(token):
+        assert _token_bytes(spelling) == _token_bytes(token)
+        with pytest.raises(InvalidArgument, match="not a page token"):
+            paging.decode(spelling, PagedList.CONVERSATION_MESSAGES, CONVERSATION, NO_FILTER)
+    checkpoints = paging.encode_checkpoints(b"f" * 8, ("a", "b", "c"))
+    assert paging.decode_checkpoints(checkpoints, b"f" * 8) == ("a", "b", "c")
+    with pytest.raises(InvalidArgument, match="not a page token"):
+        paging.decode_checkpoints(checkpoints + "=", b"f" * 8)
 
 
 # --- ListConversations ----------------------------------------------------------
