@@ -16,6 +16,7 @@ changes nothing (VersionMismatch, ABORTED).
 from __future__ import annotations
 
 import dataclasses
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,6 +51,7 @@ from .model import (
     MessageInput,
     Moment,
     Original,
+    RememberedCall,
     Snapshot,
     StateUpdateInput,
     StoredState,
@@ -204,15 +206,24 @@ class CompanionService:
         """A new, empty conversation at version 1, created and updated now."""
         named = parse_uuid(conversation_id, "conversation_id") if conversation_id else None
         details = rules.conversation_details(given)
-        conversation = _new_conversation_id(named, "conversation_id", idempotency)
+        conversation = named or new_id()
         now = self._clock()
-        async with self._store.write(conversation, create=True) as tx:
-            if replay := await self._refuse_existing(tx, "conversation_id", idempotency, now):
-                return replay
-            state = dataclasses.replace(tx.state, updated_at=now, version=1)
-            record = ConversationRecord(state, now, details)
-            await tx.save_record(record)
-            return await self._remember(tx, idempotency, now, record)
+        try:
+            async with self._store.write(conversation, create=True) as tx:
+                if replay := await self._refuse_existing(
+                    tx, named, _CREATED, "conversation_id", idempotency, now
+                ):
+                    return replay
+                state = dataclasses.replace(tx.state, updated_at=now, version=1)
+                record = ConversationRecord(state, now, details)
+                await tx.save_record(record)
+                if named is None:
+                    response = self._codec.conversation(record)
+                    await self._keep(tx, _CREATED, idempotency, now, response, conversation)
+                    return record
+                return await self._remember(tx, idempotency, now, record)
+        except idempotency_keys.Superseded as superseded:
+            return await self._replayed_creation(superseded.call)
 
     async def update_conversation(
         self,
@@ -258,11 +269,28 @@ class CompanionService:
         request = rules.fork_request(
             conversation_id, up_to_message_id, new_conversation_id, title, labels
         )
-        field = "new_conversation_id"
-        conversation = _new_conversation_id(request.new_conversation_id, field, idempotency)
+        named = request.new_conversation_id
+        conversation = named or new_id()
+        subject = f"ForkConversation/{request.source}"
         now = self._clock()
+        try:
+            return await self._fork(request, conversation, subject, idempotency, now)
+        except idempotency_keys.Superseded as superseded:
+            return await self._replayed_creation(superseded.call)
+
+    async def _fork(
+        self,
+        request: rules.ForkRequest,
+        conversation: UUID,
+        subject: str,
+        idempotency: Idempotency | None,
+        now: int,
+    ) -> Forked | Replayed:
+        named = request.new_conversation_id
         async with self._store.write(conversation, create=True) as tx:
-            if replay := await self._refuse_existing(tx, field, idempotency, now):
+            if replay := await self._refuse_existing(
+                tx, named, subject, "new_conversation_id", idempotency, now
+            ):
                 return replay
             source = await tx.hold(request.source)
             last = source.tail_position
@@ -283,7 +311,10 @@ class CompanionService:
             response = self._codec.forked(record, message_ids)
             if len(response) >= self._limits.max_response_bytes:
                 raise _too_large_to_fork(len(message_ids))
-            await idempotency_keys.remember(tx, idempotency, now, response)
+            if named is None:
+                await self._keep(tx, subject, idempotency, now, response, conversation)
+            else:
+                await idempotency_keys.remember(tx, idempotency, now, response)
             return Forked(record, message_ids, response)
 
     async def _copy_ordering(self, tx: WriteTransaction, source: UUID, last: int) -> list[Item]:
@@ -327,20 +358,31 @@ class CompanionService:
         (Erased(0, 0) when it is absent and `allow_missing`)."""
         conversation = parse_uuid(conversation_id, "conversation_id")
         expected = rules.expected_version(expected_version)
-        if idempotency is not None:
-            raise InvalidArgument(
-                "idempotency-key",
-                "DeleteConversation takes none: erasing the conversation erases its keys;"
-                " retry with allow_missing instead",
-            )
+        # Its key outlives the conversation (it keeps two counts, nothing
+        # of what was erased).
+        subject = f"DeleteConversation/{conversation}"
+        now = self._clock()
         try:
-            async with self._store.write(conversation) as tx:
-                _check_version(tx.state, expected)
-                return await tx.erase()
-        except ConversationNotFound:
-            if allow_missing:
-                return Erased(messages=0, snapshots=0)
-            raise
+            try:
+                async with self._store.write(conversation) as tx:
+                    if earlier := await self._recall_of(tx, subject, idempotency, now):
+                        return _erased_again(earlier)
+                    _check_version(tx.state, expected)
+                    erased = await tx.erase()
+                    await self._keep(tx, subject, idempotency, now, _erasure_answer(erased))
+                    return erased
+            except ConversationNotFound:
+                # Absent, perhaps erased by this key's first call.
+                async with self._store.write_state() as state_tx:
+                    if earlier := await self._recall_of(state_tx, subject, idempotency, now):
+                        return _erased_again(earlier)
+                    if not allow_missing:
+                        raise
+                    erased = Erased(messages=0, snapshots=0)
+                    await self._keep(state_tx, subject, idempotency, now, _erasure_answer(erased))
+                    return erased
+        except idempotency_keys.Superseded as superseded:
+            return _erased_again(superseded.call)
 
     # -- reads ----------------------------------------------------------
 
@@ -476,16 +518,60 @@ class CompanionService:
         return Replayed(EncodedResponse(call.response), tx.state.version)
 
     async def _refuse_existing(
-        self, tx: WriteTransaction, field: str, idempotency: Idempotency | None, now: int
+        self,
+        tx: WriteTransaction,
+        named: UUID | None,
+        subject: str,
+        field: str,
+        idempotency: Idempotency | None,
+        now: int,
     ) -> Replayed | None:
-        """In a transaction that creates a conversation: None when it did;
-        when the conversation existed, the answer of the call with the same
-        idempotency key that made it, else ALREADY_EXISTS naming `field`."""
+        """In a transaction that creates a conversation, the one the request
+        `named` (None: a new id): None when it is new and no earlier call
+        with the same idempotency key made one. Else that call's answer;
+        failing that, ALREADY_EXISTS naming `field`. The key of a call that
+        named its conversation is that conversation's; of one that did
+        not, `subject`'s."""
+        if named is None:
+            if earlier := await self._recall_of(tx, subject, idempotency, now):
+                # Roll the new conversation back.
+                raise idempotency_keys.Superseded(earlier)
+            return None
         if tx.created:
             return None
         if replay := await self._recall(tx, idempotency, now):
             return replay
         raise AlreadyExists(field, f"conversation {tx.state.id} exists")
+
+    async def _recall_of(
+        self, tx: StateWriter, subject: str, idempotency: Idempotency | None, now: int
+    ) -> RememberedCall | None:
+        window = self._limits.idempotency_window_us
+        return await idempotency_keys.recall_of(tx, subject, idempotency, now, window)
+
+    async def _keep(
+        self,
+        tx: StateWriter,
+        subject: str,
+        idempotency: Idempotency | None,
+        now: int,
+        response: bytes,
+        owner: UUID | None = None,
+    ) -> None:
+        window = self._limits.idempotency_window_us
+        await idempotency_keys.keep_for(tx, subject, idempotency, now, window, response, owner)
+
+    async def _replayed_creation(self, call: RememberedCall) -> Replayed:
+        """The answer of an earlier call that created a conversation under
+        the same key, with that conversation's version now."""
+        assert call.owner is not None
+        try:
+            async with self._store.read_once() as rx:
+                version = (await rx.conversation(call.owner)).version
+        except ConversationNotFound:
+            # Deleted just now, and the key with it.
+            version = 0
+        return Replayed(EncodedResponse(call.response), version)
 
     async def _remember(
         self,
@@ -518,19 +604,25 @@ class CompanionService:
         in one transaction; `expected_version` (0: none) is the scope's."""
         change = rules.state_change(given)
         expected = rules.expected_version(expected_version)
-        if idempotency is not None:
-            raise InvalidArgument(
-                "idempotency-key",
-                "UpdateState takes none: keys are kept per conversation, and state is not;"
-                " make a retry safe with expected_version",
-            )
-        async with self._store.write_state() as tx:
-            await _hold_conversations(tx, [change])
-            locked = await tx.lock_states([change.scope])
-            current = locked[change.scope.key].version
-            if expected and current != expected:
-                raise VersionMismatch("expected_version", expected, current, subject="the scope")
-            (state,) = await _change_states(tx, [change], locked)
+        subject = f"UpdateState/{change.scope.key}"
+        now = self._clock()
+        try:
+            async with self._store.write_state() as tx:
+                await _hold_conversations(tx, [change])
+                locked = await tx.lock_states([change.scope])
+                if earlier := await self._recall_of(tx, subject, idempotency, now):
+                    return _state_again(earlier)
+                current = locked[change.scope.key].version
+                if expected and current != expected:
+                    raise VersionMismatch(
+                        "expected_version", expected, current, subject="the scope"
+                    )
+                (state,) = await _change_states(tx, [change], locked)
+                # A conversation's scope: its erasure takes the key along.
+                owner = change.scope.conversation_id
+                await self._keep(tx, subject, idempotency, now, _state_answer(state), owner)
+        except idempotency_keys.Superseded as superseded:
+            return _state_again(superseded.call)
         return _shown(state)
 
     async def append_with_state(
@@ -603,17 +695,31 @@ def _shown(state: StoredState) -> ScopeState:
     return ScopeState(state.values_json.decode(), state.version)
 
 
-def _new_conversation_id(named: UUID | None, field: str, idempotency: Idempotency | None) -> UUID:
-    """The id of the conversation a call creates: the one `field` names, or
-    a new one. A call that names none takes no idempotency key: its retry
-    would create a second conversation."""
-    if named is not None:
-        return named
-    if idempotency is not None:
-        raise InvalidArgument(
-            "idempotency-key", f"needs {field} set: a retry would create a second conversation"
-        )
-    return new_id()
+_CREATED = "CreateConversation"
+"""The subject of the keys of CreateConversation calls that name no id."""
+
+_ERASED = struct.Struct(">qq")
+_STATE_VERSION = struct.Struct(">q")
+
+
+def _erasure_answer(erased: Erased) -> bytes:
+    """DeleteConversation's answer, as its idempotency key keeps it."""
+    return _ERASED.pack(erased.messages, erased.snapshots)
+
+
+def _erased_again(call: RememberedCall) -> Erased:
+    messages, snapshots = _ERASED.unpack(call.response)
+    return Erased(messages=messages, snapshots=snapshots)
+
+
+def _state_answer(state: StoredState) -> bytes:
+    """UpdateState's answer, as its idempotency key keeps it."""
+    return _STATE_VERSION.pack(state.version) + state.values_json
+
+
+def _state_again(call: RememberedCall) -> ScopeState:
+    (version,) = _STATE_VERSION.unpack_from(call.response)
+    return _shown(StoredState(call.response[_STATE_VERSION.size :], version))
 
 
 def _check_possible(*times: int) -> None:

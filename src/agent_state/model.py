@@ -178,6 +178,9 @@ class RememberedCall:
     `response` then holds the appended messages only, and the response's
     metadata is the conversation, this message count and created_at as its
     updated_at."""
+    owner: UUID | None = None
+    """For a key of a subject (StateWriter.keep_call): the conversation
+    whose erasure takes the key with it (None: none)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,12 +181,18 @@ async def test_a_create_without_an_id_names_one_itself() -> None:
     assert retry_key == first_key
 
 
-async def test_delete_conversation_and_update_state_send_no_key() -> None:
+async def test_delete_conversation_and_update_state_send_a_key_too() -> None:
     async with talking_to(cpb.DeleteConversationResponse()) as (fake, client):
         await client.delete_conversation("c", allow_missing=True)
+        await client.delete_conversation("c", idempotency_key="mine")
         fake.script(cpb.UpdateStateResponse(values_json="{}", version=1))
         await client.update_state("app/a", set={"k": 1})
-    assert _sent(fake, "idempotency-key") == [None, None]
+        await client.update_state("app/a", set={"k": 1}, idempotency_key="ours")
+    made_delete, given_delete, made_update, given_update = _sent(fake, "idempotency-key")
+    assert (given_delete, given_update) == ("mine", "ours")
+    assert made_delete
+    assert made_update
+    assert made_delete != made_update
 
 
 async def test_token_request_id_and_extra_metadata() -> None:

@@ -370,13 +370,42 @@ def test_update_replays_with_an_idempotency_key(companion: CompanionStub, stub: 
     )
     assert again == first
     assert trailing(call)[VERSION] == "3"
+
+
+def test_a_create_without_an_id_replays_with_an_idempotency_key(
+    companion: CompanionStub, stub: Stub
+) -> None:
+    key = (("idempotency-key", new_id()),)
+    request = cpb.CreateConversationRequest(title="made once")
+    first, call = companion.CreateConversation.with_call(request, timeout=TIMEOUT, metadata=key)
+    assert trailing(call)[VERSION] == "1"
+    calls.append(stub, first.conversation_id, [text_message("later")])
+    # The first answer, the same conversation; the version as it is now.
+    again, call = companion.CreateConversation.with_call(request, timeout=TIMEOUT, metadata=key)
+    assert again == first
+    assert trailing(call)[VERSION] == "2"
+
+
+def test_a_delete_replays_with_an_idempotency_key(companion: CompanionStub, stub: Stub) -> None:
+    cid = new_id()
+    calls.seed(stub, cid, 2)
+    key = (("idempotency-key", new_id()),)
+    request = cpb.DeleteConversationRequest(conversation_id=cid)
+    first = companion.DeleteConversation(request, timeout=TIMEOUT, metadata=key)
+    assert (first.deleted_message_count, first.deleted_snapshot_count) == (2, 0)
+    # A retry after the first call went through: its answer, not NOT_FOUND.
+    again, call = companion.DeleteConversation.with_call(request, timeout=TIMEOUT, metadata=key)
+    assert again == first
+    assert trailing(call)[VERSION] == "0"
+    expect_error(NOT_FOUND, lambda: companion.DeleteConversation(request, timeout=TIMEOUT))
     expect_error(
-        INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
         lambda: companion.DeleteConversation(
-            cpb.DeleteConversationRequest(conversation_id=cid), timeout=TIMEOUT, metadata=key
+            cpb.DeleteConversationRequest(conversation_id=cid, allow_missing=True),
+            timeout=TIMEOUT,
+            metadata=key,
         ),
         "idempotency-key",
-        "allow_missing",
     )
 
 

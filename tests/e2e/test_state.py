@@ -213,12 +213,18 @@ def test_invalid_utf8_is_refused_naming_the_field(channel: grpc.Channel) -> None
     expect_error(INVALID_ARGUMENT, partial(call, bad, timeout=TIMEOUT), "state_updates[1].set_json")
 
 
-def test_update_state_takes_no_idempotency_key(companion: CompanionStub) -> None:
+def test_update_state_replays_with_an_idempotency_key(companion: CompanionStub) -> None:
+    scope, key = app(), (("idempotency-key", f"k-{uuid.uuid4()}"),)
+    first = update_state(companion, scope, '{"a": 1}', metadata=key)
+    assert (first.values_json, first.version) == ('{"a":1}', 1)
+    update_state(companion, scope, '{"b": 2}')
+    # The first answer again, applied once.
+    assert update_state(companion, scope, '{"a": 1}', metadata=key) == first
+    assert get_state(companion, scope).version == 2
     expect_error(
-        INVALID_ARGUMENT,
-        partial(update_state, companion, app(), metadata=(("idempotency-key", "k1"),)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        partial(update_state, companion, scope, '{"a": 9}', metadata=key),
         "idempotency-key",
-        "expected_version",
     )
 
 

@@ -362,16 +362,91 @@ async def test_create_and_update_replay_their_first_answer(store: Store) -> None
         await s.companion.create_conversation(conversation, PLAIN, key("other"))
 
 
-async def test_keys_that_cannot_replay_are_refused(store: Store) -> None:
+def fresh_key(request: bytes = b"request") -> Idempotency:
+    """A key no other test uses: the keys of calls that name no conversation
+    are shared by the whole database."""
+    return key(f"k-{uuid4()}", request)
+
+
+async def test_a_create_that_names_no_id_replays_under_its_key(store: Store) -> None:
     s = services(store)
-    with pytest.raises(InvalidArgument) as raised:
-        await s.companion.create_conversation("", PLAIN, key("k"))
+    made = fresh_key()
+    first = applied(await s.companion.create_conversation("", PLAIN, made))
+    again = await s.companion.create_conversation("", PLAIN, made)
+    assert isinstance(again, Replayed)
+    assert s.codec.records[again.response] == first
+    assert again.version == 1
+    await s.append(str(first.state.id))
+    # The original answer, with the version now.
+    later = await s.companion.create_conversation("", PLAIN, made)
+    assert isinstance(later, Replayed)
+    assert (s.codec.records[later.response], later.version) == (first, 2)
+    with pytest.raises(FailedPrecondition) as raised:
+        await s.companion.create_conversation("", PLAIN, key(made.key, b"another"))
     assert raised.value.field == "idempotency-key"
-    conversation = str(applied(await s.companion.create_conversation("", PLAIN)).state.id)
-    with pytest.raises(InvalidArgument) as raised:
-        await s.companion.delete_conversation(conversation, 0, False, key("k"))
-    assert raised.value.field == "idempotency-key"
-    assert (await s.companion.describe_conversation(conversation)).state.version == 1
+    # Concurrent duplicates make one conversation; the others answer with it.
+    racing = fresh_key()
+    outcomes = await asyncio.gather(
+        *(s.companion.create_conversation("", PLAIN, racing) for _ in range(4))
+    )
+    made_ones = [outcome for outcome in outcomes if not isinstance(outcome, Replayed)]
+    assert len(made_ones) == 1
+    replays = [outcome for outcome in outcomes if isinstance(outcome, Replayed)]
+    assert [s.codec.records[replay.response] for replay in replays] == made_ones * 3
+
+
+async def test_a_fork_that_names_no_id_replays_under_its_key(store: Store) -> None:
+    s = services(store)
+    source = str(uuid4())
+    await s.append(source, 3)
+    forking = fresh_key()
+    first = await s.companion.fork_conversation(source, "", "", "", {}, forking)
+    assert not isinstance(first, Replayed)
+    again = await s.companion.fork_conversation(source, "", "", "", {}, forking)
+    assert isinstance(again, Replayed)
+    assert (again.response, again.version) == (first.response, 1)
+    assert s.codec.records[again.response] == first.record
+    # The key is the source's: forking another conversation is another call.
+    other = str(uuid4())
+    await s.append(other)
+    elsewhere = await s.companion.fork_conversation(other, "", "", "", {}, forking)
+    assert not isinstance(elsewhere, Replayed)
+    # Erasing the fork takes its key along: the same call then forks again.
+    await s.companion.delete_conversation(str(first.record.state.id), 0, False)
+    anew = await s.companion.fork_conversation(source, "", "", "", {}, forking)
+    assert not isinstance(anew, Replayed)
+    assert anew.record.state.id != first.record.state.id
+
+
+async def test_a_delete_replays_under_its_key(store: Store) -> None:
+    s = services(store)
+    conversation = str(uuid4())
+    await s.append(conversation, 3)
+    deleting = fresh_key()
+    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Erased(3, 0)
+    # A retry answers as the first call did, not NOT_FOUND...
+    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Erased(3, 0)
+    # ...and does not erase a conversation made under that id since.
+    await s.append(conversation)
+    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Erased(3, 0)
+    assert (await s.companion.describe_conversation(conversation)).state.message_count == 1
+    with pytest.raises(FailedPrecondition):
+        await s.companion.delete_conversation(conversation, 0, True, key(deleting.key, b"other"))
+    # Without a key, a delete of an absent conversation is NOT_FOUND as ever.
+    with pytest.raises(ConversationNotFound):
+        await s.companion.delete_conversation(str(uuid4()), 0, False)
+    absent, missing = str(uuid4()), fresh_key()
+    assert await s.companion.delete_conversation(absent, 0, True, missing) == Erased(0, 0)
+    await s.append(absent)
+    assert await s.companion.delete_conversation(absent, 0, True, missing) == Erased(0, 0)
+    assert (await s.companion.describe_conversation(absent)).state.version == 1
+    # Concurrent duplicates erase once, and all answer what was erased.
+    racing, raced = str(uuid4()), fresh_key()
+    await s.append(racing, 2)
+    outcomes = await asyncio.gather(
+        *(s.companion.delete_conversation(racing, 0, False, raced) for _ in range(4))
+    )
+    assert outcomes == [Erased(2, 0)] * 4
 
 
 # --- delete --------------------------------------------------------------------------

@@ -115,11 +115,54 @@ async def test_request_mistakes_come_before_anything_else(store: Store) -> None:
             await s.companion.update_state(given, expected)
         assert caught.value.field == field
     with pytest.raises(InvalidArgument) as caught:
-        await s.companion.update_state(update(app()), 0, Idempotency("k", b"f"))
-    assert caught.value.field == "idempotency-key"
-    with pytest.raises(InvalidArgument) as caught:
         await s.companion.get_state("conversation/x")
     assert caught.value.field == "scope"
+
+
+async def test_an_update_replays_under_its_key(store: Store) -> None:
+    s = services(store)
+    scope = app()
+    keyed = Idempotency(f"k-{uuid4()}", b"set a")
+    first = await s.companion.update_state(update(scope, '{"a": 1}'), 0, keyed)
+    assert first == ScopeState('{"a":1}', 1)
+    assert await s.companion.get_state(scope) == first
+    await s.companion.update_state(update(scope, '{"b": 2}'), 0)
+    # The first answer, whatever the state is now; applied once.
+    assert await s.companion.update_state(update(scope, '{"a": 1}'), 0, keyed) == first
+    assert await s.companion.get_state(scope) == ScopeState('{"a":1,"b":2}', 2)
+    with pytest.raises(FailedPrecondition) as caught:
+        await s.companion.update_state(update(scope, '{"a": 5}'), 0, Idempotency(keyed.key, b"x"))
+    assert caught.value.field == "idempotency-key"
+    # The key is the scope's: the same key on another scope is another call.
+    other = app()
+    assert await s.companion.update_state(update(other, "{}"), 0, keyed) == ScopeState("{}", 1)
+    # Concurrent duplicates apply once.
+    raced, racing = app(), Idempotency(f"k-{uuid4()}", b"set r")
+    outcomes = await asyncio.gather(
+        *(s.companion.update_state(update(raced, '{"r": 1}'), 0, racing) for _ in range(4))
+    )
+    assert outcomes == [ScopeState('{"r":1}', 1)] * 4
+    assert await s.companion.get_state(raced) == ScopeState('{"r":1}', 1)
+
+
+async def test_the_key_of_a_conversations_scope_goes_with_the_conversation(
+    store: Store,
+) -> None:
+    s = services(store)
+    conversation = str(uuid4())
+    await s.append(conversation)
+    scope = f"conversation/{conversation}"
+    keyed = Idempotency(f"k-{uuid4()}", b"set a")
+    assert await s.companion.update_state(update(scope, '{"a": 1}'), 0, keyed) == ScopeState(
+        '{"a":1}', 1
+    )
+    await s.companion.delete_conversation(conversation, 0, False)
+    await s.append(conversation)
+    # Erased with the conversation (its answer showed the state): applied anew.
+    await s.companion.update_state(update(scope, '{"b": 2}'), 0)
+    assert await s.companion.update_state(update(scope, '{"a": 1}'), 0, keyed) == ScopeState(
+        '{"a":1,"b":2}', 2
+    )
 
 
 async def test_a_conversations_scope_needs_the_conversation_and_goes_with_it(

@@ -328,8 +328,9 @@ def rows_of(database: FreshDatabase, conversation_id: UUID) -> dict[str, int]:
 async def _filled(opened: Opened, body: bytes) -> tuple[UUID, int, int]:
     """A conversation with a row in every table a conversation has rows in:
     placed and detached messages, a renumbering, snapshots with frozen
-    copies and bodies, an idempotency key, labels, and the state of its
-    scope. Returns its id, and how many messages and snapshots it has."""
+    copies and bodies, idempotency keys (its own and one of a subject it
+    owns), labels, and the state of its scope. Returns its id, and how many
+    messages and snapshots it has."""
     store = opened.store
     conversation_id = (await created(store)).state.id
     placed = [message(body), message(body), message(b"third")]
@@ -341,6 +342,8 @@ async def _filled(opened: Opened, body: bytes) -> tuple[UUID, int, int]:
             snapshot = Snapshot(uuid4(), conversation_id, T0, len(ids))
             assert await tx.create_snapshot(snapshot, ids) == len(ids)
         await tx.remember("key", RememberedCall(sha256(b"request"), b"response", T0))
+        owned = RememberedCall(sha256(b"request"), b"response", T0, owner=conversation_id)
+        assert await tx.keep_call(f"subject/{conversation_id}", "key", owned, T0 - 1)
         scope = Scope(f"conversation/{conversation_id}", conversation_id)
         assert await tx.hold_conversations([conversation_id])
         await tx.lock_states([scope])
@@ -369,6 +372,7 @@ async def test_erase_leaves_no_row_of_the_conversation_in_any_table(opened: Open
         "snapshot_messages",
         "snapshot_bodies",
         "idempotency_keys",
+        "call_keys",
         "conversation_labels",
         "scoped_state",
     }

@@ -1884,19 +1884,78 @@ async def test_remember_replaces_and_rolls_back(store: Store) -> None:
 
 
 async def test_forget_calls_deletes_only_old_keys_in_batches(store: Store) -> None:
+    """Of conversations and of subjects alike, up to the batch of each."""
     conversation_id = await new_conversation(store)
+    subject = f"subject/{uuid4()}"
     # Far in the past, so that keys other tests left (at T0) are newer.
     old = T0 - 10**12
     async with store.write(conversation_id) as tx:
         for index in range(5):
             await tx.remember(f"old-{index}", RememberedCall(b"f", b"r", old + index))
+            kept = RememberedCall(b"f", b"r", old + index)
+            assert await tx.keep_call(subject, f"old-{index}", kept, old - 1)
         await tx.remember("recent", RememberedCall(b"f", b"r", old + 100))
-    assert await store.forget_calls(old + 50, 3) == 3
-    assert await store.forget_calls(old + 50, 3) == 2
+        assert await tx.keep_call(subject, "recent", RememberedCall(b"f", b"r", old + 100), old)
+    assert await store.forget_calls(old + 50, 3) == 6
+    assert await store.forget_calls(old + 50, 3) == 4
     assert await store.forget_calls(old + 50, 3) == 0
     async with store.write(conversation_id) as tx:
         assert await tx.recall("old-4") is None
         assert await tx.recall("recent") == RememberedCall(b"f", b"r", old + 100)
+        assert await tx.recall_call(subject, "old-4") is None
+        assert await tx.recall_call(subject, "recent") == RememberedCall(b"f", b"r", old + 100)
+
+
+async def test_keep_call_keeps_over_an_expired_key_only(store: Store) -> None:
+    subject, other = f"subject/{uuid4()}", f"subject/{uuid4()}"
+    first = RememberedCall(sha256(b"one"), b"first", T0)
+    second = RememberedCall(sha256(b"two"), b"second", T0 + 5)
+    async with store.write_state() as tx:
+        assert await tx.recall_call(subject, "key") is None
+        assert await tx.keep_call(subject, "key", first, T0 - 100)
+        # Fresh (made after expired_at): kept, and nothing changes.
+        assert not await tx.keep_call(subject, "key", second, T0 - 1)
+        assert await tx.recall_call(subject, "key") == first
+        # The same key of another subject is another key.
+        assert await tx.keep_call(other, "key", second, T0 - 100)
+    async with store.write_state() as tx:
+        assert await tx.recall_call(subject, "key") == first
+        # Expired (made at or before expired_at): replaced.
+        assert await tx.keep_call(subject, "key", second, T0)
+        assert await tx.recall_call(subject, "key") == second
+
+    async def doomed() -> None:
+        async with store.write_state() as tx:
+            assert await tx.keep_call(subject, "key", first, T0 + 10)
+            assert await tx.keep_call(subject, "new", first, T0)
+            raise Boom
+
+    with pytest.raises(Boom):
+        await doomed()
+    async with store.write_state() as tx:
+        assert await tx.recall_call(subject, "key") == second
+        assert await tx.recall_call(subject, "new") is None
+        assert await tx.recall_call(other, "key") == second
+
+
+async def test_of_concurrent_keepers_of_a_key_one_keeps_it(store: Store) -> None:
+    """Eight transactions keep one key at once, holding it a while: one
+    keeps it; the others wait for its end, then find it kept."""
+    subject = f"subject/{uuid4()}"
+    kept: list[bool] = []
+
+    async def keeper(index: int) -> None:
+        call = RememberedCall(sha256(b"%d" % index), b"response %d" % index, T0)
+        async with store.write_state() as tx:
+            kept.append(await tx.keep_call(subject, "key", call, T0 - 100))
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(keeper(index) for index in range(8)))
+    assert kept.count(True) == 1
+    async with store.write_state() as tx:
+        found = await tx.recall_call(subject, "key")
+    assert found is not None
+    assert found.response.startswith(b"response ")
 
 
 async def test_message_page_filter_with_many_kinds(store: Store) -> None:

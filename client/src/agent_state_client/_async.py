@@ -601,20 +601,20 @@ class AsyncClient(Configured):
         *,
         expected_version: int | None = None,
         allow_missing: bool = False,
+        idempotency_key: str | None = None,
     ) -> DeletedConversation:
         """Erase a conversation and everything of it (messages, snapshots,
-        labels, its scope's state) in one transaction.
-
-        The server takes no idempotency key here. The call is retried like
-        the others, so a retry after a lost answer may find the
-        conversation gone: pass `allow_missing` when "gone" is all you need
-        (an absent conversation then answers zero counts)."""
+        labels, its scope's state) in one transaction; a retry after a lost
+        answer gets that answer again. An absent conversation is
+        `NotFound`, or zero counts with `allow_missing`."""
         request = cpb.DeleteConversationRequest(
             conversation_id=conversation_id,
             expected_version=_expected_field(expected_version),
             allow_missing=allow_missing,
         )
-        reply = await self._call(_call.DELETE_CONVERSATION, request)
+        reply = await self._call(
+            _call.DELETE_CONVERSATION, request, idempotency_key=idempotency_key
+        )
         return DeletedConversation(
             reply.response.deleted_message_count,
             reply.response.deleted_snapshot_count,
@@ -715,21 +715,18 @@ class AsyncClient(Configured):
         set: Mapping[str, Any] | str | None = None,
         remove: Iterable[str] = (),
         expected_version: int | None = None,
+        idempotency_key: str | None = None,
     ) -> State:
         """Set keys (a mapping of JSON values, or a JSON object's text sent
         as it is) and remove keys of one scope's state, in one transaction;
-        `expected_version` is the scope's version.
-
-        The server takes no idempotency key here: setting the same values
-        again is harmless, but a retried conditional update whose first
-        attempt landed fails `VersionConflict`."""
+        `expected_version` is the scope's version."""
         request = cpb.UpdateStateRequest(
             scope=scope,
             set_json="" if set is None else _convert.json_object(set, "set"),
             remove_keys=list(remove),
             expected_version=_expected_field(expected_version),
         )
-        reply = await self._call(_call.UPDATE_STATE, request)
+        reply = await self._call(_call.UPDATE_STATE, request, idempotency_key=idempotency_key)
         return State(scope, reply.response.values_json, reply.response.version)
 
     async def append_with_state(

@@ -35,10 +35,9 @@ class RetryPolicy:
     """How a call is retried when the server is unreachable or slow
     (UNAVAILABLE, DEADLINE_EXCEEDED).
 
-    Retrying is safe: reads change nothing, and every write but
-    DeleteConversation and UpdateState carries an idempotency key, the
-    same on each attempt, so the server applies it once and replays its
-    answer (see AsyncClient for those two).
+    Retrying is safe: reads change nothing, and every write carries an
+    idempotency key, the same on each attempt, so the server applies it
+    once and replays its answer.
 
     The wait before retry *n* (1, 2, ...) is drawn uniformly between 0 and
     ``min(max_backoff, initial_backoff * multiplier ** (n - 1))`` seconds
@@ -262,21 +261,21 @@ LIST_SNAPSHOT_MESSAGES = _agynio("ListSnapshotMessages", pb.ListSnapshotMessages
 LIST_SNAPSHOT_MESSAGE_IDS = _agynio("ListSnapshotMessageIds", pb.ListSnapshotMessageIdsResponse)
 CREATE_SNAPSHOT = _agynio("CreateSnapshot", pb.CreateSnapshotResponse, write=True)
 
-# Keys: CreateConversation and ForkConversation always name the new
-# conversation (the client makes its id when the caller does not), so a key
-# is allowed; DeleteConversation takes none (erasing a conversation erases
-# its keys), nor does UpdateState (keys belong to a conversation; a scope
-# need not have one).
+# Every write takes a key. CreateConversation and ForkConversation name the
+# new conversation all the same (the client makes its id when the caller
+# does not): a time-ordered id made by the client sorts as the server's would.
 CREATE_CONVERSATION = _companion("CreateConversation", cpb.Conversation, keyed=True)
 DESCRIBE_CONVERSATION = _companion("DescribeConversation", cpb.Conversation)
 UPDATE_CONVERSATION = _companion("UpdateConversation", cpb.Conversation, keyed=True)
 LIST_CONVERSATIONS = _companion("ListConversations", cpb.ListConversationsResponse)
-DELETE_CONVERSATION = _companion("DeleteConversation", cpb.DeleteConversationResponse)
+DELETE_CONVERSATION = _companion(
+    "DeleteConversation", cpb.DeleteConversationResponse, keyed=True
+)
 TAIL = _companion("TailConversationMessages", cpb.TailConversationMessagesResponse)
 GET_MESSAGES = _companion("GetMessages", cpb.GetMessagesResponse)
 FORK = _companion("ForkConversation", cpb.ForkConversationResponse, keyed=True)
 GET_STATE = _companion("GetState", cpb.GetStateResponse)
-UPDATE_STATE = _companion("UpdateState", cpb.UpdateStateResponse)
+UPDATE_STATE = _companion("UpdateState", cpb.UpdateStateResponse, keyed=True)
 APPEND_WITH_STATE = _companion(
     "AppendMessagesWithState", cpb.AppendMessagesWithStateResponse, keyed=True
 )

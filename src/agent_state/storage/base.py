@@ -193,6 +193,21 @@ class StateWriter(ABC):
     async def save_states(self, states: Sequence[tuple[Scope, StoredState]]) -> None:
         """Write the states of scopes `lock_states` locked."""
 
+    @abstractmethod
+    async def recall_call(self, subject: str, key: str) -> RememberedCall | None:
+        """What `keep_call` kept under this idempotency key of `subject`."""
+
+    @abstractmethod
+    async def keep_call(
+        self, subject: str, key: str, call: RememberedCall, expired_at: int
+    ) -> bool:
+        """Keep `call` under this idempotency key of `subject` (what a call
+        that belongs to no one existing conversation was about: the
+        conversation it erased, the scope it changed...), unless the key
+        holds a call made after `expired_at`: then keep nothing and return
+        False. A concurrent keeper of the same key waits for this
+        transaction's end, so one of them keeps it."""
+
 
 class WriteTransaction(StateWriter):
     """A transaction holding the lock of one conversation.
@@ -227,8 +242,9 @@ class WriteTransaction(StateWriter):
         """Delete the conversation and everything of it: its messages
         (detached ones too), ordering, renumberings, snapshots and their
         frozen copies, idempotency keys, labels and the state of its
-        scope. Returns what went. Nothing else may be done through the
-        transaction afterwards."""
+        scope, and the keys of subjects it owns (StateWriter.keep_call).
+        Returns what went. Nothing more of the conversation may be done
+        through the transaction afterwards."""
 
     @abstractmethod
     async def lookup(
@@ -562,8 +578,9 @@ class Store(ABC):
 
     @abstractmethod
     async def forget_calls(self, created_before: int, limit: int) -> int:
-        """Delete up to `limit` idempotency keys created before
-        `created_before` (any conversation); return how many went."""
+        """Delete up to `limit` idempotency keys of conversations and up to
+        `limit` of subjects (StateWriter.keep_call) created before
+        `created_before`; return how many went."""
 
     @abstractmethod
     def read(self) -> AbstractAsyncContextManager[ReadTransaction]:

@@ -584,9 +584,11 @@ class PostgresStore(transactions.StoreOperations):
                 return None
 
     async def _forget_calls(self, params: Params) -> int:
+        forgotten = 0
         async with self._connection() as conn:
-            cursor = await conn.execute(_QUERIES["forget_calls"], params)
-            return cursor.rowcount
+            for query in ("forget_calls", "forget_kept_calls"):
+                forgotten += (await conn.execute(_QUERIES[query], params)).rowcount
+        return forgotten
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTransaction]:

@@ -379,7 +379,12 @@ class SqliteStore(transactions.StoreOperations):
 
     async def _forget_calls(self, params: Params) -> int:
         async with self._write_lock:
-            return await self._writer.run(lambda db: _execute(db, "forget_calls", params).rowcount)
+            return await self._writer.run(
+                lambda db: sum(
+                    _execute(db, query, params).rowcount
+                    for query in ("forget_calls", "forget_kept_calls")
+                )
+            )
 
     async def _append_at_tail(
         self, params: dict[str, Any], messages: Sequence[NewMessage]

@@ -454,6 +454,28 @@ class StateWrite(StateWriter):
             }
             await self._x.run(Statement("save_states", {}, columns))
 
+    async def recall_call(self, subject: str, key: str) -> RememberedCall | None:
+        row = await self._x.row("recall_call", {"subject": subject, "key": key})
+        if row is None:
+            return None
+        fingerprint, response, created_at, owner = row
+        found = None if owner is None else self._x.to_uuid(owner)
+        return RememberedCall(bytes(fingerprint), bytes(response), created_at, owner=found)
+
+    async def keep_call(
+        self, subject: str, key: str, call: RememberedCall, expired_at: int
+    ) -> bool:
+        params = {
+            "subject": subject,
+            "key": key,
+            "owner": call.owner,
+            "fingerprint": call.fingerprint,
+            "response": call.response,
+            "created_at": common.Micros(call.created_at),
+            "expired_at": common.Micros(expired_at),
+        }
+        return bool(await self._x.rows("keep_call", params))
+
 
 @dataclass(frozen=True, slots=True)
 class Recalled:

@@ -259,6 +259,30 @@ WHERE (conversation_id, key) IN (
 )
 
 
+-- Idempotency keys of a subject (of no one existing conversation) -------------------
+
+-- name: recall_call
+SELECT fingerprint, response, created_at, conversation_id FROM call_keys
+WHERE subject = %(subject)s AND key = %(key)s
+
+-- name: keep_call
+-- Over an expired key, not a fresh one: then no row comes back. A
+-- concurrent keeper of the same key waits here for this transaction's end.
+INSERT INTO call_keys (subject, key, conversation_id, fingerprint, response, created_at)
+VALUES (%(subject)s, %(key)s, %(owner)s, %(fingerprint)s, %(response)s, %(created_at)s)
+ON CONFLICT (subject, key) DO UPDATE
+SET conversation_id = excluded.conversation_id, fingerprint = excluded.fingerprint,
+    response = excluded.response, created_at = excluded.created_at
+WHERE call_keys.created_at <= %(expired_at)s
+RETURNING 1
+
+-- name: forget_kept_calls
+DELETE FROM call_keys
+WHERE (subject, key) IN (
+    SELECT subject, key FROM call_keys
+    WHERE created_at < %(created_before)s LIMIT %(limit)s
+)
+
 -- Snapshots ---------------------------------------------------------------------------
 
 -- name: insert_snapshot
