@@ -16,6 +16,7 @@ changes nothing (VersionMismatch, ABORTED).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,15 @@ class CompanionCodec(Protocol):
         """Bytes each message id adds to a response that lists ids."""
         ...
 
+    def listed_conversation_size(self, record: ConversationRecord) -> int:
+        """Bytes the conversation adds to a ListConversations response (at
+        most)."""
+        ...
+
+    def token_field_size(self, token_length: int) -> int:
+        """Bytes a page token of this length adds to a response."""
+        ...
+
     def appended_with_state(self, result: AppendedWithState) -> EncodedResponse: ...
 
 
@@ -154,6 +164,16 @@ class Forked:
     record: ConversationRecord
     message_ids: list[UUID]
     response: EncodedResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """DeleteConversation's answer: what went, and the conversation's
+    version after the call: 0, as it is gone, unless a replay finds a
+    conversation made under its id since."""
+
+    erased: Erased
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +291,7 @@ class CompanionService:
         )
         named = request.new_conversation_id
         conversation = named or new_id()
-        subject = f"ForkConversation/{request.source}"
+        subject = _subject("ForkConversation", request.source)
         now = self._clock()
         try:
             return await self._fork(request, conversation, subject, idempotency, now)
@@ -353,36 +373,37 @@ class CompanionService:
         expected_version: int,
         allow_missing: bool,
         idempotency: Idempotency | None = None,
-    ) -> Erased:
+    ) -> Deleted:
         """Erases the conversation and everything of it, in one transaction
-        (Erased(0, 0) when it is absent and `allow_missing`)."""
+        (nothing when it is absent and `allow_missing`)."""
         conversation = parse_uuid(conversation_id, "conversation_id")
         expected = rules.expected_version(expected_version)
-        # Its key outlives the conversation (it keeps two counts, nothing
-        # of what was erased).
-        subject = f"DeleteConversation/{conversation}"
+        subject = _subject("DeleteConversation", conversation)
         now = self._clock()
         try:
             try:
                 async with self._store.write(conversation) as tx:
                     if earlier := await self._recall_of(tx, subject, idempotency, now):
-                        return _erased_again(earlier)
+                        # Made again since: it stays.
+                        return Deleted(_erased_again(earlier), tx.state.version)
                     _check_version(tx.state, expected)
                     erased = await tx.erase()
                     await self._keep(tx, subject, idempotency, now, _erasure_answer(erased))
-                    return erased
+                    return Deleted(erased)
             except ConversationNotFound:
+                if idempotency is None and not allow_missing:
+                    raise
                 # Absent, perhaps erased by this key's first call.
                 async with self._store.write_state() as state_tx:
                     if earlier := await self._recall_of(state_tx, subject, idempotency, now):
-                        return _erased_again(earlier)
+                        return Deleted(_erased_again(earlier))
                     if not allow_missing:
                         raise
                     erased = Erased(messages=0, snapshots=0)
                     await self._keep(state_tx, subject, idempotency, now, _erasure_answer(erased))
-                    return erased
+                    return Deleted(erased)
         except idempotency_keys.Superseded as superseded:
-            return _erased_again(superseded.call)
+            return Deleted(_erased_again(superseded.call))
 
     # -- reads ----------------------------------------------------------
 
@@ -421,13 +442,19 @@ class CompanionService:
                 latest = (await rx.conversation_page(newest)).rows
                 ceiling = latest[0].state.updated_at if latest else rules.MIN_TIME
             page = await rx.conversation_page(_range(chosen, cursor, ceiling, limit))
+        # Titles and labels can make a page of them large: it stops early so
+        # that the response stays under the limit, as the message lists do.
+        room = self._limits.max_response_bytes - self._codec.token_field_size(paging.token_length())
+        sizes = [self._codec.listed_conversation_size(record) for record in page.rows]
+        kept = rules.fitting(sizes, room)
+        rows, more = page.rows[:kept], page.more or kept < len(page.rows)
         token = ""
-        if page.more:
-            last = page.rows[-1].state
+        if more:
+            last = rows[-1].state
             token = paging.encode_conversations(
                 fingerprint, ConversationCursor(last.updated_at, last.id, ceiling)
             )
-        return ConversationPage(page.rows, token)
+        return ConversationPage(rows, token)
 
     async def tail_messages(
         self, conversation_id: str, count: int, roles: Sequence[int], kinds: Sequence[str]
@@ -462,7 +489,8 @@ class CompanionService:
             rules.check_in_ordering(conversation, wanted, sizes)
             # GetMessagesResponse is its entries alone, each as large as stored.
             total = sum(sizes[message_id] for message_id in wanted)
-            if total >= budget:
+            # One message comes alone however large, as on a list's page.
+            if total >= budget and len(wanted) > 1:
                 raise InvalidArgument(
                     "message_ids",
                     f"the {len(wanted)} messages take {total} bytes; a response stays under"
@@ -697,6 +725,13 @@ def _shown(state: StoredState) -> ScopeState:
 
 _CREATED = "CreateConversation"
 """The subject of the keys of CreateConversation calls that name no id."""
+
+
+def _subject(method: str, conversation: UUID) -> str:
+    """The subject of the keys of `method`'s calls about `conversation`: by
+    a digest of its id, which the key may outlive (a delete's does)."""
+    return f"{method}/{hashlib.sha256(conversation.bytes).hexdigest()}"
+
 
 _ERASED = struct.Struct(">qq")
 _STATE_VERSION = struct.Struct(">q")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from .errors import FailedPrecondition
+from .errors import FailedPrecondition, StorageUnavailable
 from .model import EncodedResponse, RememberedCall
 from .storage.base import StateWriter, WriteTransaction
 
@@ -99,8 +99,10 @@ async def keep_for(
     if await tx.keep_call(subject, idempotency.key, call, now - window_us):
         return
     earlier = await recall_of(tx, subject, idempotency, now, window_us)
-    # keep_call gave way to a fresh call, which the recall finds.
-    assert earlier is not None
+    if earlier is None:
+        # keep_call gave way to a fresh call, which holds its row until
+        # this transaction ends: not expected to happen; safe to retry.
+        raise StorageUnavailable("the idempotency key changed under the call; retry it")
     raise Superseded(earlier)
 
 

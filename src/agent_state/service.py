@@ -615,7 +615,7 @@ class ConversationService:
         self, page: Page[tuple[int, bytes]], header: int
     ) -> tuple[list[tuple[int, bytes]], bool]:
         """The leading rows whose encoding, with `header` bytes and a page
-        token, stays within the response limit (at least one row)."""
+        token, stays under the response limit (at least one row)."""
         room = self._limits.max_response_bytes - header - self._token_field_size
         kept = rules.fitting([len(entry) for _, entry in page.rows], room)
         if kept < len(page.rows):

@@ -398,6 +398,12 @@ def test_a_delete_replays_with_an_idempotency_key(companion: CompanionStub, stub
     assert again == first
     assert trailing(call)[VERSION] == "0"
     expect_error(NOT_FOUND, lambda: companion.DeleteConversation(request, timeout=TIMEOUT))
+    # Made again since: the replay leaves it, and answers with its version.
+    calls.append(stub, cid, [text_message("again")])
+    again, call = companion.DeleteConversation.with_call(request, timeout=TIMEOUT, metadata=key)
+    assert again == first
+    assert trailing(call)[VERSION] == "1"
+    assert describe(companion, cid).message_count == 1
     expect_error(
         grpc.StatusCode.FAILED_PRECONDITION,
         lambda: companion.DeleteConversation(

@@ -15,12 +15,13 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from agent_state import paging
+from agent_state import paging, rules
 from agent_state.clock import now_micros
 from agent_state.companion import (
     AppendedWithState,
     CompanionService,
     ConversationPage,
+    Deleted,
     Replayed,
 )
 from agent_state.errors import (
@@ -86,6 +87,12 @@ class RecordCodec:
 
     def message_id_size(self) -> int:
         return 16
+
+    def listed_conversation_size(self, record: ConversationRecord) -> int:
+        return len(record.details.title.encode())
+
+    def token_field_size(self, token_length: int) -> int:
+        return token_length
 
     def appended_with_state(self, result: AppendedWithState) -> EncodedResponse:
         response = EncodedResponse(b"appended with state %d" % len(self.appends))
@@ -423,12 +430,18 @@ async def test_a_delete_replays_under_its_key(store: Store) -> None:
     conversation = str(uuid4())
     await s.append(conversation, 3)
     deleting = fresh_key()
-    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Erased(3, 0)
+    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Deleted(
+        Erased(3, 0)
+    )
     # A retry answers as the first call did, not NOT_FOUND...
-    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Erased(3, 0)
-    # ...and does not erase a conversation made under that id since.
+    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Deleted(
+        Erased(3, 0)
+    )
+    # ...and does not erase a conversation made under that id since (at
+    # version 1 after the call).
     await s.append(conversation)
-    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Erased(3, 0)
+    replay = await s.companion.delete_conversation(conversation, 0, False, deleting)
+    assert replay == Deleted(Erased(3, 0), 1)
     assert (await s.companion.describe_conversation(conversation)).state.message_count == 1
     with pytest.raises(FailedPrecondition):
         await s.companion.delete_conversation(conversation, 0, True, key(deleting.key, b"other"))
@@ -436,9 +449,10 @@ async def test_a_delete_replays_under_its_key(store: Store) -> None:
     with pytest.raises(ConversationNotFound):
         await s.companion.delete_conversation(str(uuid4()), 0, False)
     absent, missing = str(uuid4()), fresh_key()
-    assert await s.companion.delete_conversation(absent, 0, True, missing) == Erased(0, 0)
+    assert await s.companion.delete_conversation(absent, 0, True, missing) == Deleted(Erased(0, 0))
     await s.append(absent)
-    assert await s.companion.delete_conversation(absent, 0, True, missing) == Erased(0, 0)
+    again = await s.companion.delete_conversation(absent, 0, True, missing)
+    assert again == Deleted(Erased(0, 0), 1)
     assert (await s.companion.describe_conversation(absent)).state.version == 1
     # Concurrent duplicates erase once, and all answer what was erased.
     racing, raced = str(uuid4()), fresh_key()
@@ -446,7 +460,7 @@ async def test_a_delete_replays_under_its_key(store: Store) -> None:
     outcomes = await asyncio.gather(
         *(s.companion.delete_conversation(racing, 0, False, raced) for _ in range(4))
     )
-    assert outcomes == [Erased(2, 0)] * 4
+    assert outcomes == [Deleted(Erased(2, 0))] * 4
 
 
 # --- delete --------------------------------------------------------------------------
@@ -465,7 +479,7 @@ async def test_delete_erases_and_a_later_append_starts_again_at_version_1(store:
     snapshot = await s.conversations.create_snapshot(conversation, [str(ids[1])])
     assert not isinstance(snapshot, Replay)
 
-    assert await s.companion.delete_conversation(conversation, 0, False) == Erased(3, 1)
+    assert await s.companion.delete_conversation(conversation, 0, False) == Deleted(Erased(3, 1))
     with pytest.raises(ConversationNotFound):
         await s.companion.describe_conversation(conversation)
     with pytest.raises(SnapshotNotFound):
@@ -501,7 +515,9 @@ async def test_delete_of_an_absent_conversation(store: Store) -> None:
     with pytest.raises(ConversationNotFound):
         await s.companion.delete_conversation(absent, 0, False)
     for expected in (0, 3):
-        assert await s.companion.delete_conversation(absent, expected, True) == Erased(0, 0)
+        assert await s.companion.delete_conversation(absent, expected, True) == Deleted(
+            Erased(0, 0)
+        )
     with pytest.raises(InvalidArgument):
         await s.companion.delete_conversation("nope", 0, True)
     with pytest.raises(InvalidArgument):
@@ -516,7 +532,7 @@ async def test_conditional_delete(store: Store) -> None:
         await s.companion.delete_conversation(conversation, 1, True)
     assert raised.value.current == 2
     assert (await s.companion.describe_conversation(conversation)).state.message_count == 1
-    assert await s.companion.delete_conversation(conversation, 2, False) == Erased(1, 0)
+    assert await s.companion.delete_conversation(conversation, 2, False) == Deleted(Erased(1, 0))
 
 
 async def test_version_of(store: Store) -> None:
@@ -602,6 +618,30 @@ async def test_list_page_sizes(store: Store) -> None:
         assert not page.next_page_token
     page = await s.companion.list_conversations({"run": run}, None, None, "", 2**31 - 1, "")
     assert len(page.conversations) == 3
+
+
+async def test_a_list_page_stays_under_the_response_limit(store: Store) -> None:
+    """The codec counts a conversation as its title's bytes, and a page
+    token as its length: 1,024 bytes hold a token (67) and two titles of
+    400, not three; a title past the whole limit still comes alone."""
+    s = services(store, Clock())
+    smaller = rules.Limits(max_response_bytes=1024)
+    s.companion = CompanionService(store, s.codec, smaller, Clock(), s.conversations)
+    run = uuid4().hex
+    # 1,000 two-byte code points: 2,000 bytes.
+    titles = ["a" * 400, "b" * 400, "c" * 400, "d" + "é" * 999, "e" * 400, "f" * 10]
+    for title in titles:
+        await s.companion.create_conversation("", ConversationInput(title, {"run": run}, None))
+    token, pages = "", []
+    while True:
+        page = await s.companion.list_conversations(
+            {"run": run}, None, None, "updated_at", 0, token
+        )
+        pages.append([record.details.title[0] for record in page.conversations])
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == [["a", "b"], ["c"], ["d"], ["e", "f"]]
 
 
 async def test_list_tokens_are_bound_to_their_filters(store: Store) -> None:

@@ -250,6 +250,11 @@ async def test_get_messages_past_the_response_limit_is_refused(store: Store) -> 
     # Found before measured.
     with pytest.raises(MessageNotFound):
         await s.companion.get_messages(conversation, [first] * 4 + [str(uuid4())])
+    # One message comes alone however large, as on a list's page.
+    tiny = limited(store, entry - 1).companion
+    assert len((await tiny.get_messages(conversation, [first])).entries) == 1
+    with pytest.raises(InvalidArgument):
+        await tiny.get_messages(conversation, [first, first])
 
 
 async def test_get_a_thousand_messages(store: Store) -> None:

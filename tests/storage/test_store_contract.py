@@ -1906,6 +1906,35 @@ async def test_forget_calls_deletes_only_old_keys_in_batches(store: Store) -> No
         assert await tx.recall_call(subject, "recent") == RememberedCall(b"f", b"r", old + 100)
 
 
+async def test_forget_calls_spares_keys_kept_anew_while_it_waits(store: Store) -> None:
+    """A key kept again over its expired self, in a transaction that holds
+    it while the sweep of old keys runs: the sweep waits, then finds it new."""
+    conversation_id = await new_conversation(store)
+    subject = f"subject/{uuid4()}"
+    old = T0 - 10**12
+    async with store.write(conversation_id) as tx:
+        await tx.remember("key", RememberedCall(b"f", b"old", old))
+        assert await tx.keep_call(subject, "key", RememberedCall(b"f", b"old", old), old - 1)
+    holding = asyncio.Event()
+    new = RememberedCall(b"f", b"new", T0)
+
+    async def keep_anew() -> None:
+        async with store.write(conversation_id) as tx:
+            await tx.remember("key", new)
+            assert await tx.keep_call(subject, "key", new, old)
+            holding.set()
+            await asyncio.sleep(0.2)
+
+    async def sweep() -> None:
+        await holding.wait()
+        await store.forget_calls(old + 50, 100)
+
+    await asyncio.gather(keep_anew(), sweep())
+    async with store.write(conversation_id) as tx:
+        assert await tx.recall("key") == new
+        assert await tx.recall_call(subject, "key") == new
+
+
 async def test_keep_call_keeps_over_an_expired_key_only(store: Store) -> None:
     subject, other = f"subject/{uuid4()}", f"subject/{uuid4()}"
     first = RememberedCall(sha256(b"one"), b"first", T0)

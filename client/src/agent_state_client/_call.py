@@ -268,9 +268,7 @@ CREATE_CONVERSATION = _companion("CreateConversation", cpb.Conversation, keyed=T
 DESCRIBE_CONVERSATION = _companion("DescribeConversation", cpb.Conversation)
 UPDATE_CONVERSATION = _companion("UpdateConversation", cpb.Conversation, keyed=True)
 LIST_CONVERSATIONS = _companion("ListConversations", cpb.ListConversationsResponse)
-DELETE_CONVERSATION = _companion(
-    "DeleteConversation", cpb.DeleteConversationResponse, keyed=True
-)
+DELETE_CONVERSATION = _companion("DeleteConversation", cpb.DeleteConversationResponse, keyed=True)
 TAIL = _companion("TailConversationMessages", cpb.TailConversationMessagesResponse)
 GET_MESSAGES = _companion("GetMessages", cpb.GetMessagesResponse)
 FORK = _companion("ForkConversation", cpb.ForkConversationResponse, keyed=True)

@@ -57,6 +57,20 @@ class CompanionCodec:
     def message_id_size(self) -> int:
         return wire.MESSAGE_ID_FIELD_SIZE
 
+    def listed_conversation_size(self, record: ConversationRecord) -> int:
+        # A bound, not the encoding: its text as UTF-8, and at most what the
+        # encoding adds to each label and to the rest (a test holds it to
+        # the encoded size of the largest conversations).
+        details = record.details
+        text = len(details.title.encode("utf-8", "surrogatepass")) + sum(
+            len(key.encode()) + len(value.encode("utf-8", "surrogatepass")) + _LABEL_FRAMING
+            for key, value in details.labels.items()
+        )
+        return text + _CONVERSATION_FRAMING
+
+    def token_field_size(self, token_length: int) -> int:
+        return wire.length_delimited_size(token_length)
+
     def appended_with_state(self, result: AppendedWithState) -> EncodedResponse:
         # AppendMessagesWithStateResponse: metadata = 1 and appended = 2, as
         # in AppendConversationMessagesResponse (the stored entries are
@@ -66,6 +80,14 @@ class CompanionCodec:
             _WIRE.appended(result.appended) + versions.SerializeToString(deterministic=True)
         )
 
+
+_LABEL_FRAMING = 8
+"""A label's map entry besides its key and value: the entry's tag and
+length, and the key's and value's tags and lengths."""
+_CONVERSATION_FRAMING = 160
+"""A listed Conversation besides its title and labels' text, at most: its
+entry's tag and length, the id, counts, times, retention, the title's tag
+and length."""
 
 _WIRE = WireCodec()
 _CODEC = CompanionCodec()
@@ -183,13 +205,14 @@ class CompanionServicer:
     async def delete_conversation(
         self, request: cpb.DeleteConversationRequest, key: Idempotency | None
     ) -> dispatch.Versioned:
-        erased = await self._service.delete_conversation(
+        deleted = await self._service.delete_conversation(
             request.conversation_id, request.expected_version, request.allow_missing, key
         )
         response = cpb.DeleteConversationResponse(
-            deleted_message_count=erased.messages, deleted_snapshot_count=erased.snapshots
+            deleted_message_count=deleted.erased.messages,
+            deleted_snapshot_count=deleted.erased.snapshots,
         )
-        return dispatch.Versioned(response, 0)
+        return dispatch.Versioned(response, deleted.version)
 
     async def tail_messages(
         self, request: cpb.TailConversationMessagesRequest

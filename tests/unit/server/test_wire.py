@@ -15,6 +15,7 @@ from agent_state.model import (
     ConversationState,
     EncodedMessage,
     NewMessage,
+    Retention,
     Snapshot,
     StoredMessage,
 )
@@ -241,6 +242,37 @@ def test_fork_response_and_its_id_size(count: int) -> None:
     assert parsed.conversation.conversation_id == str(state.id)
     ids_alone = cpb.ForkConversationResponse(message_ids=[str(i) for i in ids]).ByteSize()
     assert ids_alone == count * codec.message_id_size()
+
+
+_LARGEST = 2**63 - 1
+_LATEST = 253_402_300_799_999_999
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        ConversationDetails("", {}, None),
+        ConversationDetails("t", {"a": ""}, Retention(0, 0)),
+        # The largest a client can make: 1,000 four-byte code points, 64
+        # labels of 63-character keys and 256 four-byte code points.
+        ConversationDetails(
+            "\U0001f600" * 1000,
+            {f"{i:02d}" + "k" * 61: "\U0001f600" * 256 for i in range(64)},
+            Retention(_LARGEST, _LARGEST),
+        ),
+        ConversationDetails("é" * 300, {"a" * 63: "b" * 127, "c": "d" * 128}, Retention(1, 1)),
+    ],
+    ids=["empty", "small", "largest", "mixed"],
+)
+@pytest.mark.parametrize("number", [0, _LARGEST])
+def test_listed_conversation_size_bounds_its_encoding(
+    details: ConversationDetails, number: int
+) -> None:
+    state = ConversationState(uuid.uuid4(), number, _LATEST, 0, 0, number)
+    record = ConversationRecord(state, _LATEST, details)
+    listed = cpb.ListConversationsResponse(conversations=[convert.conversation(record)])
+    bound = CompanionCodec().listed_conversation_size(record)
+    assert listed.ByteSize() <= bound <= listed.ByteSize() + 200
 
 
 def test_companion_codec_frames_as_the_contract() -> None:

@@ -252,8 +252,10 @@ SET fingerprint = excluded.fingerprint, response = excluded.response,
     created_at = excluded.created_at, message_count = NULL
 
 -- name: forget_calls
+-- The age again outside: a key kept anew over an expired one meanwhile
+-- (remember) is not old.
 DELETE FROM idempotency_keys
-WHERE (conversation_id, key) IN (
+WHERE created_at < %(created_before)s AND (conversation_id, key) IN (
     SELECT conversation_id, key FROM idempotency_keys
     WHERE created_at < %(created_before)s LIMIT %(limit)s
 )
@@ -277,8 +279,9 @@ WHERE call_keys.created_at <= %(expired_at)s
 RETURNING 1
 
 -- name: forget_kept_calls
+-- As forget_calls, the age checked outside too (keep_call).
 DELETE FROM call_keys
-WHERE (subject, key) IN (
+WHERE created_at < %(created_before)s AND (subject, key) IN (
     SELECT subject, key FROM call_keys
     WHERE created_at < %(created_before)s LIMIT %(limit)s
 )

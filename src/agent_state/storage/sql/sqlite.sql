@@ -179,8 +179,10 @@ SET fingerprint = excluded.fingerprint, response = excluded.response,
     created_at = excluded.created_at, message_count = NULL
 
 -- name: forget_calls
+-- The age again outside: a key kept anew over an expired one meanwhile
+-- (remember) is not old.
 DELETE FROM idempotency_keys
-WHERE (conversation_id, key) IN (
+WHERE created_at < :created_before AND (conversation_id, key) IN (
     SELECT conversation_id, key FROM idempotency_keys
     WHERE created_at < :created_before LIMIT :limit
 )
@@ -204,8 +206,9 @@ WHERE call_keys.created_at <= :expired_at
 RETURNING 1
 
 -- name: forget_kept_calls
+-- As forget_calls, the age checked outside too (keep_call).
 DELETE FROM call_keys
-WHERE (subject, key) IN (
+WHERE created_at < :created_before AND (subject, key) IN (
     SELECT subject, key FROM call_keys
     WHERE created_at < :created_before LIMIT :limit
 )
