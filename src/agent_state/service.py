@@ -356,6 +356,9 @@ class ConversationService:
             )
             await tx.save(state)
             result = Replaced(state, [item.message_id for item in replaced], list(request.new_ids))
+            self._check_answer(
+                request, len(removed) + len(request.new_ids), result, self._codec.replaced
+            )
             return await self._remember(tx, idempotency, now, result, self._codec.replaced)
 
     async def delete_range(
@@ -383,9 +386,9 @@ class ConversationService:
                 version=state.version + 1,
             )
             await tx.save(state)
-            return await self._remember(
-                tx, idempotency, now, Deleted(state, deleted), self._codec.deleted
-            )
+            result = Deleted(state, deleted)
+            self._check_answer(request, len(deleted), result, self._codec.deleted)
+            return await self._remember(tx, idempotency, now, result, self._codec.deleted)
 
     async def create_snapshot(
         self,
@@ -414,6 +417,29 @@ class ConversationService:
                 now,
                 SnapshotCreated(tx.state, snapshot),
                 self._codec.snapshot_created,
+            )
+
+    def _check_answer(
+        self,
+        request: rules.RangeRequest,
+        ids: int,
+        result: _R,
+        encode: Callable[[_R], EncodedResponse],
+    ) -> None:
+        """Refuses a change whose answer, which lists the ids of its range,
+        would reach the response limit: a client could not read it (4 MiB
+        by default), though the change was made. Raising in the write's
+        transaction rolls the change back."""
+        # An id takes 38 bytes: so few leave the answer far below the limit.
+        if ids * 64 < self._limits.max_response_bytes:
+            return
+        size = len(encode(result))
+        if size >= self._limits.max_response_bytes:
+            field = "to_message_id" if request.to_id is not None else "from_message_id"
+            raise InvalidArgument(
+                field,
+                f"the answer would list {ids} message ids in {size} bytes, past the response"
+                f" limit of {self._limits.max_response_bytes}; change the range in parts",
             )
 
     # -- preconditions: versions and idempotency keys -----------------------

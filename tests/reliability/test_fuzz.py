@@ -1650,9 +1650,27 @@ def _check_configured_limits(fz: Fuzzer, stub: Stub) -> None:
             pb.ListConversationMessagesResponse,
             fz.expect("ListConversationMessages", lister.SerializeToString(), OK),
         )
-        assert page.ByteSize() <= 2048
+        assert page.ByteSize() < 2048
         sizes.append(len(page.messages))
         if not page.next_page_token:
             break
         lister.page_token = page.next_page_token
     assert sizes == [2, 1, 1]
+    # An answer listing a range's ids (38 bytes each) stays under 2 KiB too:
+    # a range of 60 is refused and changes nothing; one of 40 goes.
+    long = new_id()
+    long_ids = [i for _ in range(27) for i in seed(stub, long, 3)]
+    for method, message in (
+        ("DeleteConversationMessagesRange", pb.DeleteConversationMessagesRangeRequest),
+        ("ReplaceConversationMessagesRange", pb.ReplaceConversationMessagesRangeRequest),
+    ):
+        too_many = message(
+            conversation_id=long, from_message_id=long_ids[0], to_message_id=long_ids[59]
+        )
+        fz.expect(method, too_many.SerializeToString(), INVALID_ARGUMENT, "to_message_id")
+        assert all_ids(stub, long) == long_ids
+    fine = pb.DeleteConversationMessagesRangeRequest(
+        conversation_id=long, from_message_id=long_ids[0], to_message_id=long_ids[39]
+    )
+    fz.expect("DeleteConversationMessagesRange", fine.SerializeToString(), OK)
+    assert all_ids(stub, long) == long_ids[40:]
