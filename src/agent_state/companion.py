@@ -312,6 +312,12 @@ class CompanionService:
                 tx, named, subject, "new_conversation_id", idempotency, now
             ):
                 return replay
+            if request.source == conversation:
+                # Into itself: it existed (ALREADY_EXISTS above) or the
+                # source is absent (the rollback takes back what was made).
+                raise ConversationNotFound(
+                    "conversation_id", f"conversation {request.source} does not exist"
+                )
             source = await tx.hold(request.source)
             last = source.tail_position
             if request.up_to is not None:

@@ -506,10 +506,6 @@ def fork_request(
     source = parse_uuid(conversation_id, "conversation_id")
     up_to = parse_optional_uuid(up_to_message_id, "up_to_message_id")
     new = parse_optional_uuid(new_conversation_id, "new_conversation_id")
-    if new == source:
-        raise InvalidArgument(
-            "new_conversation_id", "names the conversation to fork; a fork is a new conversation"
-        )
     details = conversation_details(ConversationInput(title, labels, None))
     return ForkRequest(source, up_to, new, details)
 

@@ -415,9 +415,10 @@ def test_fork_up_to_into_a_named_conversation(companion: CompanionStub, stub: St
             INVALID_ARGUMENT,
         ),
         (
+            # Into itself: the new conversation exists.
             cpb.ForkConversationRequest(conversation_id=cid, new_conversation_id=cid),
             "new_conversation_id",
-            INVALID_ARGUMENT,
+            ALREADY_EXISTS,
         ),
         (
             cpb.ForkConversationRequest(conversation_id=cid, title="t" * 1001),

@@ -730,10 +730,6 @@ class CompanionModel(Model):
         named = canonical_id(raw_new) if raw_new else None
         if raw_new and named is None:
             problems.append("new_conversation_id")
-        elif named is not None and named == cid:
-            # Spec silent: a fork into its own source (the server refuses it
-            # as a request mistake).
-            problems.append("new_conversation_id")
         problems += title_problems(title, "title") + label_problems(labels, "labels")
         if problems:
             return Expected(invalid(problems, "the request alone is invalid"))

@@ -473,6 +473,18 @@ async def test_fork_into_an_existing_conversation_changes_nothing(store: Store) 
         await s.companion.fork_conversation(source, "", existing.upper(), "", {})
     assert raised.value.field == "new_conversation_id"
     assert await s.companion.describe_conversation(existing) == before
+    # Into the source itself: it exists too.
+    source_before = await s.companion.describe_conversation(source)
+    with pytest.raises(AlreadyExists) as raised:
+        await s.companion.fork_conversation(source, "", source, "", {})
+    assert raised.value.field == "new_conversation_id"
+    assert await s.companion.describe_conversation(source) == source_before
+    # Into an absent source itself: the source is absent, and nothing is made.
+    nowhere = str(uuid4())
+    with pytest.raises(ConversationNotFound) as missing:
+        await s.companion.fork_conversation(nowhere, "", nowhere, "", {})
+    assert missing.value.field == "conversation_id"
+    await absent(s, nowhere)
     # Named: it is used.
     named = str(uuid4())
     fork = applied(await s.companion.fork_conversation(source, "", named, "", {}))
@@ -495,7 +507,6 @@ async def test_fork_of_an_absent_source_makes_nothing(store: Store) -> None:
         ("", "", "", PLAIN, "conversation_id"),
         (None, "x", "", PLAIN, "up_to_message_id"),
         (None, "", "x", PLAIN, "new_conversation_id"),
-        (None, "", "same", PLAIN, "new_conversation_id"),
         (None, "", "", ConversationInput("t" * 1001, {}, None), "title"),
         (None, "", "", ConversationInput("", {"K": ""}, None), "labels['K']"),
     ],
@@ -506,9 +517,8 @@ async def test_fork_refuses_bad_requests_before_looking(
     s = services(store)
     absent = str(uuid4())
     source_id = absent if source is None else source
-    new_id = absent if new == "same" else new
     with pytest.raises(InvalidArgument) as raised:
-        await s.companion.fork_conversation(source_id, up_to, new_id, given.title, given.labels)
+        await s.companion.fork_conversation(source_id, up_to, new, given.title, given.labels)
     assert raised.value.field == field
 
 

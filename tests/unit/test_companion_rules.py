@@ -272,7 +272,6 @@ def test_fork_requests() -> None:
         ("conversation_id", ("", "", "", "", {})),
         ("up_to_message_id", (str(source), "x", "", "", {})),
         ("new_conversation_id", (str(source), "", "x", "", {})),
-        ("new_conversation_id", (str(source), "", "{" + str(source) + "}", "", {})),
         ("title", (str(source), "", "", "t" * (rules.MAX_TITLE_LENGTH + 1), {})),
         ("labels['A']", (str(source), "", "", "", {"A": ""})),
     ]
