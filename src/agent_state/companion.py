@@ -33,6 +33,7 @@ from .errors import (
     NotFound,
     StorageUnavailable,
     VersionMismatch,
+    conversation_not_found,
 )
 from .idempotency import Idempotency
 from .ids import new_id, parse_uuid
@@ -167,7 +168,7 @@ class Forked:
 
 
 @dataclass(frozen=True, slots=True)
-class Deleted:
+class DeletedConversation:
     """DeleteConversation's answer: what went, and the conversation's
     version after the call: 0, as it is gone, unless a replay finds a
     conversation made under its id since."""
@@ -237,11 +238,10 @@ class CompanionService:
                 state = dataclasses.replace(tx.state, updated_at=now, version=1)
                 record = ConversationRecord(state, now, details)
                 await tx.save_record(record)
-                if named is None:
+                if idempotency is not None:
                     response = self._codec.conversation(record)
-                    await self._keep(tx, _CREATED, idempotency, now, response, conversation)
-                    return record
-                return await self._remember(tx, idempotency, now, record)
+                    await self._remember_creation(tx, named, _CREATED, idempotency, now, response)
+                return record
         except idempotency_keys.Superseded as superseded:
             return await self._replayed_creation(superseded.call)
 
@@ -315,9 +315,7 @@ class CompanionService:
             if request.source == conversation:
                 # Into itself: it existed (ALREADY_EXISTS above) or the
                 # source is absent (the rollback takes back what was made).
-                raise ConversationNotFound(
-                    "conversation_id", f"conversation {request.source} does not exist"
-                )
+                raise conversation_not_found(request.source)
             source = await tx.hold(request.source)
             last = source.tail_position
             if request.up_to is not None:
@@ -337,10 +335,7 @@ class CompanionService:
             response = self._codec.forked(record, message_ids)
             if len(response) >= self._limits.max_response_bytes:
                 raise _too_large_to_fork(len(message_ids))
-            if named is None:
-                await self._keep(tx, subject, idempotency, now, response, conversation)
-            else:
-                await idempotency_keys.remember(tx, idempotency, now, response)
+            await self._remember_creation(tx, named, subject, idempotency, now, response)
             return Forked(record, message_ids, response)
 
     async def _copy_ordering(self, tx: WriteTransaction, source: UUID, last: int) -> list[Item]:
@@ -379,7 +374,7 @@ class CompanionService:
         expected_version: int,
         allow_missing: bool,
         idempotency: Idempotency | None = None,
-    ) -> Deleted:
+    ) -> DeletedConversation:
         """Erases the conversation and everything of it, in one transaction
         (nothing when it is absent and `allow_missing`)."""
         conversation = parse_uuid(conversation_id, "conversation_id")
@@ -387,29 +382,46 @@ class CompanionService:
         subject = _subject("DeleteConversation", conversation)
         now = self._clock()
         try:
-            try:
-                async with self._store.write(conversation) as tx:
-                    if earlier := await self._recall_of(tx, subject, idempotency, now):
-                        # Made again since: it stays.
-                        return Deleted(_erased_again(earlier), tx.state.version)
-                    _check_version(tx.state, expected)
-                    erased = await tx.erase()
-                    await self._keep(tx, subject, idempotency, now, _erasure_answer(erased))
-                    return Deleted(erased)
-            except ConversationNotFound:
-                if idempotency is None and not allow_missing:
-                    raise
-                # Absent, perhaps erased by this key's first call.
-                async with self._store.write_state() as state_tx:
-                    if earlier := await self._recall_of(state_tx, subject, idempotency, now):
-                        return Deleted(_erased_again(earlier))
-                    if not allow_missing:
-                        raise
-                    erased = Erased(messages=0, snapshots=0)
-                    await self._keep(state_tx, subject, idempotency, now, _erasure_answer(erased))
-                    return Deleted(erased)
+            async with self._store.write(conversation) as tx:
+                if earlier := await self._recall_of(tx, subject, idempotency, now):
+                    # Made again since: it stays.
+                    return DeletedConversation(_erased_again(earlier), tx.state.version)
+                _check_version(tx.state, expected)
+                erased = await tx.erase()
+                await self._keep(tx, subject, idempotency, now, _erasure_answer(erased))
+                return DeletedConversation(erased)
         except idempotency_keys.Superseded as superseded:
-            return Deleted(_erased_again(superseded.call))
+            return DeletedConversation(_erased_again(superseded.call))
+        except ConversationNotFound:
+            if idempotency is None:
+                if allow_missing:
+                    return DeletedConversation(Erased(messages=0, snapshots=0))
+                raise
+        # Absent, perhaps erased by this key's first call.
+        return await self._delete_absent(conversation, subject, allow_missing, idempotency, now)
+
+    async def _delete_absent(
+        self,
+        conversation: UUID,
+        subject: str,
+        allow_missing: bool,
+        idempotency: Idempotency,
+        now: int,
+    ) -> DeletedConversation:
+        """DeleteConversation under a key, of a conversation that is absent:
+        the answer of the key's first call; else zero counts, with
+        `allow_missing` (kept under the key), or NOT_FOUND."""
+        try:
+            async with self._store.write_state() as tx:
+                if earlier := await self._recall_of(tx, subject, idempotency, now):
+                    return DeletedConversation(_erased_again(earlier))
+                if not allow_missing:
+                    raise conversation_not_found(conversation)
+                erased = Erased(messages=0, snapshots=0)
+                await self._keep(tx, subject, idempotency, now, _erasure_answer(erased))
+                return DeletedConversation(erased)
+        except idempotency_keys.Superseded as superseded:
+            return DeletedConversation(_erased_again(superseded.call))
 
     # -- reads ----------------------------------------------------------
 
@@ -594,6 +606,23 @@ class CompanionService:
     ) -> None:
         window = self._limits.idempotency_window_us
         await idempotency_keys.keep_for(tx, subject, idempotency, now, window, response, owner)
+
+    async def _remember_creation(
+        self,
+        tx: WriteTransaction,
+        named: UUID | None,
+        subject: str,
+        idempotency: Idempotency | None,
+        now: int,
+        response: EncodedResponse,
+    ) -> None:
+        """Keep the answer of a call that created the transaction's
+        conversation under its key: the conversation's own when the request
+        `named` it, else `subject`'s, erased with the conversation."""
+        if named is not None:
+            await idempotency_keys.remember(tx, idempotency, now, response)
+        else:
+            await self._keep(tx, subject, idempotency, now, response, tx.state.id)
 
     async def _replayed_creation(self, call: RememberedCall) -> Replayed:
         """The answer of an earlier call that created a conversation under

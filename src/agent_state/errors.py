@@ -6,6 +6,8 @@ The gRPC layer maps each class to a status code in one table
 
 from __future__ import annotations
 
+from uuid import UUID
+
 
 class AgentStateError(Exception):
     """Base of every error this package raises on purpose.
@@ -34,6 +36,10 @@ class NotFound(AgentStateError):
 
 class ConversationNotFound(NotFound):
     pass
+
+
+def conversation_not_found(conversation_id: UUID) -> ConversationNotFound:
+    return ConversationNotFound("conversation_id", f"conversation {conversation_id} does not exist")
 
 
 class SnapshotNotFound(NotFound):

@@ -286,7 +286,7 @@ def _decoded(token: str, malformed: InvalidArgument) -> bytes:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
         raise malformed from None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != token.encode("ascii", "replace"):
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != token.encode("ascii"):
         raise malformed
     return raw
 

@@ -356,9 +356,8 @@ class ConversationService:
             )
             await tx.save(state)
             result = Replaced(state, [item.message_id for item in replaced], list(request.new_ids))
-            self._check_answer(
-                request, len(removed) + len(request.new_ids), result, self._codec.replaced
-            )
+            listed = len(result.replaced) + len(result.inserted)
+            self._check_answer(request, listed, result, self._codec.replaced)
             return await self._remember(tx, idempotency, now, result, self._codec.replaced)
 
     async def delete_range(

@@ -21,7 +21,7 @@ from agent_state.companion import (
     AppendedWithState,
     CompanionService,
     ConversationPage,
-    Deleted,
+    DeletedConversation,
     Replayed,
 )
 from agent_state.errors import (
@@ -430,18 +430,18 @@ async def test_a_delete_replays_under_its_key(store: Store) -> None:
     conversation = str(uuid4())
     await s.append(conversation, 3)
     deleting = fresh_key()
-    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Deleted(
-        Erased(3, 0)
-    )
+    assert await s.companion.delete_conversation(
+        conversation, 0, False, deleting
+    ) == DeletedConversation(Erased(3, 0))
     # A retry answers as the first call did, not NOT_FOUND...
-    assert await s.companion.delete_conversation(conversation, 0, False, deleting) == Deleted(
-        Erased(3, 0)
-    )
+    assert await s.companion.delete_conversation(
+        conversation, 0, False, deleting
+    ) == DeletedConversation(Erased(3, 0))
     # ...and does not erase a conversation made under that id since (at
     # version 1 after the call).
     await s.append(conversation)
     replay = await s.companion.delete_conversation(conversation, 0, False, deleting)
-    assert replay == Deleted(Erased(3, 0), 1)
+    assert replay == DeletedConversation(Erased(3, 0), 1)
     assert (await s.companion.describe_conversation(conversation)).state.message_count == 1
     with pytest.raises(FailedPrecondition):
         await s.companion.delete_conversation(conversation, 0, True, key(deleting.key, b"other"))
@@ -449,10 +449,12 @@ async def test_a_delete_replays_under_its_key(store: Store) -> None:
     with pytest.raises(ConversationNotFound):
         await s.companion.delete_conversation(str(uuid4()), 0, False)
     absent, missing = str(uuid4()), fresh_key()
-    assert await s.companion.delete_conversation(absent, 0, True, missing) == Deleted(Erased(0, 0))
+    assert await s.companion.delete_conversation(absent, 0, True, missing) == DeletedConversation(
+        Erased(0, 0)
+    )
     await s.append(absent)
     again = await s.companion.delete_conversation(absent, 0, True, missing)
-    assert again == Deleted(Erased(0, 0), 1)
+    assert again == DeletedConversation(Erased(0, 0), 1)
     assert (await s.companion.describe_conversation(absent)).state.version == 1
     # Concurrent duplicates erase once, and all answer what was erased.
     racing, raced = str(uuid4()), fresh_key()
@@ -460,7 +462,7 @@ async def test_a_delete_replays_under_its_key(store: Store) -> None:
     outcomes = await asyncio.gather(
         *(s.companion.delete_conversation(racing, 0, False, raced) for _ in range(4))
     )
-    assert outcomes == [Deleted(Erased(2, 0))] * 4
+    assert outcomes == [DeletedConversation(Erased(2, 0))] * 4
 
 
 # --- delete --------------------------------------------------------------------------
@@ -479,7 +481,9 @@ async def test_delete_erases_and_a_later_append_starts_again_at_version_1(store:
     snapshot = await s.conversations.create_snapshot(conversation, [str(ids[1])])
     assert not isinstance(snapshot, Replay)
 
-    assert await s.companion.delete_conversation(conversation, 0, False) == Deleted(Erased(3, 1))
+    assert await s.companion.delete_conversation(conversation, 0, False) == DeletedConversation(
+        Erased(3, 1)
+    )
     with pytest.raises(ConversationNotFound):
         await s.companion.describe_conversation(conversation)
     with pytest.raises(SnapshotNotFound):
@@ -515,7 +519,7 @@ async def test_delete_of_an_absent_conversation(store: Store) -> None:
     with pytest.raises(ConversationNotFound):
         await s.companion.delete_conversation(absent, 0, False)
     for expected in (0, 3):
-        assert await s.companion.delete_conversation(absent, expected, True) == Deleted(
+        assert await s.companion.delete_conversation(absent, expected, True) == DeletedConversation(
             Erased(0, 0)
         )
     with pytest.raises(InvalidArgument):
@@ -532,7 +536,9 @@ async def test_conditional_delete(store: Store) -> None:
         await s.companion.delete_conversation(conversation, 1, True)
     assert raised.value.current == 2
     assert (await s.companion.describe_conversation(conversation)).state.message_count == 1
-    assert await s.companion.delete_conversation(conversation, 2, False) == Deleted(Erased(1, 0))
+    assert await s.companion.delete_conversation(conversation, 2, False) == DeletedConversation(
+        Erased(1, 0)
+    )
 
 
 async def test_version_of(store: Store) -> None:

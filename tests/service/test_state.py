@@ -30,7 +30,7 @@ from agent_state.storage import transactions
 from agent_state.storage.base import Store
 
 from .._gen_helpers import text_body
-from .test_companion import PLAIN, Services, applied, services
+from .test_companion import PLAIN, Services, applied, fresh_key, services
 
 
 def update(scope: str, set_json: str = "", *remove_keys: str) -> StateUpdateInput:
@@ -122,7 +122,7 @@ async def test_request_mistakes_come_before_anything_else(store: Store) -> None:
 async def test_an_update_replays_under_its_key(store: Store) -> None:
     s = services(store)
     scope = app()
-    keyed = Idempotency(f"k-{uuid4()}", b"set a")
+    keyed = fresh_key(b"set a")
     first = await s.companion.update_state(update(scope, '{"a": 1}'), 0, keyed)
     assert first == ScopeState('{"a":1}', 1)
     assert await s.companion.get_state(scope) == first
@@ -137,7 +137,7 @@ async def test_an_update_replays_under_its_key(store: Store) -> None:
     other = app()
     assert await s.companion.update_state(update(other, "{}"), 0, keyed) == ScopeState("{}", 1)
     # Concurrent duplicates apply once.
-    raced, racing = app(), Idempotency(f"k-{uuid4()}", b"set r")
+    raced, racing = app(), fresh_key(b"set r")
     outcomes = await asyncio.gather(
         *(s.companion.update_state(update(raced, '{"r": 1}'), 0, racing) for _ in range(4))
     )
@@ -152,7 +152,7 @@ async def test_the_key_of_a_conversations_scope_goes_with_the_conversation(
     conversation = str(uuid4())
     await s.append(conversation)
     scope = f"conversation/{conversation}"
-    keyed = Idempotency(f"k-{uuid4()}", b"set a")
+    keyed = fresh_key(b"set a")
     assert await s.companion.update_state(update(scope, '{"a": 1}'), 0, keyed) == ScopeState(
         '{"a":1}', 1
     )

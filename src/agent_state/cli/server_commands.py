@@ -49,7 +49,7 @@ _HELP = {
     "max_kind_length": "characters in a message kind at most",
     "default_page_size": "page size when a request gives none",
     "max_page_size": "page size at most",
-    "max_response_bytes": "list responses stay under this size",
+    "max_response_bytes": "responses listing messages or ids stay under this size",
     "shutdown_grace_seconds": "time in-flight calls get on SIGTERM",
     "idempotency_window_seconds": "how long an idempotency-key replays its response",
     "workers": "server processes sharing the port (SO_REUSEPORT)",

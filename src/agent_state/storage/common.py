@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
-from ..errors import ConversationNotFound, SnapshotNotFound
+from ..errors import SnapshotNotFound
 from ..model import (
     ConversationDetails,
     ConversationRecord,
@@ -146,10 +146,6 @@ def renumbering(row: Sequence[Any]) -> Renumbering:
     upper_bound, old_positions, new_positions."""
     layout_version, lower, upper, old, new = row
     return Renumbering(layout_version, lower, upper, unpack_positions(old), unpack_positions(new))
-
-
-def conversation_not_found(conversation_id: UUID) -> ConversationNotFound:
-    return ConversationNotFound("conversation_id", f"conversation {conversation_id} does not exist")
 
 
 def snapshot_not_found(snapshot_id: UUID) -> SnapshotNotFound:

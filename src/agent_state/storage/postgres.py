@@ -38,7 +38,7 @@ from psycopg.errors import PipelineAborted, UniqueViolation
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ..errors import StorageUnavailable
+from ..errors import StorageUnavailable, conversation_not_found
 from ..model import ConversationState, NewMessage, Page
 from . import common, migrations, sql, transactions
 from .base import PoolStats, ReadTransaction, WriteTransaction
@@ -670,5 +670,5 @@ class PostgresStore(transactions.StoreOperations):
             row = await _row(conn, "lock_conversation", params)
             recalled = None
         if row is None:
-            raise common.conversation_not_found(conversation_id)
+            raise conversation_not_found(conversation_id)
         return common.conversation_state(conversation_id, row), created, recalled

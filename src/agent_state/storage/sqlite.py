@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from ..clock import now_micros
-from ..errors import StorageUnavailable
+from ..errors import StorageUnavailable, conversation_not_found
 from ..model import NewMessage, Page
 from . import common, migrations, sql, transactions
 from .base import PoolStats, ReadTransaction, WriteTransaction
@@ -478,7 +478,7 @@ class SqliteStore(transactions.StoreOperations):
 
         async with self._writing(begin) as (row, created, recalled):
             if row is None:
-                raise common.conversation_not_found(conversation_id)
+                raise conversation_not_found(conversation_id)
             state = common.conversation_state(conversation_id, row)
             yield transactions.Write(_SqliteExecutor(self._writer), state, created, recalled)
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
 
+from ..errors import conversation_not_found
 from ..model import (
     EMPTY_STATE,
     AppendKey,
@@ -306,7 +307,7 @@ class Read(ReadTransaction):
         conversation_id: UUID = params["conversation"]
         row, found = await self._x.state_and_page(page, params, limit, budget, filters)
         if row is None:
-            raise common.conversation_not_found(conversation_id)
+            raise conversation_not_found(conversation_id)
         return common.conversation_state(conversation_id, row), found
 
     async def id_page(self, conversation_id: UUID, after: int, limit: int) -> Page[Item]:
@@ -685,7 +686,7 @@ async def _conversation(executor: Executor, query: str, conversation_id: UUID) -
     """The conversation's row by `query`; raises ConversationNotFound."""
     row = await executor.row(query, {"conversation": conversation_id})
     if row is None:
-        raise common.conversation_not_found(conversation_id)
+        raise conversation_not_found(conversation_id)
     return common.conversation_state(conversation_id, row)
 
 
@@ -717,7 +718,7 @@ async def _record(executor: Executor, conversation_id: UUID) -> ConversationReco
     """The conversation's row and labels; raises ConversationNotFound."""
     row = await executor.row("conversation_record", {"conversation": conversation_id})
     if row is None:
-        raise common.conversation_not_found(conversation_id)
+        raise conversation_not_found(conversation_id)
     labels = await _labels(executor, [conversation_id])
     return common.conversation_record(conversation_id, row, labels.get(conversation_id))
 
