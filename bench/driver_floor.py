@@ -17,19 +17,17 @@ every run (`one_row_read`), as T3's floor.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 
 import grpc
 import psycopg
 
-from bench.harness import ADMIN_URL, health
+from bench.harness import ADMIN_URL, cpu_seconds, health
 from tests.support.postgres import throwaway_database
 
 _ROW_ID = uuid.UUID(int=7)
@@ -78,11 +76,6 @@ async def _serve(url: str) -> None:
     await server.wait_for_termination()
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _calls(port: int) -> tuple[grpc.Channel, dict[str, Callable[[], object]]]:
     """A channel to the bare server and each of its calls, the health check first."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -101,10 +94,10 @@ def _round(pid: int, work: dict[str, Callable[[], object]], calls: int) -> dict[
     for name, call in work.items():
         for _ in range(200):
             call()
-        before = _cpu_seconds(pid)
+        before = cpu_seconds([pid])
         for _ in range(calls):
             call()
-        figures[name] = (_cpu_seconds(pid) - before) / calls * 1000
+        figures[name] = (cpu_seconds([pid]) - before) / calls * 1000
     return figures
 
 

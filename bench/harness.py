@@ -9,7 +9,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -76,15 +76,20 @@ def health(grpc_channel: grpc.Channel) -> None:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu_seconds(server: ServerProcess) -> float:
-    """User plus system CPU the server (and its workers) used so far, from
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User plus system CPU these processes used so far, from
     /proc/<pid>/stat (utime and stime, in clock ticks)."""
     ticks = 0
-    for pid in server.pids():
+    for pid in pids:
         # The command name, field 2, may hold spaces: count fields after its ')'.
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime
     return ticks / CLOCK_TICKS
+
+
+def server_cpu_seconds(server: ServerProcess) -> float:
+    """CPU the server (and its workers) used so far (`cpu_seconds`)."""
+    return cpu_seconds(server.pids())
 
 
 def timed(operation: Callable[[], object]) -> float:
