@@ -137,28 +137,6 @@ def list_all(
     raise AssertionError("paging did not end")
 
 
-def test_pages_of_the_largest_conversations_stay_under_3_mib(companion: CompanionStub) -> None:
-    """60 conversations of the largest title and labels (about 70 KiB each
-    encoded): asked for 100 a page, the pages stop early under 3 MiB."""
-    run = new_id()
-    labels = {"run": run} | {f"{i:02d}" + "k" * 61: "\U0001f600" * 256 for i in range(63)}
-    for _ in range(60):
-        create(companion, title="\U0001f600" * 1000, labels=labels)
-    pages, token = [], ""
-    while True:
-        page = companion.ListConversations(
-            cpb.ListConversationsRequest(labels={"run": run}, page_size=100, page_token=token),
-            timeout=TIMEOUT,
-        )
-        pages.append(page)
-        token = page.next_page_token
-        if not token:
-            break
-    assert sum(len(page.conversations) for page in pages) == 60
-    assert len(pages) == 2
-    assert all(page.ByteSize() < MAX_PAGE_BYTES for page in pages)
-
-
 # --- create, describe, update ----------------------------------------------------
 
 
@@ -540,6 +518,28 @@ def test_list_orders_and_time_bounds(companion: CompanionStub, stub: Stub) -> No
         ),
         "page_token",
     )
+
+
+def test_pages_of_the_largest_conversations_stay_under_3_mib(companion: CompanionStub) -> None:
+    """60 conversations of the largest title and labels (about 70 KiB each
+    encoded): asked for 100 a page, the pages stop early under 3 MiB."""
+    run = new_id()
+    labels = {"run": run} | {f"{i:02d}" + "k" * 61: "\U0001f600" * 256 for i in range(63)}
+    for _ in range(60):
+        create(companion, title="\U0001f600" * 1000, labels=labels)
+    pages, token = [], ""
+    while True:
+        page = companion.ListConversations(
+            cpb.ListConversationsRequest(labels={"run": run}, page_size=100, page_token=token),
+            timeout=TIMEOUT,
+        )
+        pages.append(page)
+        token = page.next_page_token
+        if not token:
+            break
+    assert sum(len(page.conversations) for page in pages) == 60
+    assert len(pages) == 2
+    assert all(page.ByteSize() < MAX_PAGE_BYTES for page in pages)
 
 
 # --- one port, one set of rules ---------------------------------------------------------
